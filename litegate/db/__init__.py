@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 typed models, repositories and services."""

@@ -1,0 +1,129 @@
+"""Process settings: defaults < ``LITEGATE_*`` environment < explicit flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "LITEGATE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path(".litegate")
+    """Holds the SQLite file, the registered model files and the demo state."""
+    db: str | None = None
+    """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<home>/litegate.db``."""
+    redis: str | None = None
+    """``redis://host:port/db`` — shared limits, cache and change notifications."""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    config: Path | None = None
+    """Declarative YAML applied at start-up (like ``litegate config apply``)."""
+
+    max_body_bytes: int = 1024 * 1024
+    reload_interval_s: float = 0.25
+    """How often a gateway checks ``config_state.version`` (changes show within 1 s)."""
+
+    limit_strategy: str = "moving-window"
+    """``moving-window`` | ``fixed-window`` | ``sliding-window-counter``."""
+    limit_fail_open: bool = True
+    """When the limit storage (Redis) is unreachable: allow (True) or answer 503 (False)."""
+
+    cache_max_entries: int = 4096
+    cache_max_bytes: int = 64 * 1024 * 1024
+    cache_streams: bool = False
+
+    upstream_timeout_s: float = 30.0
+    upstream_connect_timeout_s: float = 5.0
+    breaker_failures: int = 5
+    breaker_reset_s: float = 10.0
+
+    log_format: str = "auto"
+    """``json`` | ``console`` | ``auto`` (console on a TTY, JSON otherwise)."""
+    log_level: str = "info"
+    access_log: bool = True
+
+    # ONNX inference
+    providers: str = "auto"
+    """Comma-separated ORT providers, or ``auto`` (CUDA first when usable, then CPU)."""
+    strict_providers: bool = False
+    """Fail instead of falling back to CPU when a requested provider is unavailable."""
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    model_memory_mb: int = 0
+    """Budget for loaded sessions; 0 = unlimited."""
+    max_queue: int = 256
+    """Pending inference requests per model before answering 503."""
+
+    admin_enabled: bool = True
+    secret_key: str | None = None
+    """Signs admin sessions; generated and stored under ``home`` when unset."""
+    session_max_age_s: int = 8 * 3600
+
+    demo: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        if self.db:
+            return normalize_db_url(self.db)
+        return f"sqlite+aiosqlite:///{(self.home / 'litegate.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Defaults, then ``LITEGATE_*`` variables, then non-None ``overrides``."""
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "extra":
+                continue
+            raw = os.environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _coerce(hints[f.name], raw, f.name)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _coerce(hints[name], value, name) if isinstance(value, str) else value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def normalize_db_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``sqlite://`` URLs and pick the async driver."""
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+    return url
+
+
+def _coerce(hint: Any, raw: Any, name: str) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    text = str(hint)
+    try:
+        if hint is bool or text == "bool":
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if hint is Path or "Path" in text:
+            return Path(raw) if raw else None
+    except ValueError as exc:
+        raise ValueError(f"invalid value for {ENV_PREFIX}{name.upper()}: {raw!r}") from exc
+    return raw
