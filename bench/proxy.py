@@ -1,0 +1,745 @@
+"""Proxy benchmark: litegate side by side with a ceiling forwarder and LiteLLM.
+
+One command, one run::
+
+    .venv/bin/python bench/proxy.py                       # all four targets, 15 s each
+    .venv/bin/python bench/proxy.py --targets mock,ceiling --duration 5
+
+Targets (in this order, one at a time, all on 127.0.0.1):
+
+1. ``mock``     -- direct to the mock upstream (``bench/mock_upstream.py``), the baseline;
+2. ``ceiling``  -- ``bench/ceiling.py``: raw ASGI under uvicorn forwarding with one aiohttp session;
+3. ``litegate`` -- ``litegate serve`` with a temp ``--home``, a key, a route ``chat`` to the mock
+                   (auth + limits + metrics on, cache off);
+4. ``litellm``  -- LiteLLM proxy, one worker, from its own virtualenv ``bench/.venv-litellm``
+                   (created and installed by this script when missing), no database.
+
+Per target: start-to-ready (spawn -> first 200 from its ready endpoint, and -> first good
+completion), idle RSS (VmRSS summed over the process tree), a wrk warm-up, a sequential
+keep-alive probe (one connection, N requests interleaved request-by-request with the same
+number straight to the mock, so added latency = target - mock is measured under the same
+machine conditions), ``wrk -t2 -cC -dDs --latency`` with a Lua script POSTing a chat completion
+with ``Authorization: Bearer <key>``, and RSS after load. Results are appended to
+``bench/RESULTS.md`` as a markdown table with the exact command and date; raw numbers go to
+``bench/.work/`` as JSON. All processes are started in their own process groups and killed
+in ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+RESULTS = BENCH / "RESULTS.md"
+HOST = "127.0.0.1"
+ALL_TARGETS = ("mock", "ceiling", "litegate", "litellm")
+ROUTE = "chat"
+UPSTREAM_MODEL = "small-model"
+LITELLM_MASTER_KEY = "sk-bench-litellm-master"
+CHAT_BODY = json.dumps(
+    {"model": ROUTE, "messages": [{"role": "user", "content": "Say hello in five words."}],
+     "max_tokens": 16, "temperature": 0}
+)
+
+# Targets from issue #2 (litegate on a 2-core machine).
+GOAL_RPS_VS_CEILING = 0.6
+GOAL_RPS_VS_LITELLM = 30.0
+GOAL_ADDED_P50_MS = 0.5
+GOAL_IDLE_RSS_MB = 60.0
+GOAL_READY_S = 1.0
+
+
+# --------------------------------------------------------------------------- utilities
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _proc_children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # comm may contain spaces and parentheses: split after the last ')'.
+        rest = stat[stat.rfind(b")") + 2:].split()
+        ppid = int(rest[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree_pids(pid: int) -> list[int]:
+    children = _proc_children()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_rss_mb(pid: int) -> float:
+    """VmRSS summed over ``pid`` and all its descendants, in MiB."""
+    total_kb = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total_kb / 1024.0
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def http_request(port: int, method: str, path: str, body: str | None = None,
+                 headers: dict[str, str] | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    if not sorted_vals:
+        return float("nan")
+    k = (len(sorted_vals) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo)
+
+
+class Procs:
+    """Every process we start, each in its own session/process group; killed in finally."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, argv: list[str], logfile: Path, env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        fh = open(logfile, "ab")
+        try:
+            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 env=env, cwd=cwd, start_new_session=True)
+        finally:
+            fh.close()
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def stop(p: subprocess.Popen, grace: float = 5.0) -> None:
+        if p.poll() is not None:
+            # Leader gone; children in its group may still be alive.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def stop_all(self) -> None:
+        while self.procs:
+            self.stop(self.procs.pop())
+
+
+# --------------------------------------------------------------------------- targets
+
+@dataclass
+class Target:
+    name: str
+    label: str
+    port: int
+    argv: list[str]
+    auth_key: str = "sk-none"
+    ready_path: str | None = None      # GET endpoint returning 200 when ready (None: completion only)
+    env: dict[str, str] | None = None
+    ready_timeout: float = 60.0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Result:
+    name: str
+    label: str
+    ready_s: float | None = None
+    first_completion_s: float | None = None
+    idle_rss_mb: float | None = None
+    load_rss_mb: float | None = None
+    rps: float | None = None
+    lat_p50_ms: float | None = None
+    lat_p99_ms: float | None = None
+    requests: int | None = None
+    bad_responses: int | None = None
+    socket_errors: str | None = None
+    seq_p50_ms: float | None = None
+    seq_p99_ms: float | None = None
+    seq_mock_p50_ms: float | None = None
+    seq_mock_p99_ms: float | None = None
+    added_p50_ms: float | None = None
+    added_p99_ms: float | None = None
+    seq_failures: int | None = None
+    load_before: str | None = None
+    load_after: str | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def wait_ready(proc: subprocess.Popen, t0: float, target: Target, res: Result) -> None:
+    deadline = t0 + target.ready_timeout
+    headers = {"Authorization": f"Bearer {target.auth_key}", "Content-Type": "application/json"}
+    phase = "ready" if target.ready_path else "completion"
+    last_err = ""
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{target.name} exited with code {proc.returncode} before ready")
+        try:
+            if phase == "ready":
+                status, body = http_request(target.port, "GET", target.ready_path, timeout=2)
+                if status == 200:
+                    res.ready_s = time.perf_counter() - t0
+                    phase = "completion"
+                    continue
+                last_err = f"ready endpoint {status}: {body[:200]!r}"
+            else:
+                status, body = http_request(target.port, "POST", "/v1/chat/completions", CHAT_BODY,
+                                            headers, timeout=5)
+                if status == 200 and b'"choices"' in body:
+                    res.first_completion_s = time.perf_counter() - t0
+                    if res.ready_s is None:
+                        res.ready_s = res.first_completion_s
+                    return
+                last_err = f"completion {status}: {body[:300]!r}"
+        except (OSError, http.client.HTTPException) as e:
+            last_err = f"{type(e).__name__}: {e}"
+        time.sleep(0.005)
+    raise RuntimeError(f"{target.name} not ready after {target.ready_timeout:.0f}s ({last_err})")
+
+
+# --------------------------------------------------------------------------- wrk
+
+LUA = """wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {key}"
+"""
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(value: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value.strip())
+    if not m:
+        raise ValueError(value)
+    return float(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def lua_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def run_wrk(port: int, key: str, duration: float, connections: int, threads: int,
+            workdir: Path, tag: str) -> dict:
+    script = workdir / f"post-{tag}.lua"
+    script.write_text(LUA.format(body=lua_quote(CHAT_BODY), key=key))
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, int(round(duration)))}s",
+            "--latency", "--timeout", "10s", "-s", str(script),
+            f"http://{HOST}:{port}/v1/chat/completions"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+    text = out.stdout + out.stderr
+    (workdir / f"wrk-{tag}.txt").write_text(" ".join(argv) + "\n" + text)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {text[-500:]}")
+    r: dict = {"raw": text}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    r["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in", text)
+    r["requests"] = int(m.group(1)) if m else None
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        r[f"p{pct}"] = _ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: (.*)", text)
+    r["socket_errors"] = m.group(1).strip() if m else None
+    return r
+
+
+# --------------------------------------------------------------------------- sequential probe
+
+async def _probe(target_port: int | None, key: str, mock_port: int, n: int, warm: int) -> dict:
+    import aiohttp
+
+    url_mock = f"http://{HOST}:{mock_port}/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    body = CHAT_BODY.encode()
+    timeout = aiohttp.ClientTimeout(total=10)
+    # One keep-alive connection per side.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) as s_mock, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1), timeout=timeout) as s_tgt:
+        sides = [("mock", s_mock, url_mock)]
+        if target_port is not None:
+            sides.append(("target", s_tgt, f"http://{HOST}:{target_port}/v1/chat/completions"))
+        lat: dict[str, list[float]] = {name: [] for name, _, _ in sides}
+        failures = 0
+        clock = time.perf_counter_ns
+        for i in range(warm + n):
+            # Alternate which side goes first so neither is systematically favoured.
+            order = sides if i % 2 == 0 else list(reversed(sides))
+            for name, sess, url in order:
+                t = clock()
+                async with sess.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                dt_ms = (clock() - t) / 1e6
+                if i >= warm:
+                    lat[name].append(dt_ms)
+                    if not ok:
+                        failures += 1
+        out = {"failures": failures}
+        for name, vals in lat.items():
+            vals.sort()
+            out[name] = {"p50": percentile(vals, 0.5), "p99": percentile(vals, 0.99),
+                         "mean": statistics.fmean(vals)}
+        return out
+
+
+def run_probe(target_port: int | None, key: str, mock_port: int, n: int, warm: int = 50) -> dict:
+    try:
+        import uvloop  # same loop the servers use; lowers client-side noise
+
+        return uvloop.run(_probe(target_port, key, mock_port, n, warm))
+    except ImportError:  # pragma: no cover
+        return asyncio.run(_probe(target_port, key, mock_port, n, warm))
+
+
+# --------------------------------------------------------------------------- setup per target
+
+def venv_python() -> str:
+    return sys.executable
+
+
+def litegate_cmd() -> list[str]:
+    exe = Path(sys.executable).parent / "litegate"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("litegate")
+    if found:
+        return [found]
+    return [sys.executable, "-m", "litegate.cli"]
+
+
+def _help_has(cmd: list[str], flag: str, env: dict[str, str]) -> bool:
+    out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env, timeout=60)
+    return flag in (out.stdout + out.stderr)
+
+
+def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
+    home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
+    env = dict(os.environ)
+    env["LITEGATE_HOME"] = str(home)
+    for k in list(env):
+        if k.startswith("LITEGATE_") and k != "LITEGATE_HOME":
+            env.pop(k)  # a developer's own settings must not leak into the run
+    lg = litegate_cmd()
+    cfg = home / "bench-config.yaml"
+    cfg.write_text(
+        "upstreams:\n"
+        f"  - {{name: mock, kind: openai, base_url: http://{HOST}:{mock_port}/v1, timeout_s: 30}}\n"
+        "routes:\n"
+        f"  - name: {ROUTE}\n"
+        f"    variants: [{{upstream: mock, model: {UPSTREAM_MODEL}, weight: 100}}]\n"
+        "    sticky: none\n"
+        '    limits: ["1000000/minute"]\n'
+    )
+
+    def with_home(sub: list[str]) -> list[str]:
+        return lg + sub + (["--home", str(home)] if _help_has(lg + sub, "--home", env) else [])
+
+    def run(argv: list[str]) -> str:
+        out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=home)
+        (workdir / "litegate-setup.log").open("a").write(
+            f"$ {shlex.join(argv)}\n(rc={out.returncode})\n{out.stdout}{out.stderr}\n")
+        if out.returncode != 0:
+            raise RuntimeError(f"{shlex.join(argv)} failed ({out.returncode}): {(out.stdout + out.stderr)[-800:]}")
+        return out.stdout
+
+    run(with_home(["config", "apply"]) + [str(cfg)])
+    stdout = run(with_home(["keys", "create"]) + ["--name", "bench", "--limit", "1000000/minute", "--json"])
+    m = re.search(r"\{.*\}", stdout, re.S)
+    if not m:
+        raise RuntimeError(f"litegate keys create --json printed no JSON: {stdout[-300:]}")
+    key = json.loads(m.group(0))["key"]
+    argv = lg + ["serve", "--host", HOST, "--port", str(port), "--home", str(home)]
+    return Target("litegate", "litegate serve", port, argv, auth_key=key, ready_path="/readyz", env=env,
+                  notes=[f"home {home.name}; route `{ROUTE}` -> mock `{UPSTREAM_MODEL}`; "
+                         "auth + limits (1000000/minute key and route) + metrics, no cache"])
+
+
+def ensure_litellm(venv: Path, install_timeout: float) -> Path:
+    exe = venv / "bin" / "litellm"
+    if exe.exists():
+        return exe
+    log(f"installing litellm[proxy] into {venv} (one-off, a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True,
+                   timeout=install_timeout)
+    if not exe.exists():
+        raise RuntimeError(f"{exe} missing after install")
+    return exe
+
+
+def litellm_version(venv: Path) -> str:
+    try:
+        out = subprocess.run([str(venv / "bin" / "python"), "-c",
+                              "import importlib.metadata as m; print(m.version('litellm'))"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.strip() or "?"
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def setup_litellm(workdir: Path, mock_port: int, port: int, venv: Path, install_timeout: float) -> Target:
+    exe = ensure_litellm(venv, install_timeout)
+    cfg = workdir / "litellm-config.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: {ROUTE}\n"
+        "    litellm_params:\n"
+        f"      model: openai/{UPSTREAM_MODEL}\n"
+        f"      api_base: http://{HOST}:{mock_port}/v1\n"
+        "      api_key: sk-mock-upstream\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_MASTER_KEY}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LITELLM", "DATABASE_URL", "OPENAI"))}
+    env.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR",
+                "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
+    argv = [str(exe), "--config", str(cfg), "--host", HOST, "--port", str(port), "--num_workers", "1"]
+    return Target("litellm", f"LiteLLM proxy {litellm_version(venv)} (1 worker)", port, argv,
+                  auth_key=LITELLM_MASTER_KEY, ready_path="/health/readiness", env=env,
+                  ready_timeout=180.0,
+                  notes=["master key, no database, LITELLM_LOCAL_MODEL_COST_MAP=True, LITELLM_LOG=ERROR"])
+
+
+# --------------------------------------------------------------------------- the run
+
+def measure_target(procs: Procs, target: Target, args, mock_port: int, workdir: Path,
+                   res: Result) -> None:
+    res.load_before = loadavg()
+    log(f"{target.name}: starting `{shlex.join(target.argv)}`")
+    t0 = time.perf_counter()
+    proc = procs.spawn(target.argv, workdir / f"{target.name}.log", env=target.env, cwd=workdir)
+    try:
+        wait_ready(proc, t0, target, res)
+        log(f"{target.name}: ready in {res.ready_s:.3f}s, first completion {res.first_completion_s:.3f}s")
+        time.sleep(args.settle)
+        res.idle_rss_mb = tree_rss_mb(proc.pid)
+        _load_phase(target, args, mock_port, workdir, res, proc.pid)
+    finally:
+        procs.stop(proc)
+        if proc in procs.procs:
+            procs.procs.remove(proc)
+
+
+def _load_phase(target: Target, args, mock_port: int, workdir: Path, res: Result, pid: int | None) -> None:
+    if args.warmup > 0:
+        log(f"{target.name}: warm-up {args.warmup:.0f}s")
+        run_wrk(target.port, target.auth_key, args.warmup, args.connections, args.threads, workdir,
+                f"{target.name}-warmup")
+    log(f"{target.name}: sequential probe {args.probe} requests")
+    pr = run_probe(None if target.name == "mock" else target.port, target.auth_key, mock_port, args.probe)
+    res.seq_failures = pr["failures"]
+    res.seq_mock_p50_ms, res.seq_mock_p99_ms = pr["mock"]["p50"], pr["mock"]["p99"]
+    if target.name == "mock":
+        res.seq_p50_ms, res.seq_p99_ms = res.seq_mock_p50_ms, res.seq_mock_p99_ms
+        res.added_p50_ms = res.added_p99_ms = 0.0
+    else:
+        res.seq_p50_ms, res.seq_p99_ms = pr["target"]["p50"], pr["target"]["p99"]
+        res.added_p50_ms = res.seq_p50_ms - res.seq_mock_p50_ms
+        res.added_p99_ms = res.seq_p99_ms - res.seq_mock_p99_ms
+    log(f"{target.name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s")
+    w = run_wrk(target.port, target.auth_key, args.duration, args.connections, args.threads, workdir,
+                target.name)
+    res.rps, res.requests = w["rps"], w["requests"]
+    res.lat_p50_ms, res.lat_p99_ms = w["p50"], w["p99"]
+    res.bad_responses, res.socket_errors = w["non2xx"], w["socket_errors"]
+    if pid is not None:
+        res.load_rss_mb = tree_rss_mb(pid)
+    res.load_after = loadavg()
+    log(f"{target.name}: {res.rps:.0f} rps, p50 {res.lat_p50_ms:.2f} ms, p99 {res.lat_p99_ms:.2f} ms, "
+        f"added seq p50 {res.added_p50_ms:.3f} ms")
+
+
+def fmt(v: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if v is None else f"{v:{spec}}{suffix}"
+
+
+def render(results: list[Result], args, cmdline: str, started: str, meta: dict) -> str:
+    lines = [
+        f"## Proxy benchmark — {started}",
+        "",
+        f"Command: `{cmdline}`",
+        "",
+        f"Machine: {meta['cpus']} CPUs ({meta['cpu_model']}), {meta['platform']}, Python {meta['python']}, "
+        f"{meta['wrk']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
+        f"Load: `wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s --latency` POSTing a chat "
+        f"completion with `Authorization: Bearer <key>`, after a {args.warmup:.0f} s warm-up. Sequential: "
+        f"{args.probe} requests on one keep-alive aiohttp connection, interleaved request-by-request with "
+        f"{args.probe} direct-to-mock requests; added = target − mock (same probe). RSS = VmRSS summed over "
+        "the process tree. Ready = spawn → first 200 from the ready endpoint (`/readyz`, LiteLLM "
+        "`/health/readiness`; ceiling and mock: first completion); 1st completion = spawn → first 200 "
+        "completion.",
+        "",
+        "| target | RPS | p50 ms | p99 ms | non-2xx | seq p50 ms | seq p99 ms | added p50 ms | added p99 ms "
+        "| idle RSS MiB | RSS after load MiB | ready s | 1st completion s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        if r.error:
+            lines.append(f"| {r.label} | failed: {r.error.replace('|', '/')[:200]} |" + " |" * 12)
+            continue
+        lines.append(
+            f"| {r.label} | {fmt(r.rps, '.0f')} | {fmt(r.lat_p50_ms)} | {fmt(r.lat_p99_ms)} | "
+            f"{r.bad_responses if r.bad_responses is not None else '—'} | {fmt(r.seq_p50_ms, '.3f')} | "
+            f"{fmt(r.seq_p99_ms, '.3f')} | {fmt(r.added_p50_ms, '.3f')} | {fmt(r.added_p99_ms, '.3f')} | "
+            f"{fmt(r.idle_rss_mb, '.1f')} | {fmt(r.load_rss_mb, '.1f')} | {fmt(r.ready_s, '.3f')} | "
+            f"{fmt(r.first_completion_s, '.3f')} |"
+        )
+    by = {r.name: r for r in results if not r.error}
+    lines.append("")
+    lg, ce, ll = by.get("litegate"), by.get("ceiling"), by.get("litellm")
+    checks = []
+    if ce and ce.rps and lg and lg.rps:
+        ratio = lg.rps / ce.rps
+        checks.append(f"litegate / ceiling RPS = **{ratio:.2f}×** (goal ≥ {GOAL_RPS_VS_CEILING}×: "
+                      f"{'met' if ratio >= GOAL_RPS_VS_CEILING else 'MISSED'})")
+    if ll and ll.rps and lg and lg.rps:
+        ratio = lg.rps / ll.rps
+        checks.append(f"litegate / LiteLLM RPS = **{ratio:.1f}×** (goal ≥ {GOAL_RPS_VS_LITELLM:.0f}×: "
+                      f"{'met' if ratio >= GOAL_RPS_VS_LITELLM else 'MISSED'})")
+    if ce and ce.rps and ll and ll.rps:
+        checks.append(f"ceiling / LiteLLM RPS = {ce.rps / ll.rps:.1f}×")
+    if lg:
+        if lg.added_p50_ms is not None:
+            checks.append(f"litegate sequential added p50 = **{lg.added_p50_ms:.3f} ms** (goal ≤ "
+                          f"{GOAL_ADDED_P50_MS} ms: {'met' if lg.added_p50_ms <= GOAL_ADDED_P50_MS else 'MISSED'})")
+        if lg.idle_rss_mb is not None:
+            checks.append(f"litegate idle RSS = **{lg.idle_rss_mb:.1f} MiB** (goal ≤ {GOAL_IDLE_RSS_MB:.0f} MB: "
+                          f"{'met' if lg.idle_rss_mb <= GOAL_IDLE_RSS_MB else 'MISSED'})")
+        if lg.ready_s is not None:
+            checks.append(f"litegate start-to-ready = **{lg.ready_s:.3f} s** (goal ≤ {GOAL_READY_S:.0f} s: "
+                          f"{'met' if lg.ready_s <= GOAL_READY_S else 'MISSED'})")
+    if ce and ce.added_p50_ms is not None:
+        checks.append(f"ceiling sequential added p50 = {ce.added_p50_ms:.3f} ms")
+    if checks:
+        lines.append("Ratios and goals (issue #2):")
+        lines.append("")
+        lines.extend(f"- {c}" for c in checks)
+        lines.append("")
+    notes = []
+    for r in results:
+        for n in r.notes:
+            notes.append(f"{r.label}: {n}")
+        if r.socket_errors:
+            notes.append(f"{r.label}: wrk socket errors: {r.socket_errors}")
+        if r.seq_failures:
+            notes.append(f"{r.label}: {r.seq_failures} non-200 answers in the sequential probe")
+        if r.load_before:
+            notes.append(f"{r.label}: load average before {r.load_before}, after {r.load_after}")
+    notes.append(
+        "Noise: wrk, the mock and the target share the same cores, and on a shared 2-core machine other "
+        "jobs may be running; absolute numbers move by ±20% or more between runs — compare the ratios "
+        "within one run.")
+    lines.append("Notes:")
+    lines.append("")
+    lines.extend(f"- {n}" for n in notes)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def append_results(text: str, path: Path) -> None:
+    if not path.exists():
+        path.write_text("# Benchmark results\n\nAppended by the scripts in `bench/`; newest last.\n\n")
+    with path.open("a") as f:
+        existing = path.read_text()
+        if existing and not existing.endswith("\n\n"):
+            f.write("\n" if existing.endswith("\n") else "\n\n")
+        f.write(text + "\n")
+
+
+def machine_meta() -> dict:
+    cpu_model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+        wrk_v = " ".join(wrk_v.split()[:2])
+    except Exception:  # noqa: BLE001
+        wrk_v = "wrk ?"
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform(terse=True),
+            "python": platform.python_version(), "wrk": wrk_v, "load_start": loadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="litegate proxy benchmark (see bench/README.md)")
+    p.add_argument("--targets", default=",".join(ALL_TARGETS),
+                   help=f"comma-separated subset of {','.join(ALL_TARGETS)} (default: all)")
+    p.add_argument("--duration", type=float, default=15.0, help="wrk seconds per target (default 15)")
+    p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--warmup", type=float, default=3.0, help="wrk warm-up seconds per target (default 3)")
+    p.add_argument("--probe", type=int, default=500, help="sequential requests per target (default 500)")
+    p.add_argument("--settle", type=float, default=1.0, help="seconds idle before idle RSS (default 1)")
+    p.add_argument("--litellm-venv", type=Path, default=BENCH / ".venv-litellm")
+    p.add_argument("--install-timeout", type=float, default=1200.0)
+    p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to append to")
+    p.add_argument("--no-append", action="store_true", help="print the table, do not append it")
+    p.add_argument("--keep", action="store_true", help="keep the per-run work dir (logs, wrk output)")
+    args = p.parse_args(argv)
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in targets if t not in ALL_TARGETS]
+    if unknown or not targets:
+        p.error(f"unknown target(s) {unknown}; choose from {ALL_TARGETS}")
+    targets = [t for t in ALL_TARGETS if t in targets]  # fixed order
+    if args.duration <= 0 or args.duration > 300 or args.warmup < 0 or args.warmup > 60:
+        p.error("--duration must be in (0, 300] and --warmup in [0, 60]")
+    if not shutil.which("wrk"):
+        p.error("wrk not found on PATH (apt-get install wrk)")
+
+    cmdline = shlex.join([".venv/bin/python", "bench/proxy.py"] + (sys.argv[1:] if argv is None else argv))
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    meta = machine_meta()
+    WORK.mkdir(exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=time.strftime("proxy-%Y%m%d-%H%M%S-"), dir=WORK))
+    log(f"work dir {workdir}")
+
+    # SIGTERM/SIGHUP -> exception, so finally blocks kill the process groups.
+    def _raise(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise)
+
+    procs = Procs()
+    results: list[Result] = []
+    try:
+        mock_port = free_port()
+        mock_argv = [sys.executable, str(BENCH / "mock_upstream.py"), "--host", HOST, "--port", str(mock_port)]
+        mock = procs.spawn(mock_argv, workdir / "mock.log", cwd=workdir)
+        mock_t0 = time.perf_counter()
+        mock_target = Target("mock", "direct to mock", mock_port, mock_argv, ready_path="/v1/models")
+        mock_res = Result("mock", mock_target.label)
+        wait_ready(mock, mock_t0, mock_target, mock_res)
+
+        for name in targets:
+            port = free_port()
+            res = Result(name, name)
+            results.append(res)
+            try:
+                if name == "mock":
+                    res.label = mock_target.label
+                    res.ready_s, res.first_completion_s = mock_res.ready_s, mock_res.first_completion_s
+                    res.load_before = loadavg()
+                    time.sleep(args.settle)
+                    res.idle_rss_mb = tree_rss_mb(mock.pid)
+                    _load_phase(mock_target, args, mock_port, workdir, res, mock.pid)
+                    continue
+                if name == "ceiling":
+                    target = Target("ceiling", "ceiling (raw ASGI + aiohttp)", port,
+                                    [sys.executable, str(BENCH / "ceiling.py"), "--host", HOST, "--port",
+                                     str(port), "--upstream", f"http://{HOST}:{mock_port}"])
+                elif name == "litegate":
+                    target = setup_litegate(workdir, mock_port, port)
+                else:
+                    target = setup_litellm(workdir, mock_port, port, args.litellm_venv, args.install_timeout)
+                res.label = target.label
+                res.notes.extend(target.notes)
+                measure_target(procs, target, args, mock_port, workdir, res)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 -- one failed target must not lose the others
+                res.error = f"{type(e).__name__}: {e}"
+                log(f"{name}: FAILED {res.error} (logs in {workdir})")
+    finally:
+        procs.stop_all()
+
+    meta["load_end"] = loadavg()
+    text = render(results, args, cmdline, started, meta)
+    (workdir / "results.json").write_text(json.dumps(
+        {"command": cmdline, "started": started, "meta": meta, "results": [asdict(r) for r in results]},
+        indent=2))
+    print(text)
+    if not args.no_append:
+        append_results(text, args.results)
+        log(f"appended to {args.results}")
+    if not args.keep:
+        # Keep only the small text artefacts of the last run; drop litegate homes.
+        for d in workdir.glob("litegate-home-*"):
+            shutil.rmtree(d, ignore_errors=True)
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
