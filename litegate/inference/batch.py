@@ -1,0 +1,54 @@
+"""Merge concurrent requests into one batch and split the outputs back (no queueing here)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from litegate.inference.session import InferenceFailed
+
+Tensors = Mapping[str, np.ndarray]
+
+
+def rows(inputs: Tensors) -> int:
+    """Rows in the batch (first) dimension; 1 for scalars."""
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
+
+
+def group_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """Requests with equal keys can be concatenated along the first dimension."""
+    return tuple(sorted((n, a.dtype.str, tuple(a.shape[1:])) for n, a in inputs.items()))
+
+
+def merge(items: Sequence[Tensors]) -> dict[str, np.ndarray]:
+    if len(items) == 1:
+        return dict(items[0])
+    return {name: np.concatenate([item[name] for item in items], axis=0) for name in items[0]}
+
+
+def split(outputs: Mapping[str, np.ndarray], sizes: Sequence[int]) -> list[dict[str, np.ndarray]]:
+    total = sum(sizes)
+    offsets = np.cumsum(sizes)[:-1]
+    parts: list[dict[str, np.ndarray]] = [{} for _ in sizes]
+    for name, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != total:
+            raise InferenceFailed(
+                f"output {name!r} has shape {list(array.shape)}, not one row per input row "
+                f"({total}); this model cannot be batched — set max_batch_size to 1"
+            )
+        for part, chunk in zip(parts, np.split(array, offsets, axis=0)):
+            part[name] = chunk
+    return parts
+
+
+RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def run_merged(run: RunFn, items: Sequence[Tensors]) -> list[dict[str, np.ndarray]]:
+    """Merge, run once, split: called on a worker thread, never on the event loop."""
+    if len(items) == 1:
+        return [run(dict(items[0]))]
+    return split(run(merge(items)), [rows(i) for i in items])

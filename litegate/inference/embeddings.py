@@ -1,0 +1,63 @@
+"""Sentence embeddings from a local ONNX encoder: tokenize, mean-pool, L2-normalise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from litegate.errors import BadRequest
+
+BUILTIN_PREFIX = "builtin:"
+BUILTIN_TOKENIZERS = {"minilm": "minilm-tokenizer.json"}
+DEFAULT_MAX_LENGTH = 256
+
+
+def tokenizer_path(ref: str) -> Path:
+    """``builtin:minilm`` -> the packaged file; anything else is a filesystem path."""
+    if ref.startswith(BUILTIN_PREFIX):
+        key = ref[len(BUILTIN_PREFIX):]
+        if key not in BUILTIN_TOKENIZERS:
+            raise BadRequest(f"unknown builtin tokenizer {key!r}")
+        return Path(str(resources.files("litegate.inference") / "data" / BUILTIN_TOKENIZERS[key]))
+    return Path(ref)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingTokenizer:
+    tokenizer: Any
+    max_length: int
+
+    @classmethod
+    def load(cls, ref: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> EmbeddingTokenizer:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tokenizer_path(ref)))
+        padding = tok.padding or {}
+        tok.no_padding()
+        tok.enable_padding(pad_id=int(padding.get("pad_id", 0)),
+                           pad_token=str(padding.get("pad_token", "[PAD]")))
+        tok.enable_truncation(max_length=max_length)
+        return cls(tok, max_length)
+
+    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` padded to the longest."""
+        encodings = self.tokenizer.encode_batch(texts)
+        return {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in encodings], dtype=np.int64),
+        }
+
+
+def mean_pool(hidden: np.ndarray, mask: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+    """Mean over tokens where ``mask`` is 1, then L2 normalisation (sentence-transformers)."""
+    m = mask.astype(np.float32)[..., None]
+    summed = (hidden.astype(np.float32) * m).sum(axis=1)
+    pooled = summed / np.clip(m.sum(axis=1), 1e-9, None)
+    if normalize:
+        pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    return pooled

@@ -1,0 +1,239 @@
+"""Open Inference Protocol v2 (KServe / Triton REST) as one pure-ASGI app.
+
+Mounted by the gateway behind auth, limits, cache and metrics; it only needs
+``gateway.models`` (a :class:`~litegate.inference.manager.ModelManager`). The body may
+already have been read by the gateway (``scope["litegate"].body``); otherwise it is
+read from ``receive``. Every error is a typed :class:`LitegateError` rendered by
+:func:`litegate.errors.send_error` as ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from litegate.errors import BadRequest, LitegateError, NotFound, send_error
+from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
+
+log = structlog.get_logger("litegate.inference")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_encode = msgspec.json.Encoder().encode
+_MODEL = re.compile(
+    r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+    r"(?:/(?P<action>ready|infer|config|stats))?/?$"
+)
+_REPO = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?$")
+
+
+class MethodNotAllowed(LitegateError):
+    """Method not allowed."""
+
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class InternalError(LitegateError):
+    """Internal error."""
+
+
+def _is_admin(scope: Scope) -> bool:
+    ctx = scope.get("litegate")
+    key = getattr(ctx, "api_key", None) or getattr(ctx, "key", None)
+    return bool(getattr(key, "is_admin", False) or getattr(ctx, "is_admin", False))
+
+
+class V2App:
+    """``/v2/...`` endpoints. Shared by all requests: no per-request state on ``self``."""
+
+    def __init__(self, gateway: Any, *, server_name: str = "litegate",
+                 allow_repository: Callable[[Scope], bool] = _is_admin) -> None:
+        self.gateway = gateway
+        self.server_name = server_name
+        self.allow_repository = allow_repository
+        self._server_metadata = _encode({
+            "name": server_name,
+            "version": _version(),
+            "extensions": ["binary_tensor_data", "model_repository", "model_configuration"],
+        })
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if not path.startswith("/v2"):
+            path = scope.get("root_path", "") + path
+        try:
+            await self._dispatch(scope, receive, send, path, scope["method"])
+        except LitegateError as exc:
+            await send_error(send, exc, path=path)
+        except Exception:
+            log.exception("v2_unhandled_error", path=path)
+            await send_error(send, InternalError("internal error while serving the request"),
+                             path=path)
+
+    @property
+    def manager(self) -> Any:
+        return self.gateway.models
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send, path: str,
+                        method: str) -> None:
+        if path in ("/v2", "/v2/"):
+            _expect(method, "GET")
+            return await _respond(send, 200, self._server_metadata)
+        if path == "/v2/health/live":
+            _expect(method, "GET")
+            return await _respond(send, 200, b"")
+        if path == "/v2/health/ready":
+            _expect(method, "GET")
+            ready = self.manager.ready()
+            return await _respond(send, 200 if ready else 503, b"")
+        match = _MODEL.match(path)
+        if match:
+            return await self._model(scope, receive, send, method, **match.groupdict())
+        if path.rstrip("/") == "/v2/repository/index":
+            _expect(method, "POST")
+            self._guard(scope)
+            return await _respond(send, 200, _encode(self._index()))
+        match = _REPO.match(path)
+        if match:
+            _expect(method, "POST")
+            self._guard(scope)
+            if match["action"] == "load":
+                await self.manager.load(match["model"])
+            else:
+                await self.manager.unload(match["model"])
+            return await _respond(send, 200, b"")
+        raise NotFound(f"no such endpoint: {path}")
+
+    def _guard(self, scope: Scope) -> None:
+        if not self.allow_repository(scope):
+            from litegate.errors import Forbidden
+
+            raise Forbidden("model repository control needs an admin API key")
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send, method: str,
+                     model: str, version: str | None, action: str | None) -> None:
+        manager = self.manager
+        spec, resolved = manager.resolve(model, version)
+        if action == "infer":
+            _expect(method, "POST")
+            return await self._infer(scope, receive, send, model, version, resolved)
+        _expect(method, "GET")
+        if action == "ready":
+            ready = manager.is_loaded(model, resolved) or not getattr(spec, "hot", False)
+            return await _respond(send, 200 if ready else 503, b"")
+        signature = spec.versions[resolved].signature or {}
+        if action == "config":
+            return await _respond(send, 200, _encode({
+                "name": model,
+                "platform": "onnxruntime_onnx",
+                "backend": "onnxruntime",
+                "max_batch_size": int(spec.max_batch_size or 0),
+                "input": [_config_tensor(t) for t in signature.get("inputs", [])],
+                "output": [_config_tensor(t) for t in signature.get("outputs", [])],
+            }))
+        if action == "stats":
+            raise NotFound("statistics are exported at /metrics")
+        loaded = manager.loaded(model, resolved)
+        return await _respond(send, 200, _encode({
+            "name": model,
+            "versions": list(spec.versions),
+            "platform": "onnxruntime_onnx",
+            "inputs": signature.get("inputs", []),
+            "outputs": signature.get("outputs", []),
+            "parameters": {
+                "version": resolved,
+                "active_version": spec.active_version,
+                "loaded": loaded is not None,
+                "providers": ",".join(loaded.providers) if loaded is not None else "",
+                "max_batch_size": int(spec.max_batch_size or 0),
+            },
+        }))
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str,
+                     version: str | None, resolved: str) -> None:
+        body = await _read_body(scope, receive)
+        header_length = None
+        for name, value in scope.get("headers", ()):
+            if name.lower() == HEADER_LENGTH.encode():
+                try:
+                    header_length = int(value)
+                except ValueError as exc:
+                    raise BadRequest("Inference-Header-Content-Length must be an integer"
+                                     ) from exc
+        request = decode_request(body, header_length)
+        result = await self.manager.infer(
+            model, request.inputs, version=resolved,
+            outputs=[o.name for o in request.outputs] or None)
+        payload, headers = encode_response(
+            model=result.model, version=result.version, request_id=request.id,
+            outputs=result.outputs, requested=request.outputs,
+            binary_output=request.binary_output)
+        await _respond(send, 200, payload, headers)
+
+    def _index(self) -> list[dict[str, Any]]:
+        manager = self.manager
+        rows = []
+        for name, spec in manager.snapshot.models.items():
+            for v in spec.versions:
+                rows.append({
+                    "name": name,
+                    "version": v,
+                    "state": "READY" if manager.is_loaded(name, v) else "UNAVAILABLE",
+                    "reason": "" if v == spec.active_version else "inactive version",
+                })
+        return rows
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("litegate")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _config_tensor(t: dict[str, Any]) -> dict[str, Any]:
+    datatype = str(t["datatype"])
+    return {"name": t["name"], "data_type": "TYPE_" + ("STRING" if datatype == "BYTES" else datatype),
+            "dims": t["shape"]}
+
+
+def _expect(method: str, allowed: str) -> None:
+    if method != allowed and not (allowed == "GET" and method == "HEAD"):
+        raise MethodNotAllowed(f"use {allowed} for this endpoint", headers={"Allow": allowed})
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes:
+    ctx = scope.get("litegate")
+    body = getattr(ctx, "body", None)
+    if body is not None:
+        return bytes(body)
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    if headers is None:
+        headers = [(b"content-type", b"application/json")] if body else []
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
