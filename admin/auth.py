@@ -1,0 +1,225 @@
+"""Admin sessions, CSRF and the one access guard.
+
+Sessions are signed cookies (HMAC-SHA256 over a compact JSON payload) that carry
+the user, the issue time and the CSRF token; nothing secret is stored in them.
+The cookie is ``HttpOnly``, ``SameSite=Lax``, scoped to the admin path, and
+``Secure`` when the request came over HTTPS. Every visitor gets a session (an
+anonymous one only carries a CSRF token), so the login form is CSRF-protected too.
+
+:class:`AdminSessionMiddleware` is mounted on the admin router only: the
+``/v1``/``/v2`` hot path never pays for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from typing import TYPE_CHECKING, Any
+
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+
+if TYPE_CHECKING:
+    from litestar.connection import ASGIConnection
+    from litestar.handlers.base import BaseRouteHandler
+
+    from .config import AdminContext
+
+SCOPE_SESSION = "litegate.admin.session"
+SCOPE_CONTEXT = "litegate.admin.context"
+CSRF_FIELD = "_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionSigner:
+    """``payload.signature``; ``loads`` rejects a bad signature or an expired session."""
+
+    def __init__(self, secret: str | bytes, *, max_age_s: int) -> None:
+        raw = secret.encode() if isinstance(secret, str) else secret
+        self._key = hashlib.sha256(b"litegate-admin-session\x00" + raw).digest()
+        self.max_age_s = max_age_s
+
+    def _sign(self, payload: str) -> str:
+        return _b64e(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+
+    def dumps(self, data: dict[str, Any]) -> str:
+        payload = _b64e(json.dumps(data, separators=(",", ":")).encode())
+        return f"{payload}.{self._sign(payload)}"
+
+    def loads(self, token: str, *, now: float | None = None) -> dict[str, Any] | None:
+        payload, _, signature = token.partition(".")
+        if not payload or not signature:
+            return None
+        try:
+            if not hmac.compare_digest(self._sign(payload), signature):
+                return None
+            data = json.loads(_b64d(payload))
+        except (ValueError, UnicodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        issued = data.get("iat")
+        if not isinstance(issued, int | float):
+            return None
+        if (now if now is not None else time.time()) - issued > self.max_age_s:
+            return None
+        return data
+
+
+def new_session(user: str | None = None, user_id: int | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"csrf": secrets.token_urlsafe(24), "iat": int(time.time())}
+    if user is not None:
+        data["user"] = user
+        data["uid"] = user_id
+    return data
+
+
+@dataclass
+class SessionState:
+    """Per-request session; handlers change it and the middleware writes the cookie."""
+
+    data: dict[str, Any]
+    dirty: bool = False
+    flashes: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def user(self) -> str | None:
+        user = self.data.get("user")
+        return user if isinstance(user, str) else None
+
+    @property
+    def csrf_token(self) -> str:
+        return str(self.data.get("csrf", ""))
+
+    def replace(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.dirty = True
+
+    def flash(self, message: str, category: str = "ok") -> None:
+        self.data.setdefault("flash", []).append([category, message])
+        self.dirty = True
+
+    def pop_flashes(self) -> list[tuple[str, str]]:
+        items = self.data.pop("flash", None)
+        if items:
+            self.dirty = True
+            return [(str(c), str(m)) for c, m in items]
+        return []
+
+
+class AdminSessionMiddleware:
+    """Loads the signed session into the scope and writes it back when changed."""
+
+    def __init__(self, app: ASGIApp, *, context: AdminContext) -> None:
+        self.app = app
+        self.context = context
+        self.cookie_name = context.cookie_name
+        self.cookie_path = context.base_path or "/"
+        self._cookie_key = context.cookie_name.encode("latin-1")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        data = None
+        for name, value in scope.get("headers", ()):
+            if name == b"cookie" and self._cookie_key in value:
+                data = self._read_cookie(value.decode("latin-1"))
+                if data is not None:
+                    break
+        state = SessionState(data=data or new_session(), dirty=data is None)
+        scope[SCOPE_SESSION] = state
+        scope[SCOPE_CONTEXT] = self.context
+        secure = scope.get("scheme") == "https"
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and state.dirty:
+                headers = list(message.get("headers", ()))
+                headers.append((b"set-cookie", self._cookie_header(state, secure).encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+    def _read_cookie(self, header: str) -> dict[str, Any] | None:
+        cookie: SimpleCookie = SimpleCookie()
+        try:
+            cookie.load(header)
+        except Exception:  # malformed cookie header from the client
+            return None
+        morsel = cookie.get(self.cookie_name)
+        if morsel is None:
+            return None
+        return self.context.signer.loads(morsel.value)
+
+    def _cookie_header(self, state: SessionState, secure: bool) -> str:
+        parts = [
+            f"{self.cookie_name}={self.context.signer.dumps(state.data)}",
+            f"Path={self.cookie_path}",
+            f"Max-Age={self.context.signer.max_age_s}",
+            "HttpOnly",
+            "SameSite=Lax",
+        ]
+        if secure or self.context.secure_cookies:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
+class AdminAuthRequired(NotAuthorizedException):
+    """Raised by the guard for an anonymous request; rendered as redirect or 401."""
+
+
+def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionState:
+    state = connection.scope.get(SCOPE_SESSION)  # type: ignore[call-overload]
+    if state is None:  # the middleware is part of the router; this is a wiring bug
+        raise RuntimeError("AdminSessionMiddleware is not installed")
+    return state
+
+
+def context_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminContext:
+    return connection.scope[SCOPE_CONTEXT]  # type: ignore[literal-required]
+
+
+async def admin_guard(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """The one permission check: a logged-in user everywhere, CSRF on every write.
+
+    Handlers marked ``opt={"public": True}`` (login, static files) skip the login
+    requirement but not the CSRF check.
+    """
+    state = session_of(connection)
+    if not handler.opt.get("public") and state.user is None:
+        raise AdminAuthRequired("login required")
+    method = connection.scope.get("method", "GET")
+    if method in SAFE_METHODS:
+        return
+    token = connection.headers.get(CSRF_HEADER)
+    if not token:
+        content_type = connection.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await connection.form()  # type: ignore[attr-defined]
+            token = form.get(CSRF_FIELD)
+    expected = state.csrf_token
+    if not token or not expected or not hmac.compare_digest(str(token), expected):
+        raise PermissionDeniedException("CSRF token missing or invalid; reload the page and retry")

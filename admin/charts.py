@@ -1,0 +1,118 @@
+"""Server-rendered SVG line charts: no JavaScript, no CDN, CSP-friendly.
+
+Only presentation attributes are used (no ``style=``), so the console's strict
+``Content-Security-Policy`` applies unchanged. Every label goes through
+``markupsafe.escape``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+
+from markupsafe import Markup, escape
+
+PALETTE = (
+    "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed",
+    "#0891b2", "#db2777", "#4b5563", "#65a30d", "#9333ea",
+)
+
+Point = tuple[float, float | None]
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    exp = math.floor(math.log10(value))
+    base = 10**exp
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * base:
+            return step * base
+    return 10 * base
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "%":
+        return f"{value * 100:.0f}%"
+    if value >= 100 or value == int(value):
+        return f"{value:.0f}{unit}"
+    return f"{value:.2g}{unit}"
+
+
+def line_chart(
+    title: str,
+    series: Mapping[str, Sequence[Point]],
+    *,
+    unit: str = "",
+    width: int = 560,
+    height: int = 200,
+    y_max: float | None = None,
+) -> Markup:
+    """A multi-series line chart; ``None`` values leave gaps."""
+    left, right, top, bottom = 48, 12, 24, 28
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = [t for pts in series.values() for t, _ in pts]
+    ys = [v for pts in series.values() for _, v in pts if v is not None]
+    t0, t1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+    if t1 <= t0:
+        t1 = t0 + 1
+    top_value = y_max if y_max is not None else _nice_max(max(ys) if ys else 0.0)
+
+    def sx(t: float) -> float:
+        return left + (t - t0) / (t1 - t0) * plot_w
+
+    def sy(v: float) -> float:
+        return top + plot_h - min(v, top_value) / top_value * plot_h
+
+    out = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" role="img" aria-label="{escape(title)}">',
+        f'<title>{escape(title)}</title>',
+        f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
+    ]
+    for i in range(5):
+        v = top_value * i / 4
+        y = sy(v)
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
+            f"{escape(_fmt(v, unit))}</text>"
+        )
+    for t in (t0, (t0 + t1) / 2, t1):
+        if xs:
+            label = datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")
+            out.append(
+                f'<text x="{sx(t):.1f}" y="{height - 8}" font-size="10" text-anchor="middle" '
+                f'fill="#6b7280">{label}</text>'
+            )
+    if not ys:
+        out.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" font-size="12" '
+            f'text-anchor="middle" fill="#9ca3af">no traffic yet</text>'
+        )
+    for idx, (name, pts) in enumerate(series.items()):
+        color = PALETTE[idx % len(PALETTE)]
+        segments: list[list[str]] = [[]]
+        for t, v in pts:
+            if v is None:
+                if segments[-1]:
+                    segments.append([])
+                continue
+            segments[-1].append(f"{sx(t):.1f},{sy(v):.1f}")
+        for seg in segments:
+            if len(seg) == 1:
+                x, y = seg[0].split(",")
+                out.append(f'<circle cx="{x}" cy="{y}" r="2" fill="{color}"/>')
+            elif seg:
+                out.append(
+                    f'<polyline fill="none" stroke="{color}" stroke-width="1.6" '
+                    f'points="{" ".join(seg)}"><title>{escape(name)}</title></polyline>'
+                )
+    out.append("</svg>")
+    legend = "".join(
+        f'<span class="legend-item"><svg width="10" height="10" aria-hidden="true">'
+        f'<rect width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/></svg> {escape(name)}</span>'
+        for i, name in enumerate(series)
+    )
+    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption>{legend}</figcaption></figure>')

@@ -1,0 +1,131 @@
+"""What the admin router needs at run time, built once by :func:`create_admin_router`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from litegate.services.users import LoginThrottle
+
+from .auth import SessionSigner
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+
+
+@dataclass
+class AdminContext:
+    gateway: Any
+    """Provides ``settings``, ``sessionmaker``, ``stats`` and ``models`` (may be ``None``)."""
+    base_path: str
+    signer: SessionSigner
+    env: jinja2.Environment
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    cookie_name: str = "litegate_admin"
+    secure_cookies: bool = False
+    """Always mark the cookie ``Secure`` (it is anyway when the request came over HTTPS)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AdminContext:
+        # Litestar deep-copies routers on registration; the context (engine, Jinja
+        # environment, throttle state) is shared on purpose.
+        return self
+
+    @property
+    def sessionmaker(self) -> Any:
+        return self.gateway.sessionmaker
+
+    @property
+    def settings(self) -> Any:
+        return self.gateway.settings
+
+    def url(self, path: str = "") -> str:
+        return f"{self.base_path}{path or '/'}"
+
+
+def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environment:
+    """Package templates behind the deployer's directory (``litegate_admin/<page>.html``)."""
+    loaders: list[jinja2.BaseLoader] = []
+    if templates_dir:
+        loaders.append(jinja2.FileSystemLoader(str(templates_dir)))
+    loaders.append(jinja2.FileSystemLoader(str(TEMPLATES_DIR)))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["dt"] = _format_dt
+    env.filters["size"] = _format_size
+    env.filters["pct"] = _format_pct
+    env.filters["ms"] = _format_ms
+    env.filters["tojson_pretty"] = _tojson_pretty
+    return env
+
+
+def resolve_secret(settings: Any) -> str:
+    """``settings.secret_key``, else a key generated once and kept under ``home``."""
+    configured = getattr(settings, "secret_key", None)
+    if configured:
+        return str(configured)
+    home = Path(getattr(settings, "home", ".litegate"))
+    path = home / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secret.encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    return secret
+
+
+def _format_dt(value: Any) -> str:
+    if value is None:
+        return "—"
+    try:
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    except AttributeError:
+        return str(value)
+
+
+def _format_size(value: Any) -> str:
+    try:
+        size = float(value)
+    except (TypeError, ValueError):
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _format_pct(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value) * 100:.1f}%"
+
+
+def _format_ms(value: Any) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value):.1f} ms"
+
+
+def _tojson_pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,201 @@
+"""Dashboard data: rolling stats buckets turned into charts and summary rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from markupsafe import Markup
+
+from .charts import line_chart
+
+WINDOWS = {"10m": (10, 60), "1h": (60, 60)}
+
+
+def _points(raw: Any) -> list[dict[str, Any]]:
+    if isinstance(raw, Sequence) and not isinstance(raw, str | bytes):
+        return [p if isinstance(p, Mapping) else {} for p in raw]  # type: ignore[misc]
+    return []
+
+
+def _flatten(raw: Any, sep: str = " / ") -> dict[str, list[dict[str, Any]]]:
+    """``{name: [points]}``; nested ``{route: {variant: [points]}}`` and tuple keys are joined."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not isinstance(raw, Mapping):
+        return out
+    for key, value in raw.items():
+        label = sep.join(map(str, key)) if isinstance(key, tuple) else str(key)
+        if isinstance(value, Mapping):
+            for sub, pts in value.items():
+                out[f"{label}{sep}{sub}"] = _points(pts)
+        else:
+            out[label] = _points(value)
+    return out
+
+
+def normalize(raw: Any) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Per-route and per-variant point lists from ``Stats.series()``."""
+    if not isinstance(raw, Mapping):
+        return {}, {}
+    routes = raw.get("routes", raw.get("per_route", {}))
+    variants = raw.get("variants", raw.get("per_variant", {}))
+    return _flatten(routes), _flatten(variants)
+
+
+def _n(point: Mapping[str, Any], name: str) -> float:
+    value = point.get(name)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _opt(point: Mapping[str, Any], name: str) -> float | None:
+    value = point.get(name)
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _series(
+    data: Mapping[str, list[dict[str, Any]]], fn: Any
+) -> dict[str, list[tuple[float, float | None]]]:
+    return {name: [(_n(p, "t"), fn(p)) for p in pts] for name, pts in data.items()}
+
+
+def summarize(name: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    requests = sum(_n(p, "requests") for p in points)
+    errors = sum(_n(p, "errors") for p in points)
+    hits = sum(_n(p, "cache_hits") for p in points)
+    misses = sum(_n(p, "cache_misses") for p in points)
+    limited = sum(_n(p, "limited") for p in points)
+    weighted = [(_opt(p, "p50_ms"), _n(p, "requests")) for p in points]
+    p50_total = sum(v * w for v, w in weighted if v is not None)
+    p50_weight = sum(w for v, w in weighted if v is not None)
+    p99s = [v for v in (_opt(p, "p99_ms") for p in points) if v is not None]
+    return {
+        "name": name,
+        "requests": int(requests),
+        "errors": int(errors),
+        "error_rate": errors / requests if requests else None,
+        "p50_ms": p50_total / p50_weight if p50_weight else None,
+        "p99_ms": max(p99s) if p99s else None,
+        "cache_hit_rate": hits / (hits + misses) if hits + misses else None,
+        "limited": int(limited),
+    }
+
+
+def _ratio(num: str, den: Sequence[str]) -> Any:
+    def fn(p: Mapping[str, Any]) -> float | None:
+        total = sum(_n(p, d) for d in den)
+        return _n(p, num) / total if total else None
+
+    return fn
+
+
+def _share(
+    routes: Mapping[str, Any], variants: Mapping[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Each variant's share of its route's requests (the observed A/B split)."""
+    rows = []
+    totals: dict[str, int] = {}
+    for label, pts in variants.items():
+        owners = [r for r in routes if label.startswith(r + "/")]
+        route = max(owners, key=len) if owners else label.split("/", 1)[0]
+        row = summarize(label, pts)
+        row["route"], row["variant"] = route, label[len(route) + 1:]
+        totals[route] = totals.get(route, 0) + row["requests"]
+        rows.append(row)
+    for row in rows:
+        total = totals.get(row["route"])
+        row["share"] = row["requests"] / total if total else None
+    return rows
+
+
+def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
+    if window not in WINDOWS:
+        window = "10m"
+    bucket_s, buckets = WINDOWS[window]
+    raw: Any = {}
+    if stats is not None and hasattr(stats, "series"):
+        try:
+            raw = stats.series(bucket_s=bucket_s, buckets=buckets)
+        except TypeError:
+            raw = stats.series()
+    routes, variants = normalize(raw)
+    charts: list[Markup] = [
+        line_chart(
+            "Requests / s (per route)",
+            _series(routes, lambda p: _n(p, "requests") / bucket_s),
+        ),
+        line_chart(
+            "Error rate (per route)",
+            _series(routes, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
+        ),
+        line_chart("p50 latency (per route)", _series(routes, lambda p: _opt(p, "p50_ms")), unit=" ms"),
+        line_chart("p99 latency (per route)", _series(routes, lambda p: _opt(p, "p99_ms")), unit=" ms"),
+        line_chart(
+            "Cache hit rate (per route)",
+            _series(routes, _ratio("cache_hits", ["cache_hits", "cache_misses"])),
+            unit="%", y_max=1.0,
+        ),
+        line_chart(
+            "Limit rejections / bucket (per route)", _series(routes, lambda p: _n(p, "limited"))
+        ),
+    ]
+    variant_charts: list[Markup] = [
+        line_chart(
+            "Requests / s (per variant)",
+            _series(variants, lambda p: _n(p, "requests") / bucket_s),
+        ),
+        line_chart(
+            "Error rate (per variant)",
+            _series(variants, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
+        ),
+        line_chart(
+            "p99 latency (per variant)", _series(variants, lambda p: _opt(p, "p99_ms")), unit=" ms"
+        ),
+    ]
+    return {
+        "window": window,
+        "windows": list(WINDOWS),
+        "bucket_s": bucket_s,
+        "charts": charts,
+        "variant_charts": variant_charts,
+        "route_rows": [summarize(name, pts) for name, pts in routes.items()],
+        "variant_rows": _share(routes, variants),
+        "providers": model_status(models),
+        "stats_available": stats is not None,
+    }
+
+
+def model_status(models: Any) -> list[dict[str, Any]]:
+    """One row per (model, version) the ONNX manager knows, with the providers in use."""
+    raw = manager_status(models)
+    rows = []
+    for name, info in sorted(raw.items()):
+        loaded = info.get("loaded") or {}
+        active = info.get("active_version")
+        if not loaded:
+            rows.append({"name": name, "version": active or "", "providers": "",
+                         "state": "not loaded", "active": True})
+        for version, detail in sorted(loaded.items()):
+            detail = detail if isinstance(detail, Mapping) else {}
+            fell_back = detail.get("fell_back") or []
+            rows.append({
+                "name": name,
+                "version": version,
+                "providers": ", ".join(map(str, detail.get("providers") or [])),
+                "state": "loaded" + (f" (fell back from {', '.join(map(str, fell_back))})"
+                                     if fell_back else ""),
+                "active": version == active,
+            })
+    return rows
+
+
+def manager_status(models: Any) -> dict[str, dict[str, Any]]:
+    """``{model: {active_version, loaded: {version: {providers, fell_back}}}}`` or ``{}``."""
+    if models is None or not hasattr(models, "status"):
+        return {}
+    try:
+        raw = models.status()
+    except Exception:  # the console must render even if the manager misbehaves
+        return {}
+    inner = raw.get("models", {}) if isinstance(raw, Mapping) else {}
+    return {str(k): v for k, v in inner.items() if isinstance(v, Mapping)} if isinstance(
+        inner, Mapping) else {}

@@ -1,0 +1,357 @@
+"""Form parsing for the console: user values kept for re-rendering, errors per field.
+
+Parsing only turns text into the service layer's input types; the rules
+themselves (names, weights, rates...) live in :mod:`litegate.services.schema`, so
+the CLI, ``config apply`` and the console reject exactly the same things. Service
+error messages carry a path (``route.variants[1].weight: must be >= 0``) that
+:func:`map_errors` turns into a form field name (``variants-1-weight``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from litegate.services.schema import CacheIn, RouteIn, UpstreamIn, VariantIn
+
+ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.S)
+EXTRA_VARIANT_ROWS = 2
+GENERAL = "__all__"
+
+
+@dataclass
+class FormResult:
+    values: dict[str, Any]
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    data: Any = None
+    row_map: list[int] = field(default_factory=list)
+    """Index in ``data.variants`` -> index of the submitted row (blank rows are dropped)."""
+
+    def add(self, name: str, message: str) -> None:
+        self.errors.setdefault(name, []).append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def map_errors(
+    messages: Sequence[str],
+    result: FormResult,
+    *,
+    aliases: Mapping[str, str] | None = None,
+) -> None:
+    """Attach service validation messages to form fields."""
+    aliases = aliases or {}
+    for message in messages:
+        m = ERROR_RE.match(message)
+        if m is None:
+            result.add(GENERAL, message)
+            continue
+        head, index, sub, text = m.groups()
+        if head == "variants" and index is not None:
+            i = int(index)
+            row = result.row_map[i] if i < len(result.row_map) else i
+            result.add(f"variants-{row}-{sub or 'model'}", text)
+        elif head in ("limits", "token_limits", "limit", "token_limit", "rate") and index is not None:
+            result.add(aliases.get(head, head), text)
+        elif head == "cache":
+            result.add("cache_ttl_s", text)
+        else:
+            result.add(aliases.get(head, head), text)
+
+
+def _text(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.replace("\r", "").split("\n") if line.strip()]
+
+
+def _int(result: FormResult, name: str, text: str, *, default: int | None = None) -> int | None:
+    if text == "":
+        if default is None:
+            result.add(name, "required")
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        result.add(name, "must be a whole number")
+        return default
+
+
+def _float(result: FormResult, name: str, text: str, *, required: bool) -> float | None:
+    if text == "":
+        if required:
+            result.add(name, "required")
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        result.add(name, "must be a number")
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        result.add(name, "must be a finite number")
+        return None
+    return value
+
+
+def row_version(form: Mapping[str, Any]) -> int | None:
+    try:
+        return int(_text(form, "row_version"))
+    except ValueError:
+        return None
+
+
+# -- routes ---------------------------------------------------------------------------
+
+
+def route_values(route: Any | None, limits: Sequence[Any] = ()) -> dict[str, Any]:
+    """Form values for a stored route (or a blank new one)."""
+    if route is None:
+        return {
+            "name": "", "description": "", "sticky_mode": "key", "sticky_header": "",
+            "cache_ttl_s": "", "fallback": "", "limits": "", "token_limits": "",
+            "row_version": "", "variants": _pad_variants([]),
+        }
+    sticky = route.sticky or "key"
+    return {
+        "name": route.name,
+        "description": route.description or "",
+        "sticky_mode": "header" if sticky.startswith("header:") else sticky,
+        "sticky_header": sticky[7:] if sticky.startswith("header:") else "",
+        "cache_ttl_s": _num(route.cache_ttl_s),
+        "fallback": route.fallback or "",
+        "limits": "\n".join(q.rate for q in limits if q.kind == "requests"),
+        "token_limits": "\n".join(q.rate for q in limits if q.kind == "tokens"),
+        "row_version": str(route.row_version),
+        "variants": _pad_variants(
+            [
+                {
+                    "name": v.name if v.name != v.model else "",
+                    "upstream": v.upstream.name,
+                    "model": v.model,
+                    "weight": str(v.weight),
+                }
+                for v in route.variants
+            ]
+        ),
+    }
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _pad_variants(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    blank = {"name": "", "upstream": "", "model": "", "weight": ""}
+    return rows + [dict(blank) for _ in range(EXTRA_VARIANT_ROWS)]
+
+
+def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> FormResult:
+    """Parse the route form; ``fixed_name`` is the stored name when editing."""
+    count = _int(FormResult({}), "variant_rows", _text(form, "variant_rows"), default=0) or 0
+    count = max(0, min(count, 100))
+    rows = []
+    for i in range(count):
+        rows.append(
+            {
+                "name": _text(form, f"variants-{i}-name"),
+                "upstream": _text(form, f"variants-{i}-upstream"),
+                "model": _text(form, f"variants-{i}-model"),
+                "weight": _text(form, f"variants-{i}-weight"),
+                "remove": bool(form.get(f"variants-{i}-remove")),
+            }
+        )
+    values = {
+        "name": fixed_name if fixed_name is not None else _text(form, "name"),
+        "description": _text(form, "description"),
+        "sticky_mode": _text(form, "sticky_mode") or "key",
+        "sticky_header": _text(form, "sticky_header"),
+        "cache_ttl_s": _text(form, "cache_ttl_s"),
+        "fallback": _text(form, "fallback"),
+        "limits": _text(form, "limits"),
+        "token_limits": _text(form, "token_limits"),
+        "row_version": _text(form, "row_version"),
+        "variants": rows,
+    }
+    result = FormResult(values)
+    if not values["name"]:
+        result.add("name", "required")
+    variants: list[VariantIn] = []
+    for i, row in enumerate(rows):
+        if row["remove"] or (not row["upstream"] and not row["model"] and not row["name"]):
+            continue
+        if not row["upstream"]:
+            result.add(f"variants-{i}-upstream", "choose an upstream")
+        if not row["model"]:
+            result.add(f"variants-{i}-model", "required")
+        weight = _int(result, f"variants-{i}-weight", row["weight"])
+        variants.append(
+            VariantIn(
+                upstream=row["upstream"],
+                model=row["model"],
+                weight=weight if weight is not None else 0,
+                name=row["name"] or None,
+            )
+        )
+        result.row_map.append(i)
+    if not variants:
+        result.add("variants", "at least one variant is required")
+    mode = values["sticky_mode"]
+    if mode == "header":
+        sticky = f"header:{values['sticky_header']}"
+        if not values["sticky_header"]:
+            result.add("sticky_header", "required when stickiness is by header")
+    elif mode in ("key", "none"):
+        sticky = mode
+    else:
+        sticky = "key"
+        result.add("sticky_mode", "choose key, header or none")
+    ttl = _float(result, "cache_ttl_s", values["cache_ttl_s"], required=False)
+    values["variants"] = rows + _pad_variants([])[: max(0, EXTRA_VARIANT_ROWS - _blank_tail(rows))]
+    result.data = RouteIn(
+        name=values["name"],
+        variants=variants,
+        sticky=sticky,
+        cache=CacheIn(ttl_s=ttl) if ttl is not None else None,
+        limits=_lines(values["limits"]),
+        token_limits=_lines(values["token_limits"]),
+        fallback=values["fallback"] or None,
+        description=values["description"],
+    )
+    return result
+
+
+def _blank_tail(rows: list[dict[str, Any]]) -> int:
+    n = 0
+    for row in reversed(rows):
+        if row["upstream"] or row["model"] or row["name"] or row["weight"]:
+            break
+        n += 1
+    return n
+
+
+def weights_of(form: Mapping[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in form.items() if k.startswith("weight-")}
+
+
+# -- upstreams ------------------------------------------------------------------------
+
+
+def upstream_values(upstream: Any | None) -> dict[str, Any]:
+    if upstream is None:
+        return {
+            "name": "", "kind": "openai", "base_url": "", "api_key_env": "",
+            "timeout_s": "30", "connect_timeout_s": "5", "max_retries": "1", "row_version": "",
+        }
+    return {
+        "name": upstream.name,
+        "kind": upstream.kind,
+        "base_url": upstream.base_url,
+        "api_key_env": upstream.api_key_env or "",
+        "timeout_s": _num(upstream.timeout_s),
+        "connect_timeout_s": _num(upstream.connect_timeout_s),
+        "max_retries": str(upstream.max_retries),
+        "row_version": str(upstream.row_version),
+    }
+
+
+def parse_upstream(form: Mapping[str, Any], *, fixed_name: str | None = None) -> FormResult:
+    keys = ("kind", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "max_retries")
+    values = {k: _text(form, k) for k in keys}
+    values["name"] = fixed_name if fixed_name is not None else _text(form, "name")
+    values["row_version"] = _text(form, "row_version")
+    result = FormResult(values)
+    if not values["name"]:
+        result.add("name", "required")
+    if values["kind"] not in ("openai", "v2", "onnx"):
+        result.add("kind", "choose openai, v2 or onnx")
+    timeout = _float(result, "timeout_s", values["timeout_s"], required=True)
+    connect = _float(result, "connect_timeout_s", values["connect_timeout_s"], required=True)
+    retries = _int(result, "max_retries", values["max_retries"])
+    if result.ok:
+        result.data = UpstreamIn(
+            name=values["name"],
+            kind=values["kind"],  # type: ignore[arg-type]
+            base_url=values["base_url"],
+            api_key_env=values["api_key_env"] or None,
+            timeout_s=timeout or 0.0,
+            connect_timeout_s=connect or 0.0,
+            max_retries=retries if retries is not None else 0,
+        )
+    return result
+
+
+# -- keys -----------------------------------------------------------------------------
+
+
+def parse_key(form: Any) -> FormResult:
+    routes = [r for r in form.getall("routes", []) if isinstance(r, str) and r]
+    values = {
+        "name": _text(form, "name"),
+        "routes": routes,
+        "limits": _text(form, "limits"),
+        "token_limits": _text(form, "token_limits"),
+        "expires_at": _text(form, "expires_at"),
+    }
+    result = FormResult(values)
+    if not values["name"]:
+        result.add("name", "required")
+    expires: datetime | None = None
+    if values["expires_at"]:
+        try:
+            expires = datetime.fromisoformat(values["expires_at"])
+        except ValueError:
+            result.add("expires_at", "expected a date and time (YYYY-MM-DDTHH:MM)")
+        else:
+            if expires.tzinfo is None:
+                expires = expires.replace(tzinfo=timezone.utc)
+    result.data = {
+        "name": values["name"],
+        "routes": routes,
+        "limits": _lines(values["limits"]),
+        "token_limits": _lines(values["token_limits"]),
+        "expires_at": expires,
+    }
+    return result
+
+
+KEY_ALIASES = {"limit": "limits", "token_limit": "token_limits"}
+
+
+# -- quotas ---------------------------------------------------------------------------
+
+
+def parse_quota(form: Mapping[str, Any]) -> FormResult:
+    values = {
+        "key_id": _text(form, "key_id"),
+        "route": _text(form, "route"),
+        "kind": _text(form, "kind") or "requests",
+        "rate": _text(form, "rate"),
+    }
+    result = FormResult(values)
+    key_id = None
+    if values["key_id"]:
+        key_id = _int(result, "key_id", values["key_id"])
+    if not values["rate"]:
+        result.add("rate", "required")
+    if not values["key_id"] and not values["route"]:
+        result.add("scope", "choose a key, a route, or both")
+    result.data = {
+        "key_id": key_id,
+        "route": values["route"] or None,
+        "kind": values["kind"],
+        "rate": values["rate"],
+    }
+    return result
+
+
+QUOTA_ALIASES = {"key": "key_id"}

@@ -1,0 +1,196 @@
+"""Admin console users: scrypt password hashes and per user+IP login throttling.
+
+Hashes are stored as ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`` so the cost
+parameters can be raised later without breaking existing users. Verification is
+constant-time and runs off the event loop (scrypt is deliberately slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import AdminUser, utcnow
+from litegate.errors import BadRequest, Conflict
+
+SCRYPT_N = 2**14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SALT_BYTES = 16
+KEY_BYTES = 32
+MIN_PASSWORD_LENGTH = 8
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = os.urandom(SALT_BYTES)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=128 * r * (n + p + 2) * 2,
+        dklen=KEY_BYTES,
+    )
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Constant-time check of ``password`` against a stored ``scrypt$...`` hash."""
+    try:
+        scheme, n_s, r_s, p_s, salt_b64, hash_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        n, r, p = int(n_s), int(r_s), int(p_s)
+        salt = base64.b64decode(salt_b64)
+        expected = base64.b64decode(hash_b64)
+    except (ValueError, TypeError):
+        return False
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, maxmem=128 * r * (n + p + 2) * 2,
+        dklen=len(expected),
+    )
+    return hmac.compare_digest(digest, expected)
+
+
+# Verified against when the user does not exist, so timing does not reveal usernames.
+_DUMMY_HASH = hash_password("litegate-dummy-password")
+
+
+def validate_username(username: str) -> str:
+    username = username.strip()
+    if not USERNAME_RE.match(username):
+        raise BadRequest("username must be 1-100 characters: letters, digits, _ . @ -")
+    return username
+
+
+def validate_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise BadRequest(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    return password
+
+
+async def create_user(session: AsyncSession, username: str, password: str) -> AdminUser:
+    """Create an admin user in one transaction; ``Conflict`` when the name is taken."""
+    username = validate_username(username)
+    validate_password(password)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    async with session.begin():
+        existing = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+        if existing is not None:
+            raise Conflict(f"admin user {username!r} already exists")
+        user = AdminUser(username=username, password_hash=password_hash)
+        session.add(user)
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise Conflict(f"admin user {username!r} already exists") from exc
+        try:  # audited like every other change, when the audit service is present
+            from litegate.services.audit import record_audit
+        except ImportError:  # pragma: no cover - foundation not installed yet
+            pass
+        else:
+            await record_audit(
+                session,
+                actor="cli",
+                action="create",
+                entity_type="admin_user",
+                entity_name=username,
+                before=None,
+                after={"username": username},
+            )
+    return user
+
+
+async def set_password(session: AsyncSession, username: str, password: str) -> None:
+    validate_password(password)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    async with session.begin():
+        user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+        if user is None:
+            raise BadRequest(f"no admin user {username!r}")
+        user.password_hash = password_hash
+
+
+async def authenticate(session: AsyncSession, username: str, password: str) -> AdminUser | None:
+    """The user when the password matches, else ``None`` (same cost either way)."""
+    async with session.begin():
+        user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+        stored = user.password_hash if user is not None else _DUMMY_HASH
+        ok = await asyncio.to_thread(verify_password, password, stored)
+        if user is None or not ok:
+            return None
+        user.last_login_at = utcnow()
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: int) -> AdminUser | None:
+    return await session.get(AdminUser, user_id)
+
+
+async def count_users(session: AsyncSession) -> int:
+    from sqlalchemy import func
+
+    return int(await session.scalar(select(func.count()).select_from(AdminUser)) or 0)
+
+
+@dataclass
+class LoginThrottle:
+    """Failed-login counter per (username, client IP) over a sliding window.
+
+    After ``max_failures`` failures inside ``window_s`` the pair is locked until the
+    oldest of them leaves the window; a success clears the pair. In-memory, so the
+    lock is per process (a replica behind a load balancer counts on its own).
+    """
+
+    max_failures: int = 5
+    window_s: float = 300.0
+    max_entries: int = 10_000
+    clock: object = field(default=time.monotonic, repr=False)
+    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict, repr=False)
+
+    def _now(self) -> float:
+        return self.clock()  # type: ignore[operator]
+
+    def _recent(self, key: tuple[str, str]) -> deque[float] | None:
+        times = self._failures.get(key)
+        if times is None:
+            return None
+        horizon = self._now() - self.window_s
+        while times and times[0] <= horizon:
+            times.popleft()
+        if not times:
+            del self._failures[key]
+            return None
+        return times
+
+    def retry_after(self, username: str, ip: str) -> float:
+        """Seconds until the pair may try again; 0 when not locked."""
+        times = self._recent((username.lower(), ip))
+        if times is None or len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[0] + self.window_s - self._now())
+
+    def failure(self, username: str, ip: str) -> None:
+        key = (username.lower(), ip)
+        if key not in self._failures and len(self._failures) >= self.max_entries:
+            # Bound memory under a spray of usernames: drop the oldest pair.
+            self._failures.pop(next(iter(self._failures)))
+        times = self._recent(key)
+        if times is None:
+            times = self._failures[key] = deque()
+        times.append(self._now())
+
+    def success(self, username: str, ip: str) -> None:
+        self._failures.pop((username.lower(), ip), None)
