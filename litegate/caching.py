@@ -1,0 +1,88 @@
+"""Exact-match response cache: LRU bounded by entries and bytes, with TTL, and
+coalescing of concurrent identical misses (one upstream call)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResponse:
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...]
+    body: bytes
+    variant: str | None
+    expires_at: float
+
+
+def cache_key(route: str, body: Any) -> str:
+    """Route + normalized JSON body (key order does not matter)."""
+    return route + ":" + hashlib.sha256(_encode_sorted(body)).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_entry_bytes = max(1, max_bytes // 8)
+        self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
+        self._bytes = 0
+        self.inflight: dict[str, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: str) -> CachedResponse | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= time.monotonic():
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry
+
+    def put(
+        self,
+        key: str,
+        *,
+        status: int,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        variant: str | None,
+        ttl_s: float,
+    ) -> bool:
+        if len(body) > self.max_entry_bytes:
+            return False
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = CachedResponse(
+            status, headers, body, variant, time.monotonic() + ttl_s
+        )
+        self._bytes += len(body)
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+        return True
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= len(entry.body)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0

@@ -1,0 +1,87 @@
+"""``litegate keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime, timedelta, timezone
+
+from litegate.cli.common import actor, print_json, print_table, transaction
+from litegate.services import keys as key_service
+from litegate.settings import Settings
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(value: str) -> datetime:
+    """``30d`` / ``12h`` from now, or an ISO-8601 timestamp (UTC if no zone)."""
+    m = _DURATION.match(value)
+    if m:
+        return datetime.now(timezone.utc) + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--expires: expected e.g. 30d, 12h or 2027-01-01T00:00:00, got {value!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("keys", help="API keys")
+    s = p.add_subparsers(dest="keys_command", required=True)
+    c = s.add_parser("create", help="create a key; the secret is shown only now")
+    c.add_argument("--name", required=True)
+    c.add_argument("--routes", help="comma-separated routes the key may use (default: all)")
+    c.add_argument("--limit", action="append", default=[], help='request limit, e.g. "10/minute" (repeatable)')
+    c.add_argument("--token-limit", action="append", default=[], help='token quota, e.g. "100000/day"')
+    c.add_argument("--expires", help="30d, 12h or an ISO timestamp")
+    c.add_argument("--admin", action="store_true", help="may call model-control endpoints")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=_create)
+    ls = s.add_parser("list", help="list keys (never their secrets)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+    r = s.add_parser("revoke", help="revoke a key by id")
+    r.add_argument("id", type=int)
+    r.set_defaults(func=_revoke)
+
+
+async def _create(args: argparse.Namespace, settings: Settings) -> int:
+    routes = [r.strip() for r in args.routes.split(",") if r.strip()] if args.routes else []
+    expires = parse_expiry(args.expires) if args.expires else None
+    async with transaction(settings) as session:
+        key, secret = await key_service.create_key(
+            session,
+            name=args.name,
+            actor=actor(),
+            routes=routes,
+            limits=args.limit,
+            token_limits=args.token_limit,
+            expires_at=expires,
+            is_admin=args.admin,
+        )
+    if args.json:
+        print_json({"id": key.id, "name": key.name, "key": secret})
+    else:
+        print(f"Created key {key.id} ({key.name}). Secret (shown only now):\n\n    {secret}\n")
+    return 0
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        rows = [key_service.key_dict(k) for k in await key_service.list_keys(session)]
+    if args.json:
+        print_json(rows)
+    else:
+        for r in rows:
+            r["routes"] = ",".join(r["routes"]) or "*"
+            r["state"] = "revoked" if r["revoked_at"] else "active"
+        print_table(rows, ["id", "name", "prefix", "routes", "state", "expires_at", "last_used_at"])
+    return 0
+
+
+async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        key = await key_service.revoke_key(session, args.id, actor=actor())
+    print(f"revoked key {key.id} ({key.name})")
+    return 0

@@ -1,0 +1,113 @@
+"""``litegate serve``: the standalone gateway under uvicorn (uvloop + httptools)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+
+from litegate.cli.common import actor, transaction
+from litegate.db import migrate
+from litegate.logging import configure_logging
+from litegate.settings import ENV_PREFIX, Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gateway")
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--config", type=Path, help="YAML/TOML applied at start-up")
+    p.add_argument("--demo", action="store_true", help="register a demo model, route and key")
+    p.add_argument("--migrate", action="store_true",
+                   help="apply migrations to a non-SQLite database before starting")
+    p.set_defaults(func=_serve)
+
+
+def _export_env(settings: Settings) -> None:
+    """Worker processes rebuild Settings from the environment."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name == "extra" or value is None:
+            continue
+        os.environ[ENV_PREFIX + f.name.upper()] = str(value)
+
+
+def app_from_env():  # type: ignore[no-untyped-def]
+    from litegate.app import create_app
+
+    settings = Settings.load()
+    configure_logging(settings.log_format, settings.log_level)
+    return create_app(settings)
+
+
+async def _prepare(settings: Settings) -> None:
+    if settings.config is not None:
+        from litegate.services import config as config_service
+
+        doc = config_service.validate(config_service.load_file(settings.config))
+        async with transaction(settings) as session:
+            result = await config_service.apply_document(session, doc, actor="serve:--config")
+        print(f"applied {settings.config} (config version {result['config_version']})", flush=True)
+    if settings.demo:
+        await setup_demo(settings)
+
+
+async def setup_demo(settings: Settings) -> None:
+    from litegate.services import keys as key_service
+
+    try:
+        from litegate.demo import setup_demo_model
+    except ImportError:
+        setup_demo_model = None
+    if setup_demo_model is not None:
+        await setup_demo_model(settings)
+    async with transaction(settings) as session:
+        existing = [k for k in await key_service.list_keys(session, include_revoked=False) if k.name == "demo"]
+        if not existing:
+            _key, secret = await key_service.create_key(
+                session, name="demo", actor=actor(), limits=["600/minute"]
+            )
+            print(f"\n  Demo API key (shown once): {secret}\n", flush=True)
+        else:
+            print("\n  Demo API key already exists (it was printed on the first run);"
+                  " create another with: litegate keys create --name me\n", flush=True)
+    try:
+        from litegate.services import users
+    except ImportError:
+        return
+    async with transaction(settings) as session:
+        password = await users.ensure_demo_user(session)
+    if password:
+        print(f"  Admin console: http://{settings.host}:{settings.port}/admin"
+              f"  user: admin  password (shown once): {password}\n", flush=True)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    configure_logging(settings.log_format, settings.log_level)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    if settings.db_url.startswith("sqlite") or args.migrate:
+        migrate.upgrade(settings.db_url)
+    asyncio.run(_prepare(settings))
+    common = dict(
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    if settings.workers > 1:
+        _export_env(settings.replace(config=None, demo=False))
+        uvicorn.run("litegate.cli.serve:app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        from litegate.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+    return 0

@@ -1,0 +1,152 @@
+"""Per-request state, carried in ``scope["litegate"]`` (never on shared objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+
+from litegate.errors import BadRequest, NotFound, PayloadTooLarge
+from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCOPE_KEY = "litegate"
+OPENAI_BODY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+_decode = msgspec.json.decode
+
+
+class RequestInfo:
+    __slots__ = (
+        "request_id",
+        "started",
+        "snapshot",
+        "key",
+        "route_name",
+        "route",
+        "variant",
+        "cache",
+        "upstream_s",
+        "body",
+        "json",
+        "stream",
+        "status",
+        "tokens",
+        "prompt_tokens",
+        "stream_error",
+        "extra_headers",
+        "_route_resolved",
+    )
+
+    def __init__(self, request_id: str, started: float, snapshot: Snapshot) -> None:
+        self.request_id = request_id
+        self.started = started
+        self.snapshot = snapshot
+        self.key: KeySpec | None = None
+        self.route_name: str | None = None
+        self.route: RouteSpec | None = None
+        self.variant: VariantSpec | None = None
+        self.cache: str | None = None
+        self.upstream_s = 0.0
+        self.body: bytes | None = None
+        self.json: dict[str, Any] | None = None
+        self.stream = False
+        self.status = 0
+        self.tokens = 0
+        self.prompt_tokens = 0
+        self.stream_error = False
+        self.extra_headers: list[tuple[bytes, bytes]] = []
+        self._route_resolved = False
+
+
+def get_info(scope: Scope) -> RequestInfo | None:
+    return scope.get(SCOPE_KEY)
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return v
+    return None
+
+
+def replay_receive(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """Read the whole request body, refusing more than ``max_bytes`` (413)."""
+    length = header(scope, b"content-length")
+    if length is not None:
+        try:
+            if int(length) > max_bytes:
+                raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def resolve_route(
+    scope: Scope, receive: Receive, info: RequestInfo, max_bytes: int
+) -> Receive:
+    """Find which route a request is for (once), reading the body when it names it.
+
+    Returns the ``receive`` that the inner app must use (the body replayed).
+    """
+    if info._route_resolved:
+        return replay_receive(info.body, receive) if info.body is not None else receive
+    info._route_resolved = True
+    path: str = scope["path"]
+    if scope["method"] == "POST" and path in OPENAI_BODY_PATHS:
+        body = await read_body(scope, receive, max_bytes)
+        info.body = body
+        try:
+            data = _decode(body)
+        except msgspec.DecodeError as exc:
+            raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the JSON body must be an object", code="invalid_json")
+        model = data.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required and must be a string", code="missing_model")
+        info.json = data
+        info.stream = data.get("stream") is True
+        info.route_name = model
+        route = info.snapshot.routes.get(model)
+        if route is None:
+            raise NotFound(f"The model '{model}' does not exist", code="model_not_found")
+        info.route = route
+        return replay_receive(body, receive)
+    if path.startswith("/v2/models/"):
+        rest = path[len("/v2/models/"):]
+        info.route_name = rest.split("/", 1)[0] or None
+    return receive

@@ -1,0 +1,199 @@
+"""The gateway core shared by every shape (standalone, Litestar plug-in, ASGI/WSGI
+middleware): configuration snapshot, limiter, cache, metrics, upstream client and,
+lazily, the ONNX model manager."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from litegate.caching import ResponseCache
+from litegate.context import ASGIApp, Receive, Scope, Send
+from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.errors import NotFound
+from litegate.limiting import Limiter, storage_uri
+from litegate.metrics import Metrics
+from litegate.middleware import (
+    ABRoutingMiddleware,
+    AuthMiddleware,
+    CacheMiddleware,
+    MetricsMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
+from litegate.settings import Settings
+from litegate.snapshot import Snapshot, SnapshotStore
+from litegate.stats import Stats
+from litegate.upstreams.client import UpstreamClient
+
+if TYPE_CHECKING:
+    from litegate.inference.manager import ModelManager
+
+log = structlog.get_logger("litegate.gateway")
+
+
+class Gateway:
+    def __init__(self, settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> None:
+        self.settings = settings or Settings.load()
+        s = self.settings
+        self.engine = engine or make_engine(s.db_url)
+        self.sessionmaker = make_sessionmaker(self.engine)
+        self.snapshots = SnapshotStore(self.sessionmaker, interval_s=s.reload_interval_s)
+        self.metrics = Metrics()
+        self.stats = Stats()
+        self.limiter = Limiter(
+            storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
+        )
+        self.cache = ResponseCache(max_entries=s.cache_max_entries, max_bytes=s.cache_max_bytes)
+        self.http = UpstreamClient(
+            metrics=self.metrics,
+            breaker_failures=s.breaker_failures,
+            breaker_reset_s=s.breaker_reset_s,
+        )
+        self._models: ModelManager | None = None
+        self._key_use: dict[int, float] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self.snapshots.subscribe(self._on_snapshot)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if self._started:
+                return
+            await self.http.start()
+            await self.snapshots.start()
+            self._tasks.append(asyncio.create_task(self._flush_key_use_loop()))
+            if self.snapshots.current.models:
+                await self.models.start(self.snapshots.current)
+            self._started = True
+            log.info("gateway_started", config_version=self.snapshots.current.version)
+
+    async def ensure_started(self) -> None:
+        if not self._started:
+            await self.start()
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        await self._flush_key_use()
+        await self.snapshots.stop()
+        if self._models is not None:
+            await self._models.stop()
+        await self.http.close()
+        await self.engine.dispose()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    # -- models (ONNX), imported only when needed ----------------------------
+
+    @property
+    def models(self) -> ModelManager:
+        if self._models is None:
+            from litegate.inference.manager import ModelManager
+
+            self._models = ModelManager(self.settings, self.metrics.registry)
+        return self._models
+
+    @property
+    def models_loaded(self) -> bool:
+        return self._models is not None
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self.metrics.config_version.set(snapshot.version)
+        if self._models is not None:
+            self._models.on_snapshot(snapshot)
+        elif self._started and snapshot.models:
+            self._tasks.append(asyncio.ensure_future(self.models.start(snapshot)))
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        detail: dict[str, Any] = {
+            "database": self.snapshots.db_ok,
+            "config_version": self.snapshots.current.version,
+        }
+        ok = self._started and self.snapshots.db_ok
+        if self._models is not None:
+            detail["models"] = self._models.status()
+            ok = ok and self._models.ready()
+        return ok, detail
+
+    # -- key last-use bookkeeping (memory, flushed every few seconds) -------
+
+    def note_key_use(self, key_id: int, at: float) -> None:
+        self._key_use[key_id] = at
+
+    async def _flush_key_use(self) -> None:
+        if not self._key_use:
+            return
+        used, self._key_use = self._key_use, {}
+        from litegate.services.keys import touch_last_used
+
+        try:
+            async with self.sessionmaker.begin() as session:
+                await touch_last_used(
+                    session,
+                    {k: datetime.fromtimestamp(t, timezone.utc) for k, t in used.items()},
+                )
+        except Exception as exc:
+            log.warning("key_last_used_not_saved", error=str(exc))
+
+    async def _flush_key_use_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            await self._flush_key_use()
+
+    # -- ASGI ----------------------------------------------------------------
+
+    def wrap(self, app: ASGIApp, *, public_prefixes: tuple[str, ...] = ()) -> ASGIApp:
+        """The policy stack around ``app``, outermost first as SPEC.md orders it."""
+        inner: ASGIApp = ABRoutingMiddleware(app, gateway=self)
+        inner = CacheMiddleware(inner, gateway=self)
+        inner = RateLimitMiddleware(inner, gateway=self)
+        inner = AuthMiddleware(inner, gateway=self, exclude_prefixes=public_prefixes)
+        inner = MetricsMiddleware(inner, gateway=self)
+        return RequestContextMiddleware(inner, gateway=self)
+
+    def inference_app(self) -> ASGIApp:
+        """``/v1`` and ``/v2`` behind the full policy stack."""
+        from litegate.proxy import OpenAIProxy
+
+        v1 = OpenAIProxy(self)
+        v2: ASGIApp | None = None
+        gateway = self
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            nonlocal v2
+            if scope["path"].startswith("/v2"):
+                if v2 is None:
+                    from litegate.inference.v2 import V2App
+
+                    v2 = V2App(gateway)
+                await v2(scope, receive, send)
+            elif scope["path"].startswith("/v1/"):
+                await v1(scope, receive, send)
+            else:
+                raise NotFound(f"Unknown endpoint {scope['path']}")
+
+        return self.wrap(dispatch)
+
+

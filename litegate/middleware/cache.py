@@ -1,0 +1,107 @@
+"""Response cache policy: ``X-Cache: HIT|MISS|BYPASS``.
+
+Only successful, non-streamed responses of routes with a cache TTL are stored; the
+body is teed while it is forwarded, so the client is never held back.
+``Cache-Control: no-cache`` bypasses the lookup (the fresh answer is still stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from litegate.caching import CachedResponse, cache_key
+from litegate.context import ASGIApp, Message, Receive, RequestInfo, Scope, Send, get_info, header, resolve_route
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+_SKIP_HEADERS = frozenset({b"content-length", b"x-cache", b"x-litegate-variant", b"date", b"server"})
+
+
+class CacheMiddleware:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+        self.app = app
+        self.cache = gateway.cache
+        self.cache_streams = gateway.settings.cache_streams
+        self.max_body = gateway.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        info = get_info(scope) if scope["type"] == "http" else None
+        if info is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        receive = await resolve_route(scope, receive, info, self.max_body)
+        route = info.route
+        if route is None or not route.cache_ttl_s or info.json is None:
+            await self.app(scope, receive, send)
+            return
+        key = cache_key(route.name, info.json)
+        cache_control = header(scope, b"cache-control") or b""
+        if (info.stream and not self.cache_streams) or b"no-cache" in cache_control:
+            self._mark(info, "BYPASS")
+            if info.stream and not self.cache_streams:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, self._tee(send, info, key, route.cache_ttl_s))
+            return
+        entry = self.cache.get(key)
+        if entry is None and key in self.cache.inflight:
+            # Someone is already fetching this exact request: wait for their answer.
+            await asyncio.shield(self.cache.inflight[key])
+            entry = self.cache.get(key)
+        if entry is not None:
+            self._mark(info, "HIT")
+            await self._replay(entry, info, send)
+            return
+        self._mark(info, "MISS")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.cache.inflight[key] = future
+        try:
+            await self.app(scope, receive, self._tee(send, info, key, route.cache_ttl_s))
+        finally:
+            self.cache.inflight.pop(key, None)
+            future.set_result(None)
+
+    def _mark(self, info: RequestInfo, status: str) -> None:
+        info.cache = status
+        info.extra_headers.append((b"x-cache", status.encode()))
+
+    async def _replay(self, entry: CachedResponse, info: RequestInfo, send: Send) -> None:
+        headers = list(entry.headers)
+        headers.append((b"content-length", str(len(entry.body)).encode()))
+        if entry.variant:
+            headers.append((b"x-litegate-variant", entry.variant.encode()))
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        await send({"type": "http.response.body", "body": entry.body})
+
+    def _tee(self, send: Send, info: RequestInfo, key: str, ttl_s: float) -> Send:
+        cache = self.cache
+        state: dict[str, object] = {"status": 0, "headers": (), "chunks": [], "size": 0}
+        limit = cache.max_entry_bytes
+
+        async def tee(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["headers"] = tuple(
+                    (k, v) for k, v in message.get("headers", ()) if k not in _SKIP_HEADERS
+                )
+            elif message["type"] == "http.response.body" and state["status"] == 200:
+                chunk = message.get("body", b"")
+                chunks: list[bytes] = state["chunks"]  # type: ignore[assignment]
+                state["size"] = int(state["size"]) + len(chunk)  # type: ignore[call-overload]
+                if int(state["size"]) <= limit:  # type: ignore[call-overload]
+                    chunks.append(chunk)
+                if not message.get("more_body", False) and not info.stream_error:
+                    if int(state["size"]) <= limit:  # type: ignore[call-overload]
+                        cache.put(
+                            key,
+                            status=200,
+                            headers=state["headers"],  # type: ignore[arg-type]
+                            body=b"".join(chunks),
+                            variant=info.variant.name if info.variant else None,
+                            ttl_s=ttl_s,
+                        )
+            await send(message)
+
+        return tee

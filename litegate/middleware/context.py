@@ -1,0 +1,89 @@
+"""Request context: request id, structlog contextvars, overhead header, access log,
+and the single place where exceptions become error responses."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars
+
+from litegate.context import SCOPE_KEY, ASGIApp, Message, Receive, RequestInfo, Scope, Send
+from litegate.errors import LitegateError, send_error
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+log = structlog.get_logger("litegate.access")
+_REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.access_log = gateway.settings.access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                rid = v if _REQUEST_ID_RE.match(v) else None
+                break
+        request_id = rid.decode() if rid else os.urandom(8).hex()
+        info = RequestInfo(request_id, started, self.gateway.snapshots.current)
+        scope[SCOPE_KEY] = info
+        clear_contextvars()
+        bind_contextvars(request_id=request_id)
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                info.status = message["status"]
+                overhead = (time.perf_counter() - started - info.upstream_s) * 1000.0
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", request_id.encode()))
+                headers.append((b"x-litegate-overhead-ms", f"{overhead:.3f}".encode()))
+                headers.extend(info.extra_headers)
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except LitegateError as exc:
+            if response_started:
+                log.warning("error_after_response_started", error=exc.detail)
+            else:
+                await send_error(send_wrapper, exc, path=scope["path"])
+        except Exception:
+            log.exception("unhandled_error", path=scope["path"])
+            if not response_started:
+                await send_error(
+                    send_wrapper,
+                    LitegateError("internal error; see the gateway log for the request id"),
+                    path=scope["path"],
+                )
+        finally:
+            if self.access_log:
+                log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=info.status,
+                    route=info.route_name,
+                    variant=info.variant.name if info.variant else None,
+                    key_id=info.key.id if info.key else None,
+                    cache=info.cache,
+                    latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
+                    upstream_ms=round(info.upstream_s * 1000.0, 3),
+                    tokens=info.tokens or None,
+                )

@@ -1,0 +1,45 @@
+"""Requests/period and tokens/period per key, per route, per key on a route.
+
+429 with ``Retry-After`` and ``X-RateLimit-Limit/Remaining/Reset``; the same headers on
+every allowed response that a limit applies to. Token usage (from the handler, also for
+streamed and cancelled requests) is counted after the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from litegate.context import ASGIApp, Receive, Scope, Send, get_info, resolve_route
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+        self.app = app
+        self.limiter = gateway.limiter
+        self.max_body = gateway.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        info = get_info(scope) if scope["type"] == "http" else None
+        if info is None or info.key is None:
+            await self.app(scope, receive, send)
+            return
+        receive = await resolve_route(scope, receive, info, self.max_body)
+        key, route_name, route = info.key, info.route_name, info.route
+        checks = self.limiter.request_checks(key, route_name, route)
+        if checks:
+            info.extra_headers.extend(await self.limiter.hit(checks))
+        token_checks = self.limiter.token_checks(key, route_name, route)
+        if not token_checks:
+            await self.app(scope, receive, send)
+            return
+        await self.limiter.check_tokens(token_checks)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if info.tokens:
+                # Shielded: a cancelled (disconnected) request still records its usage.
+                await asyncio.shield(self.limiter.add_tokens(token_checks, info.tokens))

@@ -1,0 +1,56 @@
+"""Records every request (including 401/429 and cache hits) in Prometheus and the
+dashboard's rolling stats once it has completed; it never touches the response."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from litegate.context import ASGIApp, Receive, Scope, Send, get_info
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+        self.app = app
+        self.metrics = gateway.metrics
+        self.stats = gateway.stats
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        info = get_info(scope) if scope["type"] == "http" else None
+        if info is None:
+            await self.app(scope, receive, send)
+            return
+        raised = 0
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            raised = 499  # client went away
+            raise
+        except Exception as exc:
+            # Rendered by the context middleware after this point.
+            raised = int(getattr(exc, "status_code", 500))
+            raise
+        finally:
+            m = self.metrics
+            route = info.route_name or "-"
+            variant = info.variant.name if info.variant else "-"
+            status = info.status or raised
+            elapsed = time.perf_counter() - info.started
+            m.requests.labels(route, variant, str(status)).inc()
+            m.latency.labels(route, variant).observe(elapsed)
+            m.overhead.observe(max(elapsed - info.upstream_s, 0.0))
+            if info.cache is not None:
+                m.cache.labels(route, info.cache).inc()
+            if status == 429:
+                m.limited.labels(route).inc()
+            if info.tokens:
+                m.tokens.labels(route, variant).inc(info.tokens)
+            if info.stream_error:
+                m.stream_errors.labels(route).inc()
+            self.stats.record(info.route_name, info.variant.name if info.variant else None,
+                              502 if info.stream_error else status, elapsed, info.cache)
+

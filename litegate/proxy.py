@@ -1,0 +1,280 @@
+"""The OpenAI-compatible handler: ``/v1/models``, ``/v1/chat/completions``,
+``/v1/completions`` and ``/v1/embeddings``, forwarded to the chosen variant.
+
+Streams are relayed chunk by chunk; a stream that breaks after its first chunk ends
+with an SSE error event, never with a clean end that looks like a complete answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+import structlog
+
+from litegate.context import (
+    OPENAI_BODY_PATHS,
+    Receive,
+    RequestInfo,
+    Scope,
+    Send,
+    get_info,
+    resolve_route,
+)
+from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from litegate.middleware.routing import choose_variant, sticky_value
+from litegate.snapshot import RouteSpec, VariantSpec
+from litegate.upstreams.client import forward_headers, response_headers
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+log = structlog.get_logger("litegate.proxy")
+_encode = msgspec.json.encode
+_JSON = [(b"content-type", b"application/json")]
+MAX_FALLBACKS = 3
+
+
+class _Usage(msgspec.Struct):
+    total_tokens: int = 0
+    prompt_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Usage | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def usage_tokens(payload: bytes) -> tuple[int, int]:
+    """(total, prompt) tokens from an OpenAI response body, (0, 0) if absent."""
+    if b'"usage"' not in payload:
+        return 0, 0
+    try:
+        usage = _decode_usage(payload).usage
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0, 0
+    return (usage.total_tokens, usage.prompt_tokens) if usage else (0, 0)
+
+
+async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = _encode(payload)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or [])],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class OpenAIProxy:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.client = gateway.http
+        self.max_body = gateway.settings.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/models" and method == "GET":
+            await self._list_models(scope, send)
+            return
+        if path not in OPENAI_BODY_PATHS:
+            raise NotFound(f"Unknown endpoint {method} {path}", code="unknown_url")
+        if method != "POST":
+            raise BadRequest(f"{path} accepts POST only", code="method_not_allowed")
+        info = get_info(scope)
+        if info is None:
+            raise RuntimeError("OpenAIProxy needs RequestContextMiddleware outside it")
+        receive = await resolve_route(scope, receive, info, self.max_body)
+        route = info.route
+        assert route is not None  # resolve_route raised 404 otherwise
+        variant = info.variant or choose_variant(route, sticky_value(scope, info, route))
+        info.variant = variant
+        hops = 0
+        while True:
+            try:
+                await self._dispatch(scope, receive, send, info, route, variant, path)
+                return
+            except (UpstreamError, UpstreamTimeout, ServiceUnavailable) as exc:
+                fallback = info.snapshot.routes.get(route.fallback) if route.fallback else None
+                if fallback is None or hops >= MAX_FALLBACKS or info.status:
+                    raise
+                hops += 1
+                log.warning("fallback", route=route.name, to=fallback.name, error=exc.detail)
+                route = fallback
+                variant = choose_variant(route, sticky_value(scope, info, route))
+                info.variant = variant
+                info.extra_headers.append((b"x-litegate-fallback", route.name.encode()))
+
+    async def _list_models(self, scope: Scope, send: Send) -> None:
+        info = get_info(scope)
+        snapshot = info.snapshot if info else self.gateway.snapshots.current
+        key = info.key if info else None
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "litegate"}
+            for name in sorted(snapshot.routes)
+            if key is None or key.allows(name)
+        ]
+        await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _dispatch(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        info: RequestInfo,
+        route: RouteSpec,
+        variant: VariantSpec,
+        path: str,
+    ) -> None:
+        if variant.upstream.kind == "onnx":
+            if path != "/v1/embeddings":
+                raise BadRequest(f"route {route.name!r} serves a local model: only /v1/embeddings")
+            await self._local_embeddings(send, info, route, variant)
+            return
+        if variant.upstream.kind != "openai":
+            raise BadRequest(
+                f"route {route.name!r} targets a {variant.upstream.kind!r} upstream; "
+                "use the /v2 inference API"
+            )
+        assert info.json is not None
+        payload = dict(info.json)
+        payload["model"] = variant.model
+        data = _encode(payload)
+        upstream = variant.upstream
+        headers = forward_headers(scope["headers"], upstream, info.request_id)
+        t0 = time.perf_counter()
+        resp = await self.client.open(
+            upstream, "POST", path[3:], body=data, headers=headers, stream=info.stream
+        )
+        is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+        if not (info.stream and resp.status == 200 and is_sse):
+            body = await self.client.read(upstream, resp)
+            info.upstream_s += time.perf_counter() - t0
+            if resp.status == 200:
+                info.tokens, info.prompt_tokens = usage_tokens(body)
+            out = response_headers(resp)
+            out.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": resp.status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+            return
+        info.upstream_s += time.perf_counter() - t0
+        await self._relay_stream(receive, send, info, resp, len(data))
+
+    async def _relay_stream(
+        self,
+        receive: Receive,
+        send: Send,
+        info: RequestInfo,
+        resp: aiohttp.ClientResponse,
+        request_bytes: int,
+    ) -> None:
+        disconnected = False
+
+        async def watch_disconnect() -> None:
+            nonlocal disconnected
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    disconnected = True
+                    resp.close()
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        events = 0
+        reported = 0
+        try:
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": response_headers(resp)}
+            )
+            async for chunk in resp.content.iter_any():
+                events += chunk.count(b"data:")
+                if b'"usage"' in chunk:
+                    reported = max(reported, _stream_usage(chunk))
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            if not disconnected:
+                info.stream_error = True
+                kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "read"
+                self.gateway.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
+                log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
+                event = {
+                    "error": {
+                        "message": f"upstream stream interrupted: {exc or type(exc).__name__}",
+                        "type": "upstream_error",
+                        "code": "stream_interrupted",
+                    }
+                }
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + _encode(event) + b"\n\n",
+                        "more_body": True,
+                    }
+                )
+        finally:
+            watcher.cancel()
+            resp.release()
+            # Streams are counted too: the upstream's usage when it sends one, else an
+            # estimate (one token per event plus ~4 bytes per prompt token).
+            info.tokens = reported or (max(events - 1, 0) + request_bytes // 4)
+        if not disconnected:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _local_embeddings(
+        self, send: Send, info: RequestInfo, route: RouteSpec, variant: VariantSpec
+    ) -> None:
+        assert info.json is not None
+        raw = info.json.get("input")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise BadRequest("'input' must be a non-empty string or list of strings", code="invalid_input")
+        fmt = info.json.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise BadRequest("'encoding_format' must be 'float' or 'base64'")
+        t0 = time.perf_counter()
+        try:
+            vectors, prompt_tokens = await self.gateway.models.embed(variant.model, texts)
+        except LitegateError:
+            raise
+        info.upstream_s += time.perf_counter() - t0
+        if fmt == "base64":
+            import numpy as np
+
+            data = [
+                {"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()}
+                for i, v in enumerate(vectors)
+            ]
+        else:
+            data = [
+                {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                for i, v in enumerate(vectors)
+            ]
+        info.tokens = info.prompt_tokens = prompt_tokens
+        await send_json(
+            send,
+            200,
+            {
+                "object": "list",
+                "data": data,
+                "model": route.name,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            },
+        )
+
+
+def _stream_usage(chunk: bytes) -> int:
+    best = 0
+    for line in chunk.split(b"\n"):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            total, _ = usage_tokens(line[5:].strip())
+            best = max(best, total)
+    return best

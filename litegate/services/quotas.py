@@ -1,0 +1,87 @@
+"""Quotas (limits) attached to keys, routes, or a key on a route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import ApiKey, Quota, Route
+from litegate.errors import NotFound
+from litegate.services.audit import bump_config_version, record_audit
+from litegate.services.schema import ValidationFailed, check_rates
+
+KINDS = ("requests", "tokens")
+
+
+def quota_dict(q: Quota) -> dict[str, Any]:
+    return {
+        "id": q.id,
+        "key": q.key.name if q.key else None,
+        "key_id": q.key_id,
+        "route": q.route.name if q.route else None,
+        "kind": q.kind,
+        "rate": q.rate,
+    }
+
+
+def quota_label(q: Quota) -> str:
+    parts = []
+    if q.key_id is not None:
+        parts.append(f"key {q.key_id}")
+    if q.route is not None:
+        parts.append(f"route {q.route.name}")
+    return f"{' on '.join(parts) or 'global'}: {q.rate} {q.kind}"
+
+
+async def list_quotas(session: AsyncSession) -> list[Quota]:
+    return list(await session.scalars(select(Quota).order_by(Quota.id)))
+
+
+async def add_quota(
+    session: AsyncSession,
+    *,
+    actor: str,
+    rate: str,
+    kind: str = "requests",
+    key_id: int | None = None,
+    route: str | None = None,
+) -> Quota:
+    errors = check_rates([rate], "rate")
+    if kind not in KINDS:
+        errors.append(f"kind: must be one of {KINDS}")
+    if key_id is None and route is None:
+        errors.append("scope: choose a key, a route, or both")
+    route_row = None
+    if route is not None:
+        route_row = await session.scalar(select(Route).where(Route.name == route))
+        if route_row is None:
+            errors.append(f"route: unknown route {route!r}")
+    if key_id is not None and await session.get(ApiKey, key_id) is None:
+        errors.append(f"key: unknown key {key_id}")
+    if errors:
+        raise ValidationFailed(errors)
+    q = Quota(key_id=key_id, route_id=route_row.id if route_row else None, kind=kind, rate=rate)
+    session.add(q)
+    await session.flush()
+    await session.refresh(q)
+    await record_audit(
+        session, actor=actor, action="create", entity_type="quota",
+        entity_name=quota_label(q), after=quota_dict(q),
+    )
+    await bump_config_version(session)
+    return q
+
+
+async def delete_quota(session: AsyncSession, quota_id: int, *, actor: str) -> None:
+    q = await session.get(Quota, quota_id)
+    if q is None:
+        raise NotFound(f"quota {quota_id} not found")
+    before = quota_dict(q)
+    label = quota_label(q)
+    await session.delete(q)
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="quota", entity_name=label, before=before
+    )
+    await bump_config_version(session)

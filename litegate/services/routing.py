@@ -1,0 +1,257 @@
+"""Upstreams and routes (with their variants and route-level quotas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import Quota, Route, RouteVariant, Upstream
+from litegate.errors import BadRequest, Conflict, NotFound
+from litegate.services.audit import bump_config_version, record_audit
+from litegate.services.schema import (
+    CacheIn,
+    RouteIn,
+    UpstreamIn,
+    ValidationFailed,
+    VariantIn,
+    check_route,
+    check_upstream,
+    variant_name,
+)
+
+
+def upstream_dict(u: Upstream) -> dict[str, Any]:
+    return {
+        "name": u.name,
+        "kind": u.kind,
+        "base_url": u.base_url,
+        "api_key_env": u.api_key_env,
+        "timeout_s": u.timeout_s,
+        "connect_timeout_s": u.connect_timeout_s,
+        "max_retries": u.max_retries,
+    }
+
+
+async def route_quotas(session: AsyncSession, route_id: int) -> list[Quota]:
+    rows = await session.scalars(
+        select(Quota).where(Quota.route_id == route_id, Quota.key_id.is_(None)).order_by(Quota.id)
+    )
+    return list(rows)
+
+
+def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": r.name,
+        "variants": [
+            {"upstream": v.upstream.name, "model": v.model, "weight": v.weight}
+            | ({"name": v.name} if v.name != v.model else {})
+            for v in r.variants
+        ],
+        "sticky": r.sticky,
+    }
+    if r.cache_ttl_s:
+        out["cache"] = {"ttl_s": r.cache_ttl_s}
+    limits = [q.rate for q in quotas if q.kind == "requests"]
+    tokens = [q.rate for q in quotas if q.kind == "tokens"]
+    if limits:
+        out["limits"] = limits
+    if tokens:
+        out["token_limits"] = tokens
+    if r.fallback:
+        out["fallback"] = r.fallback
+    if r.description:
+        out["description"] = r.description
+    return out
+
+
+def route_in_from_dict(data: dict[str, Any]) -> RouteIn:
+    return RouteIn(
+        name=data["name"],
+        variants=[VariantIn(**v) for v in data["variants"]],
+        sticky=data.get("sticky", "key"),
+        cache=CacheIn(**data["cache"]) if data.get("cache") else None,
+        limits=list(data.get("limits", [])),
+        token_limits=list(data.get("token_limits", [])),
+        fallback=data.get("fallback"),
+        description=data.get("description", ""),
+    )
+
+
+async def list_upstreams(session: AsyncSession) -> list[Upstream]:
+    return list(await session.scalars(select(Upstream).order_by(Upstream.name)))
+
+
+async def get_upstream(session: AsyncSession, name: str) -> Upstream:
+    u = await session.scalar(select(Upstream).where(Upstream.name == name))
+    if u is None:
+        raise NotFound(f"upstream {name!r} not found")
+    return u
+
+
+async def upsert_upstream(
+    session: AsyncSession,
+    data: UpstreamIn,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+    bump: bool = True,
+) -> Upstream:
+    errors = check_upstream(data, "upstream")
+    if errors:
+        raise ValidationFailed(errors)
+    u = await session.scalar(select(Upstream).where(Upstream.name == data.name))
+    before = upstream_dict(u) if u else None
+    if u is None:
+        u = Upstream(name=data.name)
+        session.add(u)
+    elif expected_version is not None and u.row_version != expected_version:
+        raise Conflict(f"upstream {data.name!r} was changed by someone else; reload and retry")
+    u.kind = data.kind
+    u.base_url = data.base_url.rstrip("/")
+    u.api_key_env = data.api_key_env
+    u.timeout_s = data.timeout_s
+    u.connect_timeout_s = data.connect_timeout_s
+    u.max_retries = data.max_retries
+    after = upstream_dict(u)
+    if before != after:
+        await session.flush()
+        await record_audit(
+            session,
+            actor=actor,
+            action="create" if before is None else "update",
+            entity_type="upstream",
+            entity_name=data.name,
+            before=before,
+            after=after,
+        )
+        if bump:
+            await bump_config_version(session)
+    return u
+
+
+async def delete_upstream(session: AsyncSession, name: str, *, actor: str) -> None:
+    u = await get_upstream(session, name)
+    used = await session.scalar(
+        select(Route.name).join(RouteVariant).where(RouteVariant.upstream_id == u.id).limit(1)
+    )
+    if used:
+        raise Conflict(f"upstream {name!r} is used by route {used!r}; change that route first")
+    before = upstream_dict(u)
+    await session.delete(u)
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="upstream", entity_name=name, before=before
+    )
+    await bump_config_version(session)
+
+
+async def list_routes(session: AsyncSession) -> list[Route]:
+    return list(await session.scalars(select(Route).order_by(Route.name)))
+
+
+async def get_route(session: AsyncSession, name: str) -> Route:
+    r = await session.scalar(select(Route).where(Route.name == name))
+    if r is None:
+        raise NotFound(f"route {name!r} not found")
+    return r
+
+
+async def upsert_route(
+    session: AsyncSession,
+    data: RouteIn,
+    *,
+    actor: str,
+    expected_version: int | None = None,
+    bump: bool = True,
+) -> Route:
+    upstreams = {u.name: u for u in await list_upstreams(session)}
+    errors = check_route(data, "route", set(upstreams))
+    if data.fallback:
+        exists = await session.scalar(select(Route.id).where(Route.name == data.fallback))
+        if exists is None:
+            errors.append(f"route.fallback: unknown route {data.fallback!r}")
+    if errors:
+        raise ValidationFailed(errors)
+    r = await session.scalar(select(Route).where(Route.name == data.name))
+    before = route_dict(r, await route_quotas(session, r.id)) if r else None
+    if r is None:
+        r = Route(name=data.name)
+        session.add(r)
+    elif expected_version is not None and r.row_version != expected_version:
+        raise Conflict(f"route {data.name!r} was changed by someone else; reload and retry")
+    r.sticky = data.sticky
+    r.cache_ttl_s = data.cache.ttl_s if data.cache else None
+    r.fallback = data.fallback
+    r.description = data.description
+    existing = {v.name: v for v in r.variants}
+    new_variants = []
+    for pos, vin in enumerate(data.variants):
+        name = variant_name(vin)
+        v = existing.get(name) or RouteVariant(name=name)
+        v.upstream = upstreams[vin.upstream]
+        v.upstream_id = upstreams[vin.upstream].id
+        v.model = vin.model
+        v.weight = vin.weight
+        v.position = pos
+        new_variants.append(v)
+    r.variants = new_variants
+    await session.flush()
+    current = await route_quotas(session, r.id)
+    wanted = [("requests", rate) for rate in data.limits] + [
+        ("tokens", rate) for rate in data.token_limits
+    ]
+    if [(q.kind, q.rate) for q in current] != wanted:
+        for q in current:
+            await session.delete(q)
+        for kind, rate in wanted:
+            session.add(Quota(route_id=r.id, kind=kind, rate=rate))
+        await session.flush()
+    after = route_dict(r, await route_quotas(session, r.id))
+    if before != after:
+        await record_audit(
+            session,
+            actor=actor,
+            action="create" if before is None else "update",
+            entity_type="route",
+            entity_name=data.name,
+            before=before,
+            after=after,
+        )
+        if bump:
+            await bump_config_version(session)
+    return r
+
+
+async def delete_route(session: AsyncSession, name: str, *, actor: str) -> None:
+    r = await get_route(session, name)
+    referrer = await session.scalar(select(Route.name).where(Route.fallback == name).limit(1))
+    if referrer:
+        raise Conflict(f"route {name!r} is the fallback of route {referrer!r}")
+    before = route_dict(r, await route_quotas(session, r.id))
+    await session.execute(delete(Quota).where(Quota.route_id == r.id))
+    await session.delete(r)
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="route", entity_name=name, before=before
+    )
+    await bump_config_version(session)
+
+
+async def set_weights(
+    session: AsyncSession,
+    route: str,
+    weights: dict[str, int],
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> Route:
+    """Change only the A/B weights of a route's variants (by variant name)."""
+    r = await get_route(session, route)
+    data = route_in_from_dict(route_dict(r, await route_quotas(session, r.id)))
+    unknown = set(weights) - {variant_name(v) for v in data.variants}
+    if unknown:
+        raise BadRequest(f"unknown variant(s) {sorted(unknown)} on route {route!r}")
+    for v in data.variants:
+        if variant_name(v) in weights:
+            v.weight = int(weights[variant_name(v)])
+    return await upsert_route(session, data, actor=actor, expected_version=expected_version)

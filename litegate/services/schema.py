@@ -1,0 +1,172 @@
+"""Input shapes shared by ``config apply``, the CLI and the admin console.
+
+Validation collects *every* problem with its path (``routes[0].variants[1].weight``)
+instead of stopping at the first one, so a user can fix a file in one go.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+from limits import parse_many
+
+UPSTREAM_KINDS = ("openai", "v2", "onnx")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
+HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+
+
+class VariantIn(msgspec.Struct, forbid_unknown_fields=True):
+    upstream: str
+    model: str
+    weight: int = 1
+    name: str | None = None
+
+
+class CacheIn(msgspec.Struct, forbid_unknown_fields=True):
+    ttl_s: float
+
+
+class UpstreamIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    kind: Literal["openai", "v2", "onnx"] = "openai"
+    base_url: str = ""
+    api_key_env: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    max_retries: int = 1
+
+
+class RouteIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    variants: list[VariantIn]
+    sticky: str = "key"
+    cache: CacheIn | None = None
+    limits: list[str] = []
+    token_limits: list[str] = []
+    fallback: str | None = None
+    description: str = ""
+
+
+class ConfigDocument(msgspec.Struct, forbid_unknown_fields=True):
+    upstreams: list[UpstreamIn] = []
+    routes: list[RouteIn] = []
+
+
+class ValidationFailed(ValueError):
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+def variant_name(v: VariantIn) -> str:
+    return v.name or v.model
+
+
+def check_rates(rates: list[str], path: str) -> list[str]:
+    errors = []
+    for i, rate in enumerate(rates):
+        try:
+            if not parse_many(rate):
+                raise ValueError(rate)
+        except ValueError:
+            errors.append(
+                f"{path}[{i}]: invalid rate {rate!r} (expected e.g. '100/minute' or '10/second;1000/hour')"
+            )
+    return errors
+
+
+def check_upstream(u: UpstreamIn, path: str) -> list[str]:
+    errors = []
+    if not NAME_RE.match(u.name):
+        errors.append(f"{path}.name: invalid name {u.name!r}")
+    if u.kind in ("openai", "v2") and not u.base_url.startswith(("http://", "https://")):
+        errors.append(f"{path}.base_url: must be an http:// or https:// URL for kind {u.kind!r}")
+    if u.timeout_s <= 0:
+        errors.append(f"{path}.timeout_s: must be > 0")
+    if u.connect_timeout_s <= 0:
+        errors.append(f"{path}.connect_timeout_s: must be > 0")
+    if not 0 <= u.max_retries <= 10:
+        errors.append(f"{path}.max_retries: must be between 0 and 10")
+    return errors
+
+
+def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
+    errors = []
+    if not NAME_RE.match(r.name):
+        errors.append(f"{path}.name: invalid name {r.name!r}")
+    if not r.variants:
+        errors.append(f"{path}.variants: at least one variant is required")
+    seen: set[str] = set()
+    for j, v in enumerate(r.variants):
+        vp = f"{path}.variants[{j}]"
+        if v.upstream not in upstreams:
+            errors.append(f"{vp}.upstream: unknown upstream {v.upstream!r}")
+        if not v.model:
+            errors.append(f"{vp}.model: must not be empty")
+        if v.weight < 0:
+            errors.append(f"{vp}.weight: must be >= 0")
+        name = variant_name(v)
+        if name in seen:
+            errors.append(f"{vp}.name: duplicate variant {name!r} (set a distinct 'name')")
+        seen.add(name)
+    if r.variants and all(v.weight <= 0 for v in r.variants):
+        errors.append(f"{path}.variants: at least one weight must be > 0")
+    if r.sticky not in ("key", "none"):
+        header = r.sticky[7:] if r.sticky.startswith("header:") else ""
+        if not HEADER_RE.match(header):
+            errors.append(f"{path}.sticky: expected 'key', 'none' or 'header:<Header-Name>'")
+    if r.cache is not None and r.cache.ttl_s <= 0:
+        errors.append(f"{path}.cache.ttl_s: must be > 0")
+    errors += check_rates(r.limits, f"{path}.limits")
+    errors += check_rates(r.token_limits, f"{path}.token_limits")
+    if r.fallback == r.name:
+        errors.append(f"{path}.fallback: a route cannot fall back to itself")
+    return errors
+
+
+def parse_document(raw: Any, *, known_upstreams: set[str] | None = None) -> ConfigDocument:
+    """Convert and validate a decoded YAML/JSON document; raise ValidationFailed with all errors."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValidationFailed(["$: expected a mapping with 'upstreams' and 'routes'"])
+    errors: list[str] = []
+    for key in raw:
+        if key not in ("upstreams", "routes"):
+            errors.append(f"{key}: unknown section (expected 'upstreams', 'routes')")
+    ups: list[UpstreamIn] = []
+    routes: list[RouteIn] = []
+    for section, cls, out in (("upstreams", UpstreamIn, ups), ("routes", RouteIn, routes)):
+        items = raw.get(section) or []
+        if not isinstance(items, list):
+            errors.append(f"{section}: expected a list")
+            continue
+        for i, item in enumerate(items):
+            try:
+                out.append(msgspec.convert(item, cls))
+            except msgspec.ValidationError as exc:
+                where = str(exc).rsplit(" - at `$", 1)
+                detail = where[0]
+                suffix = where[1].rstrip("`") if len(where) > 1 else ""
+                errors.append(f"{section}[{i}]{suffix}: {detail}")
+    names: set[str] = set()
+    for i, u in enumerate(ups):
+        errors += check_upstream(u, f"upstreams[{i}]")
+        if u.name in names:
+            errors.append(f"upstreams[{i}].name: duplicate upstream {u.name!r}")
+        names.add(u.name)
+    all_upstreams = names | (known_upstreams or set())
+    route_names = {r.name for r in routes}
+    seen: set[str] = set()
+    for i, r in enumerate(routes):
+        errors += check_route(r, f"routes[{i}]", all_upstreams)
+        if r.name in seen:
+            errors.append(f"routes[{i}].name: duplicate route {r.name!r}")
+        seen.add(r.name)
+        if r.fallback and r.fallback not in route_names:
+            errors.append(f"routes[{i}].fallback: unknown route {r.fallback!r}")
+    if errors:
+        raise ValidationFailed(errors)
+    return ConfigDocument(upstreams=ups, routes=routes)

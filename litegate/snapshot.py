@@ -1,0 +1,291 @@
+"""The immutable in-memory configuration the hot path reads.
+
+Built from the database whenever ``config_state.version`` changes. Requests hold a
+reference to the snapshot they started with, so a reload never disturbs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+from limits import RateLimitItem, parse_many
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from litegate.db.models import ApiKey, Model, Quota, Route, Upstream, as_utc
+from litegate.services.audit import current_config_version
+
+log = structlog.get_logger("litegate.snapshot")
+
+EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None
+    timeout_s: float
+    connect_timeout_s: float
+    max_retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class VariantSpec:
+    name: str
+    upstream: UpstreamSpec
+    model: str
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    name: str
+    variants: tuple[VariantSpec, ...]
+    cumulative: tuple[int, ...]
+    """Running sum of weights, for bisecting a point in ``[0, total_weight)``."""
+    total_weight: int
+    sticky: str
+    """``key`` | ``header`` | ``none``."""
+    sticky_header: bytes | None
+    cache_ttl_s: float | None
+    limits: tuple[RateLimitItem, ...]
+    token_limits: tuple[RateLimitItem, ...]
+    fallback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    id: int
+    name: str
+    routes: frozenset[str] | None
+    """Allowed routes; ``None`` means all."""
+    is_admin: bool
+    expires_at: float | None
+    limits: tuple[RateLimitItem, ...] = ()
+    token_limits: tuple[RateLimitItem, ...] = ()
+    route_limits: Mapping[str, tuple[RateLimitItem, ...]] = field(default_factory=lambda: EMPTY)
+    route_token_limits: Mapping[str, tuple[RateLimitItem, ...]] = field(
+        default_factory=lambda: EMPTY
+    )
+
+    def allows(self, route: str) -> bool:
+        return self.routes is None or route in self.routes
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionSpec:
+    version: str
+    path: str
+    sha256: str
+    size_bytes: int
+    signature: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    name: str
+    active_version: str | None
+    versions: Mapping[str, ModelVersionSpec]
+    max_batch_size: int
+    max_queue_delay_ms: float
+    hot: bool
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int = 0
+    routes: Mapping[str, RouteSpec] = field(default_factory=lambda: EMPTY)
+    keys: Mapping[str, KeySpec] = field(default_factory=lambda: EMPTY)
+    """By SHA-256 of the secret."""
+    models: Mapping[str, ModelSpec] = field(default_factory=lambda: EMPTY)
+    built_at: float = field(default_factory=time.time)
+
+
+def _rates(rates: list[str]) -> tuple[RateLimitItem, ...]:
+    items: list[RateLimitItem] = []
+    for rate in rates:
+        items.extend(parse_many(rate))
+    return tuple(items)
+
+
+def build_upstream(u: Upstream) -> UpstreamSpec:
+    return UpstreamSpec(
+        name=u.name,
+        kind=u.kind,
+        base_url=u.base_url.rstrip("/"),
+        api_key=os.environ.get(u.api_key_env) if u.api_key_env else None,
+        timeout_s=u.timeout_s,
+        connect_timeout_s=u.connect_timeout_s,
+        max_retries=u.max_retries,
+    )
+
+
+def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamSpec]) -> RouteSpec:
+    variants = tuple(
+        VariantSpec(name=v.name, upstream=upstreams[v.upstream_id], model=v.model, weight=v.weight)
+        for v in r.variants
+    )
+    cumulative, total = [], 0
+    for v in variants:
+        total += max(v.weight, 0)
+        cumulative.append(total)
+    sticky, header = r.sticky, None
+    if sticky.startswith("header:"):
+        sticky, header = "header", sticky[7:].lower().encode("latin-1")
+    return RouteSpec(
+        name=r.name,
+        variants=variants,
+        cumulative=tuple(cumulative),
+        total_weight=total,
+        sticky=sticky,
+        sticky_header=header,
+        cache_ttl_s=r.cache_ttl_s,
+        limits=_rates([q.rate for q in quotas if q.kind == "requests"]),
+        token_limits=_rates([q.rate for q in quotas if q.kind == "tokens"]),
+        fallback=r.fallback,
+    )
+
+
+def build_model(m: Model) -> ModelSpec:
+    return ModelSpec(
+        name=m.name,
+        active_version=m.active_version,
+        versions=MappingProxyType(
+            {
+                v.version: ModelVersionSpec(
+                    version=v.version,
+                    path=v.path,
+                    sha256=v.sha256,
+                    size_bytes=v.size_bytes,
+                    signature=MappingProxyType(dict(v.signature or {})),
+                )
+                for v in m.versions
+            }
+        ),
+        max_batch_size=m.max_batch_size,
+        max_queue_delay_ms=m.max_queue_delay_ms,
+        hot=m.hot,
+        options=MappingProxyType(dict(m.options or {})),
+    )
+
+
+async def build_snapshot(session: AsyncSession) -> Snapshot:
+    version = await current_config_version(session)
+    upstreams = {u.id: build_upstream(u) for u in await session.scalars(select(Upstream))}
+    quotas = list(await session.scalars(select(Quota)))
+    route_rows = list(await session.scalars(select(Route)))
+    route_names = {r.id: r.name for r in route_rows}
+    routes: dict[str, RouteSpec] = {}
+    for r in route_rows:
+        rq = [q for q in quotas if q.route_id == r.id and q.key_id is None]
+        routes[r.name] = build_route(r, rq, upstreams)
+    keys: dict[str, KeySpec] = {}
+    for k in await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))):
+        kq = [q for q in quotas if q.key_id == k.id]
+        per_route: dict[str, list[str]] = {}
+        per_route_tokens: dict[str, list[str]] = {}
+        for q in kq:
+            if q.route_id is not None:
+                target = per_route if q.kind == "requests" else per_route_tokens
+                target.setdefault(route_names[q.route_id], []).append(q.rate)
+        keys[k.key_hash] = KeySpec(
+            id=k.id,
+            name=k.name,
+            routes=frozenset(k.routes) if k.routes else None,
+            is_admin=k.is_admin,
+            expires_at=as_utc(k.expires_at).timestamp() if k.expires_at else None,  # type: ignore[union-attr]
+            limits=_rates([q.rate for q in kq if q.route_id is None and q.kind == "requests"]),
+            token_limits=_rates([q.rate for q in kq if q.route_id is None and q.kind == "tokens"]),
+            route_limits=MappingProxyType({n: _rates(v) for n, v in per_route.items()}),
+            route_token_limits=MappingProxyType({n: _rates(v) for n, v in per_route_tokens.items()}),
+        )
+    models = {m.name: build_model(m) for m in await session.scalars(select(Model))}
+    return Snapshot(
+        version=version,
+        routes=MappingProxyType(routes),
+        keys=MappingProxyType(keys),
+        models=MappingProxyType(models),
+    )
+
+
+class SnapshotStore:
+    """Holds the current snapshot and swaps it when the config version moves."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        *,
+        interval_s: float = 0.25,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._interval = interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[Snapshot], Any]] = []
+        self.current = Snapshot()
+        self.db_ok = False
+
+    def subscribe(self, listener: Callable[[Snapshot], Any]) -> None:
+        self._listeners.append(listener)
+
+    async def refresh(self) -> Snapshot:
+        async with self._sessionmaker() as session:
+            snap = await build_snapshot(session)
+        self._swap(snap)
+        return snap
+
+    def _swap(self, snap: Snapshot) -> None:
+        old = self.current
+        self.current = snap
+        self.db_ok = True
+        if old.version != snap.version:
+            log.info("config_reloaded", version=snap.version, routes=len(snap.routes))
+        for listener in self._listeners:
+            try:
+                listener(snap)
+            except Exception:  # a broken listener must not stop reloads
+                log.exception("snapshot_listener_failed")
+
+    async def check(self) -> bool:
+        """Rebuild if the stored version differs; True when a new snapshot was installed."""
+        async with self._sessionmaker() as session:
+            version = await current_config_version(session)
+            if version == self.current.version and self.db_ok:
+                return False
+            snap = await build_snapshot(session)
+        self._swap(snap)
+        return True
+
+    async def start(self) -> None:
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="litegate-snapshot-poll")
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving the last good snapshot
+                if self.db_ok:
+                    log.warning("config_poll_failed", error=str(exc))
+                self.db_ok = False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

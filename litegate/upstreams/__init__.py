@@ -1,0 +1,1 @@
+"""Remote upstreams: pooled aiohttp client, circuit breakers, retries."""
