@@ -17,12 +17,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import AdminUser, utcnow
-from litegate.errors import BadRequest, Conflict
+from litegate.errors import BadRequest, Conflict, NotFound
+from litegate.services.audit import record_audit
 
 SCRYPT_N = 2**14
 SCRYPT_R = 8
@@ -81,57 +82,70 @@ def validate_password(password: str) -> str:
     return password
 
 
-async def create_user(session: AsyncSession, username: str, password: str) -> AdminUser:
-    """Create an admin user in one transaction; ``Conflict`` when the name is taken."""
+async def create_user(
+    session: AsyncSession, username: str, password: str, *, actor: str = "cli"
+) -> AdminUser:
+    """Create an admin user (``Conflict`` when the name is taken); the caller commits.
+
+    Like every service, it runs inside the caller's transaction and records an audit
+    entry. The password hash is computed off the event loop.
+    """
     username = validate_username(username)
     validate_password(password)
     password_hash = await asyncio.to_thread(hash_password, password)
-    async with session.begin():
-        existing = await session.scalar(select(AdminUser).where(AdminUser.username == username))
-        if existing is not None:
-            raise Conflict(f"admin user {username!r} already exists")
-        user = AdminUser(username=username, password_hash=password_hash)
-        session.add(user)
-        try:
-            await session.flush()
-        except IntegrityError as exc:
-            raise Conflict(f"admin user {username!r} already exists") from exc
-        try:  # audited like every other change, when the audit service is present
-            from litegate.services.audit import record_audit
-        except ImportError:  # pragma: no cover - foundation not installed yet
-            pass
-        else:
-            await record_audit(
-                session,
-                actor="cli",
-                action="create",
-                entity_type="admin_user",
-                entity_name=username,
-                before=None,
-                after={"username": username},
-            )
+    existing = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+    if existing is not None:
+        raise Conflict(f"admin user {username!r} already exists")
+    user = AdminUser(username=username, password_hash=password_hash)
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"admin user {username!r} already exists") from exc
+    await record_audit(
+        session,
+        actor=actor,
+        action="create",
+        entity_type="admin_user",
+        entity_name=username,
+        after={"username": username},
+    )
     return user
 
 
-async def set_password(session: AsyncSession, username: str, password: str) -> None:
+async def set_password(
+    session: AsyncSession, username: str, password: str, *, actor: str = "cli"
+) -> AdminUser:
+    """Replace a user's password; the caller commits."""
     validate_password(password)
     password_hash = await asyncio.to_thread(hash_password, password)
-    async with session.begin():
-        user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
-        if user is None:
-            raise BadRequest(f"no admin user {username!r}")
-        user.password_hash = password_hash
+    user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+    if user is None:
+        raise NotFound(f"no admin user {username!r}")
+    user.password_hash = password_hash
+    await record_audit(
+        session,
+        actor=actor,
+        action="set_password",
+        entity_type="admin_user",
+        entity_name=username,
+    )
+    return user
 
 
 async def authenticate(session: AsyncSession, username: str, password: str) -> AdminUser | None:
-    """The user when the password matches, else ``None`` (same cost either way)."""
-    async with session.begin():
-        user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
-        stored = user.password_hash if user is not None else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, password, stored)
-        if user is None or not ok:
-            return None
-        user.last_login_at = utcnow()
+    """The user when the password matches, else ``None`` (same cost either way).
+
+    Records ``last_login_at`` on success; commits itself (a login is not a config change).
+    """
+    user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+    stored = user.password_hash if user is not None else _DUMMY_HASH
+    ok = await asyncio.to_thread(verify_password, password, stored)
+    if user is None or not ok:
+        await session.rollback()
+        return None
+    user.last_login_at = utcnow()
+    await session.commit()
     return user
 
 
@@ -140,8 +154,6 @@ async def get_user(session: AsyncSession, user_id: int) -> AdminUser | None:
 
 
 async def count_users(session: AsyncSession) -> int:
-    from sqlalchemy import func
-
     return int(await session.scalar(select(func.count()).select_from(AdminUser)) or 0)
 
 
