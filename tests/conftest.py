@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from litegate.app import create_app
+from litegate.settings import Settings
+from tests.helpers.servers import FakeUpstream, ThreadServer, run_fake_upstream
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def fake_upstream() -> Iterator[FakeUpstream]:
+    with run_fake_upstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_gateway(home: Path):
+    """Start the standalone app for ``home`` in a thread; yields a factory."""
+    servers: list[ThreadServer] = []
+
+    def start(**overrides: object) -> ThreadServer:
+        from litegate.db import migrate
+
+        settings = Settings.load(home=home, reload_interval_s=0.1, **overrides)
+        migrate.upgrade(settings.db_url)
+        server = ThreadServer(create_app(settings))
+        server.__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for s in servers:
+        s.__exit__(None, None, None)

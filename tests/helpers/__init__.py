@@ -1,0 +1,1 @@
+"""Test helpers: a fake OpenAI-compatible upstream and an in-thread uvicorn server."""
