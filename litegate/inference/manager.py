@@ -107,7 +107,15 @@ class ModelManager:
         log.info("onnx_warmup_done", models=[s.name for s in hot])
 
     def ready(self) -> bool:
+        """True once the start-up warm-up finished (or when there is nothing to warm)."""
+        if self._warmup is None:
+            snap = self._snapshot
+            return snap is None or not any(getattr(m, "hot", False) for m in snap.models.values())
         return self._ready
+
+    @property
+    def current_snapshot(self) -> Any:
+        return self._snapshot
 
     async def wait_ready(self) -> None:
         if self._warmup is not None:
@@ -116,6 +124,13 @@ class ModelManager:
     def on_snapshot(self, snapshot: Any) -> None:
         """Config changed: new requests see it at once; in-flight ones finish on their version."""
         old, self._snapshot = self._snapshot, snapshot
+        if self._warmup is None:  # never started: this snapshot is the start-up one
+            try:
+                self._warmup = asyncio.get_running_loop().create_task(
+                    self._warm_hot(snapshot), name="litegate-model-warmup")
+            except RuntimeError:
+                pass
+            return
         for key, entry in list(self._loaded.items()):
             spec = snapshot.models.get(key[0])
             vspec = spec.versions.get(key[1]) if spec is not None else None

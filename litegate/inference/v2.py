@@ -82,7 +82,12 @@ class V2App:
 
     @property
     def manager(self) -> Any:
-        return self.gateway.models
+        manager = self.gateway.models
+        if manager.current_snapshot is None:
+            snapshots = getattr(self.gateway, "snapshots", None)
+            if snapshots is not None:
+                manager.on_snapshot(snapshots.current)
+        return manager
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, path: str,
                         method: str) -> None:

@@ -1,0 +1,116 @@
+"""``litegate models add|list|activate|rollback|remove``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from litegate.cli.common import actor, print_json, print_table, transaction
+from litegate.services.models import ModelService, model_dict
+from litegate.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="local ONNX models and their versions")
+    s = p.add_subparsers(dest="models_command", required=True)
+
+    a = s.add_parser("add", help="validate, copy and register an ONNX file as a new version")
+    a.add_argument("name")
+    a.add_argument("path", type=Path)
+    a.add_argument("--version", help="version label (default: next integer)")
+    a.add_argument("--activate", action="store_true",
+                   help="serve this version now (the first version is always activated)")
+    a.add_argument("--max-batch", type=int, dest="max_batch",
+                   help="dynamic batching: max rows per session.run (1 = off)")
+    a.add_argument("--max-queue-delay-ms", type=float, dest="max_queue_delay_ms",
+                   help="dynamic batching: how long a request may wait for a batch")
+    a.add_argument("--hot", action="store_true", default=None,
+                   help="load and warm at start-up; /readyz waits for it")
+    a.add_argument("--tokenizer",
+                   help="tokenizer.json for /v1/embeddings (or builtin:minilm)")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_add)
+
+    ls = s.add_parser("list", help="models, versions and which one is active")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+    act = s.add_parser("activate", help="serve another version (instant, no restart)")
+    act.add_argument("name")
+    act.add_argument("version")
+    act.set_defaults(func=_activate)
+
+    rb = s.add_parser("rollback", help="re-activate the previously active version")
+    rb.add_argument("name")
+    rb.set_defaults(func=_rollback)
+
+    rm = s.add_parser("remove", help="delete an inactive version and its file")
+    rm.add_argument("name")
+    rm.add_argument("version")
+    rm.set_defaults(func=_remove)
+
+
+async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    options = {"tokenizer": args.tokenizer} if args.tokenizer else None
+    async with transaction(settings) as session:
+        mv = await ModelService(session, settings.models_dir).add(
+            args.name, args.path, actor=actor(), version=args.version, activate=args.activate,
+            max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
+            hot=args.hot, options=options)
+        model = await ModelService(session, settings.models_dir).get(args.name)
+        active = model.active_version
+    if args.json:
+        print_json({"name": args.name, "version": mv.version, "sha256": mv.sha256,
+                    "active_version": active, "signature": mv.signature})
+    else:
+        inputs = ", ".join(f"{t['name']}:{t['datatype']}{t['shape']}"
+                           for t in mv.signature.get("inputs", []))
+        print(f"added {args.name} version {mv.version} (sha256 {mv.sha256[:12]}, inputs {inputs})"
+              f"; active version: {active}")
+    return 0
+
+
+async def _list(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        rows = [model_dict(m) for m in await ModelService(session, settings.models_dir).list()]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = []
+    for m in rows:
+        for v in m["versions"]:
+            table.append({
+                "name": m["name"],
+                "version": v["version"],
+                "active": "*" if v["version"] == m["active_version"] else "",
+                "hot": "yes" if m["hot"] else "",
+                "max_batch": m["max_batch_size"],
+                "size": v["size_bytes"],
+                "sha256": v["sha256"][:12],
+            })
+    print_table(table, ["name", "version", "active", "hot", "max_batch", "size", "sha256"])
+    return 0
+
+
+async def _activate(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        await ModelService(session, settings.models_dir).activate(
+            args.name, args.version, actor=actor())
+    print(f"{args.name}: version {args.version} is active")
+    return 0
+
+
+async def _rollback(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        model = await ModelService(session, settings.models_dir).rollback(args.name, actor=actor())
+        version = model.active_version
+    print(f"{args.name}: rolled back to version {version}")
+    return 0
+
+
+async def _remove(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        await ModelService(session, settings.models_dir).remove(
+            args.name, args.version, actor=actor())
+    print(f"{args.name}: version {args.version} removed")
+    return 0

@@ -1,0 +1,267 @@
+"""Model registry: validate, copy and checksum ONNX files; activate, roll back, remove.
+
+Every operation runs inside the caller's transaction and records an audit entry and a
+config-version bump in it, so gateways pick the change up on their next snapshot.
+Files live in ``<home>/models/NAME/VERSION/model.onnx``; they are written only after
+validation succeeded and removed again if the transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import Model, ModelVersion
+from litegate.errors import BadRequest, Conflict, NotFound
+from litegate.services.audit import bump_config_version, record_audit
+
+# Names become directory names: no separators, no dot-dot.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MODEL_FILE = "model.onnx"
+HISTORY_LIMIT = 50
+
+
+def _check_name(value: str, what: str) -> str:
+    if not SAFE_NAME.match(value or "") or ".." in value:
+        raise BadRequest(
+            f"{what} {value!r} is invalid: use 1-100 letters, digits, '.', '_' or '-'")
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def version_dict(v: ModelVersion) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "path": v.path,
+        "sha256": v.sha256,
+        "size_bytes": v.size_bytes,
+        "signature": v.signature,
+        "created_at": v.created_at.isoformat() if v.created_at else None,
+    }
+
+
+def model_dict(m: Model) -> dict[str, Any]:
+    return {
+        "name": m.name,
+        "active_version": m.active_version,
+        "history": list(m.history or []),
+        "max_batch_size": m.max_batch_size,
+        "max_queue_delay_ms": m.max_queue_delay_ms,
+        "hot": m.hot,
+        "options": dict(m.options or {}),
+        "versions": [version_dict(v) for v in m.versions],
+    }
+
+
+def _summary(m: Model) -> dict[str, Any]:
+    return {"active_version": m.active_version, "history": list(m.history or []),
+            "versions": [v.version for v in m.versions]}
+
+
+def _next_version(m: Model | None) -> str:
+    numbers = [int(v.version) for v in (m.versions if m else []) if v.version.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def _on_rollback(session: AsyncSession, action: Any) -> None:
+    event.listen(session.sync_session, "after_rollback", lambda _s: action(), once=True)
+
+
+def _on_commit(session: AsyncSession, action: Any) -> None:
+    event.listen(session.sync_session, "after_commit", lambda _s: action(), once=True)
+
+
+class ModelService:
+    """Registry operations on one session (the caller owns the transaction)."""
+
+    def __init__(self, session: AsyncSession, models_dir: Path) -> None:
+        self.session = session
+        self.models_dir = Path(models_dir)
+
+    async def list(self) -> list[Model]:
+        return list(await self.session.scalars(select(Model).order_by(Model.name)))
+
+    async def get(self, name: str) -> Model:
+        model = await self.session.scalar(select(Model).where(Model.name == name))
+        if model is None:
+            raise NotFound(f"model {name!r} not found")
+        return model
+
+    async def _find(self, name: str) -> Model | None:
+        return await self.session.scalar(select(Model).where(Model.name == name))
+
+    async def add(
+        self,
+        name: str,
+        source: Path | str,
+        *,
+        actor: str,
+        version: str | None = None,
+        activate: bool = False,
+        max_batch_size: int | None = None,
+        max_queue_delay_ms: float | None = None,
+        hot: bool | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Validate ``source`` (ONNX checker + a real ORT session), copy it, record it.
+
+        A file that is not a loadable ONNX model raises :class:`InvalidModel` (400) and
+        nothing is written. The first version of a model is activated automatically.
+        """
+        from litegate.inference.session import validate_model_file
+
+        _check_name(name, "model name")
+        source = Path(source)
+        if max_batch_size is not None and max_batch_size < 1:
+            raise BadRequest("max_batch_size must be at least 1")
+        if max_queue_delay_ms is not None and max_queue_delay_ms < 0:
+            raise BadRequest("max_queue_delay_ms must not be negative")
+        model = await self._find(name)
+        version = _check_name(version or _next_version(model), "version")
+        if model is not None and any(v.version == version for v in model.versions):
+            raise Conflict(f"model {name!r} already has version {version!r}")
+
+        signature = await asyncio.to_thread(validate_model_file, source)
+        target_dir = self.models_dir / name / version
+        target = target_dir / MODEL_FILE
+        digest = await asyncio.to_thread(self._copy, source, target_dir)
+        _on_rollback(self.session, lambda: shutil.rmtree(target_dir, ignore_errors=True))
+        try:
+            before = _summary(model) if model is not None else None
+            if model is None:
+                model = Model(name=name, history=[], options={}, versions=[])
+                self.session.add(model)
+            if max_batch_size is not None:
+                model.max_batch_size = max_batch_size
+            if max_queue_delay_ms is not None:
+                model.max_queue_delay_ms = max_queue_delay_ms
+            if hot is not None:
+                model.hot = hot
+            if options:
+                model.options = {**(model.options or {}), **dict(options)}
+            mv = ModelVersion(version=version, path=str(target.resolve()), sha256=digest,
+                              size_bytes=target.stat().st_size, signature=signature.to_dict())
+            model.versions.append(mv)
+            if activate or not model.active_version:
+                self._switch(model, version)
+            await self.session.flush()
+            await record_audit(self.session, actor=actor, action="add_version",
+                               entity_type="model", entity_name=name, before=before,
+                               after=_summary(model) | {"added": version_dict(mv)})
+            await bump_config_version(self.session)
+        except BaseException:
+            shutil.rmtree(target_dir, ignore_errors=True)
+            raise
+        return mv
+
+    @staticmethod
+    def _copy(source: Path, target_dir: Path) -> str:
+        target_dir.mkdir(parents=True, exist_ok=True)
+        partial = target_dir / (MODEL_FILE + ".part")
+        digest = hashlib.sha256()
+        with open(source, "rb") as src, open(partial, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 20), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+        partial.replace(target_dir / MODEL_FILE)
+        return digest.hexdigest()
+
+    @staticmethod
+    def _switch(model: Model, version: str) -> None:
+        if model.active_version and model.active_version != version:
+            model.history = [*(model.history or []), model.active_version][-HISTORY_LIMIT:]
+        model.active_version = version
+
+    async def activate(self, name: str, version: str, *, actor: str) -> Model:
+        model = await self.get(name)
+        if not any(v.version == version for v in model.versions):
+            raise NotFound(f"model {name!r} has no version {version!r}")
+        if model.active_version == version:
+            return model
+        before = _summary(model)
+        self._switch(model, version)
+        await self.session.flush()
+        await record_audit(self.session, actor=actor, action="activate", entity_type="model",
+                           entity_name=name, before=before, after=_summary(model))
+        await bump_config_version(self.session)
+        return model
+
+    async def rollback(self, name: str, *, actor: str) -> Model:
+        """Re-activate the previously active version (popped from ``history``)."""
+        model = await self.get(name)
+        existing = {v.version for v in model.versions}
+        history = [v for v in (model.history or []) if v in existing and v != model.active_version]
+        if not history:
+            raise BadRequest(f"model {name!r} has no previous version to roll back to")
+        before = _summary(model)
+        model.active_version = history.pop()
+        model.history = history
+        await self.session.flush()
+        await record_audit(self.session, actor=actor, action="rollback", entity_type="model",
+                           entity_name=name, before=before, after=_summary(model))
+        await bump_config_version(self.session)
+        return model
+
+    async def remove(self, name: str, version: str, *, actor: str) -> None:
+        """Delete an inactive version; its files go once the transaction commits."""
+        model = await self.get(name)
+        mv = next((v for v in model.versions if v.version == version), None)
+        if mv is None:
+            raise NotFound(f"model {name!r} has no version {version!r}")
+        if model.active_version == version:
+            raise Conflict(
+                f"version {version!r} of model {name!r} is active; activate another version "
+                "or roll back first")
+        before = _summary(model)
+        model.versions.remove(mv)
+        model.history = [v for v in (model.history or []) if v != version]
+        await self.session.flush()
+        await record_audit(self.session, actor=actor, action="remove_version",
+                           entity_type="model", entity_name=name, before=before,
+                           after=_summary(model) | {"removed": version_dict(mv)})
+        await bump_config_version(self.session)
+        version_dir = Path(mv.path).parent
+        if version_dir.name == version and version_dir.parent.name == name:
+            _on_commit(self.session, lambda: shutil.rmtree(version_dir, ignore_errors=True))
+
+    async def update(self, name: str, *, actor: str, max_batch_size: int | None = None,
+                     max_queue_delay_ms: float | None = None, hot: bool | None = None,
+                     options: Mapping[str, Any] | None = None) -> Model:
+        """Change serving settings (batching, hot, options) of a model."""
+        model = await self.get(name)
+        before = model_dict(model)
+        if max_batch_size is not None:
+            if max_batch_size < 1:
+                raise BadRequest("max_batch_size must be at least 1")
+            model.max_batch_size = max_batch_size
+        if max_queue_delay_ms is not None:
+            if max_queue_delay_ms < 0:
+                raise BadRequest("max_queue_delay_ms must not be negative")
+            model.max_queue_delay_ms = max_queue_delay_ms
+        if hot is not None:
+            model.hot = hot
+        if options is not None:
+            model.options = dict(options)
+        await self.session.flush()
+        after = model_dict(model)
+        for d in (before, after):
+            d.pop("versions")
+        await record_audit(self.session, actor=actor, action="update", entity_type="model",
+                           entity_name=name, before=before, after=after)
+        await bump_config_version(self.session)
+        return model
