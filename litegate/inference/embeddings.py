@@ -32,14 +32,17 @@ class EmbeddingTokenizer:
     max_length: int
 
     @classmethod
-    def load(cls, ref: str, *, max_length: int = DEFAULT_MAX_LENGTH) -> EmbeddingTokenizer:
+    def load(cls, ref: str, *, max_length: int = DEFAULT_MAX_LENGTH,
+             pad_to_multiple_of: int | None = 8) -> EmbeddingTokenizer:
+        """Pad to the longest text (rounded up, so concurrent requests share batches)."""
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(tokenizer_path(ref)))
         padding = tok.padding or {}
         tok.no_padding()
         tok.enable_padding(pad_id=int(padding.get("pad_id", 0)),
-                           pad_token=str(padding.get("pad_token", "[PAD]")))
+                           pad_token=str(padding.get("pad_token", "[PAD]")),
+                           pad_to_multiple_of=pad_to_multiple_of)
         tok.enable_truncation(max_length=max_length)
         return cls(tok, max_length)
 
