@@ -41,6 +41,13 @@ class AdminContext:
         return self.gateway.sessionmaker
 
     @property
+    def models(self) -> Any:
+        """The ONNX manager when the gateway has started one (never created from here)."""
+        if getattr(self.gateway, "models_loaded", True) is False:
+            return None
+        return getattr(self.gateway, "models", None)
+
+    @property
     def settings(self) -> Any:
         return self.gateway.settings
 
@@ -76,20 +83,28 @@ def resolve_secret(settings: Any) -> str:
         return str(configured)
     home = Path(getattr(settings, "home", ".litegate"))
     path = home / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    home.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, secret.encode())
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return secret
+    for _ in range(50):
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            secret = ""
+        if secret:
+            return secret
+        home.mkdir(parents=True, exist_ok=True)
+        # Written aside, then linked into place: concurrent workers agree on one key.
+        tmp = home / f".secret_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_urlsafe(48).encode())
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise RuntimeError(f"could not read or create {path}")
 
 
 def _format_dt(value: Any) -> str:

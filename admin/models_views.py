@@ -22,7 +22,7 @@ async def models_page(request: Request[Any, Any, Any]) -> Response[Any]:
         models = list(await session.scalars(select(Model).order_by(Model.name)))
     return render(
         request, "models.html", title="Models", active="models", models=models,
-        status=manager_status(getattr(ctx.gateway, "models", None)),
+        status=manager_status(ctx.models),
         values={"name": "", "version": "", "activate": True}, errors={},
     )
 

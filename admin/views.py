@@ -17,7 +17,7 @@ from litestar.response import Redirect
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from litegate.db.models import ApiKey, AuditEntry, Quota, Route, Upstream
+from litegate.db.models import ApiKey, AuditEntry, Quota, Route, Upstream, utcnow
 from litegate.errors import Conflict, LitegateError
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
@@ -104,7 +104,8 @@ def _safe_next(request: Request[Any, Any, Any], target: str) -> str:
 
 
 @get("/login", opt={"public": True}, name="litegate_admin:login")
-async def login_page(request: Request[Any, Any, Any], next: str = "") -> Response[Any]:
+async def login_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    next = str(request.query_params.get("next") or "")
     if session_of(request).user:
         return Redirect(path=_safe_next(request, next), status_code=303)
     return render(request, "login.html", title="Sign in", next=next, username="", error=None)
@@ -157,14 +158,13 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
 
 
 def _dashboard_context(request: Request[Any, Any, Any], window: str) -> dict[str, Any]:
-    gateway = context_of(request).gateway
-    return dashboard.build(
-        getattr(gateway, "stats", None), getattr(gateway, "models", None), window=window
-    )
+    ctx = context_of(request)
+    return dashboard.build(getattr(ctx.gateway, "stats", None), ctx.models, window=window)
 
 
 @get("/", name="litegate_admin:dashboard")
-async def dashboard_page(request: Request[Any, Any, Any], window: str = "10m") -> Response[Any]:
+async def dashboard_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    window = str(request.query_params.get("window") or "10m")
     return render(
         request, "dashboard.html", title="Dashboard", active="dashboard",
         **_dashboard_context(request, window),
@@ -172,7 +172,8 @@ async def dashboard_page(request: Request[Any, Any, Any], window: str = "10m") -
 
 
 @get("/dashboard/panel")
-async def dashboard_panel(request: Request[Any, Any, Any], window: str = "10m") -> Response[Any]:
+async def dashboard_panel(request: Request[Any, Any, Any]) -> Response[Any]:
+    window = str(request.query_params.get("window") or "10m")
     return render(request, "_dashboard_panel.html", **_dashboard_context(request, window))
 
 
@@ -223,7 +224,8 @@ async def upstream_new(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/upstreams/{upstream_id:int}")
-async def upstream_edit(request: Request[Any, Any, Any], upstream_id: int) -> Response[Any]:
+async def upstream_edit(request: Request[Any, Any, Any]) -> Response[Any]:
+    upstream_id = int(request.path_params["upstream_id"])
     async with context_of(request).sessionmaker() as session:
         upstream = await _upstream(session, upstream_id)
     return _upstream_form(
@@ -237,7 +239,8 @@ async def upstream_create(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/upstreams/{upstream_id:int}", status_code=200)
-async def upstream_update(request: Request[Any, Any, Any], upstream_id: int) -> Response[Any]:
+async def upstream_update(request: Request[Any, Any, Any]) -> Response[Any]:
+    upstream_id = int(request.path_params["upstream_id"])
     return await _save_upstream(request, upstream_id)
 
 
@@ -278,7 +281,8 @@ async def _save_upstream(request: Request[Any, Any, Any], upstream_id: int | Non
 
 
 @post("/upstreams/{upstream_id:int}/delete")
-async def upstream_delete(request: Request[Any, Any, Any], upstream_id: int) -> Redirect:
+async def upstream_delete(request: Request[Any, Any, Any]) -> Redirect:
+    upstream_id = int(request.path_params["upstream_id"])
     ctx = context_of(request)
     state = session_of(request)
     try:
@@ -351,7 +355,8 @@ async def route_new(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @get("/routes/{route_id:int}")
-async def route_edit(request: Request[Any, Any, Any], route_id: int) -> Response[Any]:
+async def route_edit(request: Request[Any, Any, Any]) -> Response[Any]:
+    route_id = int(request.path_params["route_id"])
     async with context_of(request).sessionmaker() as session:
         route = await _route(session, route_id)
         limits = await routing.route_quotas(session, route.id)
@@ -366,7 +371,8 @@ async def route_create(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/routes/{route_id:int}", status_code=200)
-async def route_update(request: Request[Any, Any, Any], route_id: int) -> Response[Any]:
+async def route_update(request: Request[Any, Any, Any]) -> Response[Any]:
+    route_id = int(request.path_params["route_id"])
     return await _save_route(request, route_id)
 
 
@@ -390,6 +396,11 @@ async def _save_route(request: Request[Any, Any, Any], route_id: int | None) -> 
                     session, result.data, actor=actor(request),
                     expected_version=forms.row_version(form) if current else None,
                 )
+                if current is not None:
+                    # Variant-only edits do not UPDATE the routes row, so touch it: the
+                    # row_version moves and a concurrent save of the old version fails.
+                    saved.updated_at = utcnow()
+                    await session.flush()
                 saved_id, saved_name = saved.id, saved.name
         except _Abort:
             pass
@@ -407,7 +418,8 @@ async def _save_route(request: Request[Any, Any, Any], route_id: int | None) -> 
 
 
 @post("/routes/{route_id:int}/delete")
-async def route_delete(request: Request[Any, Any, Any], route_id: int) -> Redirect:
+async def route_delete(request: Request[Any, Any, Any]) -> Redirect:
+    route_id = int(request.path_params["route_id"])
     ctx = context_of(request)
     state = session_of(request)
     try:
@@ -463,7 +475,8 @@ async def quota_create(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/quotas/{quota_id:int}/delete")
-async def quota_delete(request: Request[Any, Any, Any], quota_id: int) -> Redirect:
+async def quota_delete(request: Request[Any, Any, Any]) -> Redirect:
+    quota_id = int(request.path_params["quota_id"])
     ctx = context_of(request)
     state = session_of(request)
     try:
@@ -506,8 +519,6 @@ async def _keys_page(
 
 
 def _now() -> Any:
-    from litegate.db.models import utcnow
-
     return utcnow()
 
 
@@ -537,7 +548,8 @@ async def key_create(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/keys/{key_id:int}/revoke")
-async def key_revoke(request: Request[Any, Any, Any], key_id: int) -> Redirect:
+async def key_revoke(request: Request[Any, Any, Any]) -> Redirect:
+    key_id = int(request.path_params["key_id"])
     ctx = context_of(request)
     state = session_of(request)
     try:
@@ -555,15 +567,15 @@ async def key_revoke(request: Request[Any, Any, Any], key_id: int) -> Redirect:
 
 
 @get("/audit")
-async def audit_page(
-    request: Request[Any, Any, Any],
-    entity_type: str = "",
-    action: str = "",
-    q: str = "",
-    page: int = 1,
-) -> Response[Any]:
-    actor_filter = str(request.query_params.get("actor") or "")
-    page = max(1, page)
+async def audit_page(request: Request[Any, Any, Any]) -> Response[Any]:
+    params = request.query_params
+    actor_filter, entity_type, action, q = (
+        str(params.get(name) or "") for name in ("actor", "entity_type", "action", "q")
+    )
+    try:
+        page = max(1, int(params.get("page") or 1))
+    except ValueError:
+        page = 1
     stmt = select(AuditEntry)
     if actor_filter:
         stmt = stmt.where(AuditEntry.actor == actor_filter)

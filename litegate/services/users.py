@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import os
 import re
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -147,6 +148,16 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> A
     user.last_login_at = utcnow()
     await session.commit()
     return user
+
+
+async def ensure_demo_user(session: AsyncSession, username: str = "admin") -> str | None:
+    """``--demo``: when no console user exists, create ``username`` with a random
+    password and return it (to be printed once); ``None`` when users already exist."""
+    if await count_users(session):
+        return None
+    password = secrets.token_urlsafe(12)
+    await create_user(session, username, password, actor="demo")
+    return password
 
 
 async def get_user(session: AsyncSession, user_id: int) -> AdminUser | None:

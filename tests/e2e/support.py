@@ -1,0 +1,58 @@
+"""Shared helpers for the admin console tests (integration and browser)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from litestar import Litestar
+
+from litegate.admin import create_admin_router
+from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.db.models import Base
+from litegate.services import users
+from litegate.settings import Settings
+from litegate.stats import Stats
+
+ADMIN_USER = "alice"
+ADMIN_PASSWORD = "correct horse battery"
+CSRF_RE = re.compile(r'name="_csrf" value="([^"]+)"')
+
+
+async def make_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace:
+    """A stand-in gateway: real SQLite schema, real Stats, no ONNX manager."""
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = Settings(home=home, secret_key="test-secret-" + "x" * 32, **settings)
+    engine = make_engine(cfg.db_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    sessionmaker = make_sessionmaker(engine)
+    async with sessionmaker() as session, session.begin():
+        await users.create_user(session, ADMIN_USER, ADMIN_PASSWORD, actor="test")
+    return SimpleNamespace(
+        settings=cfg, engine=engine, sessionmaker=sessionmaker, stats=Stats(), models=None,
+        models_loaded=False,
+    )
+
+
+def make_app(gateway: Any, **router_kwargs: Any) -> tuple[Litestar, Any]:
+    router = create_admin_router(gateway, **router_kwargs)
+    return Litestar(route_handlers=[router], openapi_config=None, logging_config=None), router
+
+
+def csrf_of(html: str) -> str:
+    m = CSRF_RE.search(html)
+    assert m, "no CSRF token in page"
+    return m.group(1)
+
+
+async def login(client: Any, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> Any:
+    page = await client.get("/admin/login")
+    return await client.post(
+        "/admin/login",
+        data={"_csrf": csrf_of(page.text), "username": username, "password": password},
+        follow_redirects=False,
+    )
