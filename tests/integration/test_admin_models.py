@@ -1,0 +1,116 @@
+"""Admin console model pages: upload (validated like the CLI), activate, roll back, remove."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+
+from litegate.db.models import AuditEntry, Model
+from tests.e2e.support import csrf_of, login, make_app, make_gateway
+from tests.fixtures.onnx_models import corrupt_file, matmul_add_model, not_onnx_file
+
+
+@pytest.fixture
+async def gateway(tmp_path):
+    gw = await make_gateway(tmp_path)
+    yield gw
+    await gw.engine.dispose()
+
+
+@pytest.fixture
+async def admin(gateway):
+    app, _ = make_app(gateway)
+    async with AsyncTestClient(app) as client:
+        assert (await login(client)).status_code == 303
+        yield client
+
+
+async def _upload(admin, path, *, name="adder", version="", activate=True):
+    token = csrf_of((await admin.get("/admin/models")).text)
+    data = {"_csrf": token, "name": name, "version": version}
+    if activate:
+        data["activate"] = "1"
+    return await admin.post(
+        "/admin/models", data=data,
+        files={"file": (path.name, path.read_bytes(), "application/octet-stream")},
+    )
+
+
+async def _model(gateway, name="adder"):
+    async with gateway.sessionmaker() as s:
+        return await s.scalar(select(Model).where(Model.name == name))
+
+
+async def test_upload_activate_rollback_remove(admin, gateway, tmp_path):
+    good1 = matmul_add_model(tmp_path / "v1.onnx")
+    good2 = matmul_add_model(tmp_path / "v2.onnx", offset=1.0)
+    r = await _upload(admin, good1)
+    assert r.status_code == 200 and "Model adder version 1 uploaded and validated" in r.text
+    assert 'data-version="1"' in r.text and "in <code>x</code> FP32" in r.text
+    r = await _upload(admin, good2, version="v2")
+    model = await _model(gateway)
+    assert model.active_version == "v2" and model.history == ["1"]
+    html = r.text
+    v2 = model.versions[1]
+    assert v2.sha256[:12] in html
+    assert re.search(r'class="num">\d+(\.\d)? (B|KiB)</td>', html)
+    # files land under <home>/models/NAME/VERSION
+    assert (gateway.settings.models_dir / "adder" / "v2" / "model.onnx").is_file()
+
+    token = csrf_of(html)
+    r = await admin.post(f"/admin/models/{model.id}/rollback", data={"_csrf": token, "row_version": str(model.row_version)})
+    assert "rolled back to version 1" in r.text
+    model = await _model(gateway)
+    assert model.active_version == "1"
+
+    # a stale page (old row_version) cannot activate over someone else's change
+    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "v2", "row_version": "1"})
+    assert "changed by someone else" in r.text
+    assert (await _model(gateway)).active_version == "1"
+    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "v2", "row_version": str(model.row_version)})
+    assert "version v2 is now active" in r.text
+
+    active_id = next(v.id for v in model.versions if v.version == "v2")
+    old_id = next(v.id for v in model.versions if v.version == "1")
+    r = await admin.post(f"/admin/models/{model.id}/versions/{active_id}/delete", data={"_csrf": token})
+    assert "is active" in r.text
+    r = await admin.post(f"/admin/models/{model.id}/versions/{old_id}/delete", data={"_csrf": token})
+    assert "version 1 removed" in r.text
+    model = await _model(gateway)
+    assert [v.version for v in model.versions] == ["v2"]
+    async with gateway.sessionmaker() as s:
+        actions = list(await s.scalars(select(AuditEntry.action).where(AuditEntry.entity_type == "model").order_by(AuditEntry.id)))
+    assert actions == ["add_version", "add_version", "rollback", "activate", "remove_version"]
+
+
+@pytest.mark.parametrize("maker", [corrupt_file, not_onnx_file])
+async def test_bad_upload_shows_error_and_keeps_serving(admin, gateway, tmp_path, maker):
+    good = matmul_add_model(tmp_path / "good.onnx")
+    await _upload(admin, good)
+    bad = maker(tmp_path / "broken.onnx")
+    r = await _upload(admin, bad, version="2")
+    assert r.status_code == 400
+    errors = re.findall(r'data-field="file">([^<]*)<', r.text)
+    assert errors and "broken.onnx" in errors[0], r.text[-3000:]
+    assert 'value="adder"' in r.text and 'value="2"' in r.text
+    model = await _model(gateway)
+    assert model.active_version == "1" and [v.version for v in model.versions] == ["1"]
+    assert not (gateway.settings.models_dir / "adder" / "2").exists()
+    assert not any((gateway.settings.home / "uploads").iterdir())
+
+
+async def test_upload_form_errors(admin, gateway, tmp_path):
+    good = matmul_add_model(tmp_path / "good.onnx")
+    r = await _upload(admin, good, name="../etc")
+    assert r.status_code == 400
+    assert "invalid" in re.findall(r'data-field="name">([^<]*)<', r.text)[0]
+    await _upload(admin, good)
+    r = await _upload(admin, good, version="1")
+    assert r.status_code == 409
+    assert "already has version" in re.findall(r'data-field="version">([^<]*)<', r.text)[0]
+    token = csrf_of(r.text)
+    r = await admin.post("/admin/models", data={"_csrf": token, "name": "x"})
+    assert r.status_code == 400 and 'data-field="file"' in r.text
