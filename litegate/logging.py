@@ -8,7 +8,9 @@ import sys
 import structlog
 
 
-def configure_logging(fmt: str = "auto", level: str = "info") -> None:
+def configure_logging(fmt: str = "auto", level: str = "info", *, cache: bool = False) -> None:
+    """``cache`` freezes loggers on first use (faster; only for the server process —
+    it prevents ``structlog.testing.capture_logs`` from seeing events)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
@@ -27,5 +29,5 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

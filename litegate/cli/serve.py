@@ -39,7 +39,7 @@ def app_from_env():  # type: ignore[no-untyped-def]
     from litegate.app import create_app
 
     settings = Settings.load()
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, cache=True)
     return create_app(settings)
 
 
@@ -88,7 +88,7 @@ async def setup_demo(settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, cache=True)
     settings.home.mkdir(parents=True, exist_ok=True)
     if settings.db_url.startswith("sqlite") or args.migrate:
         migrate.upgrade(settings.db_url)

@@ -1,0 +1,70 @@
+"""Shared state: PostgreSQL for config, Redis for one global quota across replicas."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from litegate.db import migrate
+from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
+from tests.helpers.services import postgres_server, redis_server
+
+
+def post(url, key):
+    return httpx.post(
+        url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "chat", "messages": [{"role": "user", "content": "x"}]},
+        timeout=10,
+    )
+
+
+def test_migrations_on_postgresql_and_two_replicas_share_one_quota(home, tmp_path, fake_upstream, make_gateway):
+    with postgres_server() as pg, redis_server() as redis:
+        db = ("--db", pg)
+        code, out, err = run_cli("db", "upgrade", home=home, extra=db)
+        assert code == 0, err
+        assert "0001" in run_cli("db", "current", home=home, extra=db)[1]
+        assert run_cli("db", "downgrade", "base", home=home, extra=db)[0] == 0
+        assert run_cli("db", "upgrade", home=home, extra=db)[0] == 0
+        assert apply_config(home, chat_config(fake_upstream.base_url, limits=["6/minute"]), tmp_path, extra=db)[0] == 0
+        key = create_key(home, "shared", extra=db)
+        a = make_gateway(db=pg, redis=redis)
+        b = make_gateway(db=pg, redis=redis)
+        statuses = [post(server.url, key).status_code for _ in range(5) for server in (a, b)]
+        assert statuses.count(200) == 6 and statuses.count(429) == 4, statuses
+        # A change made through one database reaches both replicas within a second.
+        run_cli("keys", "revoke", "1", home=home, extra=db)
+        deadline = time.time() + 1.5
+        while time.time() < deadline and {post(s.url, key).status_code for s in (a, b)} != {401}:
+            time.sleep(0.05)
+        assert {post(s.url, key).status_code for s in (a, b)} == {401}
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_redis_down_is_fail_open_or_fail_closed(home, fake_upstream, make_gateway, fail_open):
+    with redis_server() as redis:
+        pass  # started and stopped: the port is now closed
+    apply_config(home, chat_config(fake_upstream.base_url, limits=["100/minute"]))
+    key = create_key(home)
+    server = make_gateway(redis=redis, limit_fail_open=fail_open)
+    r = post(server.url, key)
+    if fail_open:
+        assert r.status_code == 200
+    else:
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert r.headers["retry-after"] == "1"
+
+
+def test_sqlite_migrations_down_and_up(home):
+    from litegate.settings import Settings
+
+    url = Settings.load(home=home).db_url
+    migrate.upgrade(url)
+    assert "0001" in migrate.current(url)
+    migrate.downgrade(url, "base")
+    assert migrate.current(url) == ""
+    migrate.upgrade(url)
+    assert "0001" in migrate.current(url)
