@@ -39,3 +39,15 @@ def make_gateway(home: Path):
     yield start
     for s in servers:
         s.__exit__(None, None, None)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI (LITEGATE_FORBID_SKIPS=1) a skipped test is a failure, never hidden."""
+    import os
+
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("LITEGATE_FORBID_SKIPS") and reporter is not None:
+        skipped = reporter.stats.get("skipped", [])
+        if skipped:
+            reporter.write_line(f"ERROR: {len(skipped)} test(s) skipped; CI forbids skips", red=True)
+            session.exitstatus = 1
