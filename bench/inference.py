@@ -1,0 +1,406 @@
+"""ONNX inference benchmark: litegate's /v2 infer side by side with its peers.
+
+One command, one run::
+
+    .venv/bin/python bench/inference.py                 # prints the table
+    .venv/bin/python bench/inference.py --write         # ... and appends it to bench/RESULTS.md
+    .venv/bin/python bench/inference.py --providers cuda --write   # bench/gpu.sh does this
+
+Model: an MLP built by this script with ``onnx.helper`` (input 256, ``--layers`` (3) hidden
+layers ``--hidden`` (4096) wide with ReLU, output 16, FP32, dynamic batch, ~200 MB of
+weights), so compute matters: on 2 CPU cores one row costs ~4 ms unbatched and ~0.75 ms
+per row in a batch of 64, far above the ~0.2-0.5 ms an HTTP request costs. (With 1024-wide
+layers a row costs ~0.1 ms and every HTTP server, batched or not, measures its HTTP stack.)
+
+Targets (one at a time, all on 127.0.0.1; every HTTP target gets the same load from
+``wrk`` with the same v2 JSON request bodies, 1 row per request):
+
+a. ``raw``          in-process ``session.run`` at batch sizes 1..128; the best rows/s is
+                    the ceiling (no HTTP at all);
+b. ``litegate``     ``litegate serve`` (auth, limits, metrics on) -> ``POST
+                    /v2/models/mlp/infer`` with dynamic batching (max batch 64, 2 ms delay);
+c. ``litegate-nb``  the same server, model ``mlp_nobatch`` registered with ``--max-batch 1``;
+d. ``handwritten``  what users write otherwise: a minimal Litestar app under the same
+                    uvicorn (uvloop + httptools) whose sync handler (thread pool) parses
+                    the JSON and calls ``session.run`` per request.
+
+Concurrency 1, 16 and 64 (``wrk -c``). Reports rows/s, p50, p99, the providers really in
+use, and the ratios the issue sets as targets. Raw output goes to ``bench/.work/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+RESULTS = BENCH / "RESULTS.md"
+HOST = "127.0.0.1"
+IN_DIM, OUT_DIM = 256, 16
+HIDDEN = 4096
+CONCURRENCY = (1, 16, 64)
+LITEGATE = [sys.executable, "-c", "import sys; from litegate.cli import main; sys.exit(main())"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench-inference] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def build_mlp(path: Path, layers: int) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    dims = [IN_DIM] + [HIDDEN] * layers + [OUT_DIM]
+    nodes, inits, prev = [], [], "x"
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"W{i}"),
+                  numpy_helper.from_array(np.zeros(b, np.float32), f"B{i}")]
+        last = i == len(dims) - 2
+        nodes += [helper.make_node("MatMul", [prev, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"B{i}"], ["y" if last else f"a{i}"])]
+        if not last:
+            nodes.append(helper.make_node("Relu", [f"a{i}"], [f"h{i}"]))
+            prev = f"h{i}"
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN_DIM])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT_DIM])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def providers_for(setting: str) -> list[str]:
+    import onnxruntime as ort
+
+    from litegate.inference.providers import select_providers
+
+    return select_providers(setting, ort.get_available_providers(), strict=False)
+
+
+# ----------------------------------------------------------------------------- (a) raw
+
+def run_raw(model: Path, setting: str, seconds: float) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=providers_for(setting))
+    rows = {}
+    for bs in (1, 8, 32, 64, 128):
+        x = np.random.default_rng(bs).standard_normal((bs, IN_DIM)).astype(np.float32)
+        for _ in range(5):
+            session.run(None, {"x": x})
+        n, lat, t0 = 0, [], time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            t = time.perf_counter()
+            session.run(None, {"x": x})
+            lat.append(time.perf_counter() - t)
+            n += bs
+        rows[bs] = {"rows_s": n / (time.perf_counter() - t0),
+                    "p50_ms": float(np.percentile(lat, 50) * 1e3),
+                    "p99_ms": float(np.percentile(lat, 99) * 1e3)}
+        log(f"raw batch {bs}: {rows[bs]['rows_s']:.0f} rows/s")
+    best = max(rows, key=lambda b: rows[b]["rows_s"])
+    return {"by_batch": rows, "best_batch": best, "rows_s": rows[best]["rows_s"],
+            "providers": session.get_providers()}
+
+
+# ----------------------------------------------------------------------------- (d) server
+
+def serve_handwritten(port: int, model: str, setting: str) -> None:
+    """The server users would otherwise write: Litestar, sync handler, run per request."""
+    import onnxruntime as ort
+    import uvicorn
+    from litestar import Litestar, post
+
+    session = ort.InferenceSession(model, providers=providers_for(setting))
+
+    @post("/v2/models/mlp/infer", sync_to_thread=True, status_code=200)
+    def infer(data: dict) -> dict:
+        spec = data["inputs"][0]
+        x = np.asarray(spec["data"], dtype=np.float32).reshape(spec["shape"])
+        (y,) = session.run(None, {"x": x})
+        return {"model_name": "mlp", "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": list(y.shape), "data": y.ravel().tolist()}]}
+
+    uvicorn.run(Litestar([infer]), host=HOST, port=port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+
+
+# ----------------------------------------------------------------------------- processes
+
+class Procs:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def spawn(self, argv: list[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen:
+        with open(logfile, "ab") as fh:
+            p = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop_all(self) -> None:
+        while self.procs:
+            p = self.procs.pop()
+            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(p.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                try:
+                    p.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def http(port: int, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(f"http://{HOST}:{port}{path}", data=body, method=method,
+                                 headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except OSError:
+        return 0, b""
+
+
+def wait_for(port: int, path: str, proc: subprocess.Popen, timeout: float = 120,
+             method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        status, payload = http(port, method, path, body, headers)
+        if status == 200:
+            return payload
+        time.sleep(0.2)
+    raise RuntimeError(f"{path} on :{port} not ready after {timeout}s")
+
+
+# ----------------------------------------------------------------------------- load
+
+def request_bodies(n: int = 16) -> list[str]:
+    rng = np.random.default_rng(42)
+    return [json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, IN_DIM],
+                                    "data": np.round(rng.standard_normal(IN_DIM), 5).tolist()}]})
+            for _ in range(n)]
+
+
+LUA = """
+local bodies = {%s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+request = function()
+  i = (i %% #bodies) + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+
+
+def _ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", value)
+    if not m:
+        return float("nan")
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
+
+
+def run_wrk(port: int, path: str, key: str, conns: int, seconds: int, tag: str) -> dict:
+    script = WORK / f"inference-{tag}.lua"
+    quoted = ",".join("[[" + b + "]]" for b in request_bodies())
+    script.write_text(LUA % (quoted, key))
+    threads = 1 if conns == 1 else 2
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
+            "-s", str(script), f"http://{HOST}:{port}{path}"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    text = out.stdout + out.stderr
+    (WORK / f"wrk-inference-{tag}.txt").write_text(" ".join(argv) + "\n" + text)
+    r: dict = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    r["rows_s"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        r[f"p{pct}_ms"] = _ms(m.group(1)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"(\d+) requests in", text)
+    r["requests"] = int(m.group(1)) if m else 0
+    return r
+
+
+def measure(port: int, path: str, key: str, seconds: int, tag: str) -> dict:
+    run_wrk(port, path, key, 16, 2, f"{tag}-warm")
+    results = {}
+    for c in CONCURRENCY:
+        results[c] = run_wrk(port, path, key, c, seconds, f"{tag}-c{c}")
+        log(f"{tag} c={c}: {results[c]['rows_s']:.0f} rows/s p50 {results[c]['p50_ms']:.2f} ms "
+            f"p99 {results[c]['p99_ms']:.2f} ms non2xx {results[c]['non2xx']}")
+    return results
+
+
+def cli(home: Path, env: dict[str, str], *argv: str) -> str:
+    out = subprocess.run([*LITEGATE, "--home", str(home), *argv],
+                         capture_output=True, text=True, env=env, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"litegate {' '.join(argv)} failed: {out.stderr[-2000:]}")
+    return out.stdout
+
+
+def run_litegate(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path) -> dict:
+    home = workdir / "home"
+    env = {**os.environ, "LITEGATE_PROVIDERS": setting, "LITEGATE_ACCESS_LOG": "0",
+           "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
+    cli(home, env, "models", "add", "mlp", str(model), "--max-batch", "64",
+        "--max-queue-delay-ms", "2", "--hot")
+    cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot")
+    key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
+    port = free_port()
+    proc = procs.spawn([*LITEGATE, "--home", str(home), "serve",
+                        "--port", str(port)], workdir / "litegate.log", env)
+    ready = json.loads(wait_for(port, "/readyz", proc))
+    providers = {name: m["loaded"] for name, m in ready.get("models", {}).get("models", {}).items()}
+    out = {"providers": providers,
+           "batched": measure(port, "/v2/models/mlp/infer", key, seconds, "litegate"),
+           "unbatched": measure(port, "/v2/models/mlp_nobatch/infer", key, seconds,
+                                "litegate-nb")}
+    status, metrics = http(port, "GET", "/metrics")
+    text = metrics.decode()
+    for model_name in ("mlp", "mlp_nobatch"):
+        req = re.search(rf'litegate_model_requests_total{{model="{model_name}",version="1"}} (\S+)',
+                        text)
+        exe = re.search(
+            rf'litegate_model_executions_total{{model="{model_name}",version="1"}} (\S+)', text)
+        if req and exe and float(exe.group(1)):
+            out[f"{model_name}_mean_batch"] = float(req.group(1)) / float(exe.group(1))
+    procs.stop_all()
+    return out
+
+
+def run_handwritten(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path
+                    ) -> dict:
+    port = free_port()
+    proc = procs.spawn([sys.executable, str(Path(__file__).resolve()), "--serve-handwritten",
+                        str(port), "--model", str(model), "--providers", setting],
+                       workdir / "handwritten.log", dict(os.environ))
+    body = request_bodies(1)[0].encode()
+    wait_for(port, "/v2/models/mlp/infer", proc, method="POST", body=body,
+             headers={"Content-Type": "application/json"})
+    result = measure(port, "/v2/models/mlp/infer", "none", seconds, "handwritten")
+    procs.stop_all()
+    return result
+
+
+# ----------------------------------------------------------------------------- report
+
+def report(args: argparse.Namespace, raw: dict, lg: dict, hw: dict) -> str:
+    b, c = lg["batched"], lg["unbatched"]
+    ceiling = raw["rows_s"]
+    lines = [
+        f"## ONNX inference ({args.providers}) — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `{' '.join(['.venv/bin/python', 'bench/inference.py', *sys.argv[1:]])}`  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" load before/after: {args.load_before} / {os.getloadavg()[0]:.2f}  ",
+        f"Model: MLP {IN_DIM}→{args.layers}×{HIDDEN}→{OUT_DIM} FP32, 1 row per request, v2 JSON "
+        f"bodies, `wrk` {args.seconds}s per cell (after a 2s warm-up).  ",
+        f"Providers in use: raw {raw['providers']}; litegate "
+        f"{ {k: {v: d['providers'] for v, d in m.items()} for k, m in lg['providers'].items()} }  ",
+        f"(a) raw ceiling: {ceiling:.0f} rows/s at batch {raw['best_batch']} "
+        f"(batch 1: {raw['by_batch'][1]['rows_s']:.0f} rows/s, "
+        f"p50 {raw['by_batch'][1]['p50_ms']:.2f} ms).  ",
+        f"Mean batch size seen by litegate (requests / executions): "
+        f"{lg.get('mlp_mean_batch', float('nan')):.1f} batched, "
+        f"{lg.get('mlp_nobatch_mean_batch', float('nan')):.1f} unbatched.",
+        "",
+        "| concurrency | (b) litegate batched rows/s | p50 ms | p99 ms | (c) litegate no batching"
+        " rows/s | p50 ms | p99 ms | (d) hand-written rows/s | p50 ms | p99 ms | (b)/(a) | (b)/(c)"
+        " | (b)/(d) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for k in CONCURRENCY:
+        lines.append(
+            f"| {k} | {b[k]['rows_s']:.0f} | {b[k]['p50_ms']:.2f} | {b[k]['p99_ms']:.2f} "
+            f"| {c[k]['rows_s']:.0f} | {c[k]['p50_ms']:.2f} | {c[k]['p99_ms']:.2f} "
+            f"| {hw[k]['rows_s']:.0f} | {hw[k]['p50_ms']:.2f} | {hw[k]['p99_ms']:.2f} "
+            f"| {b[k]['rows_s'] / ceiling:.2f} | {b[k]['rows_s'] / max(c[k]['rows_s'], 1e-9):.2f}"
+            f" | {b[k]['rows_s'] / max(hw[k]['rows_s'], 1e-9):.2f} |")
+    bad = {name: sum(r[k]["non2xx"] for k in CONCURRENCY)
+           for name, r in (("litegate", b), ("litegate-nb", c), ("handwritten", hw))}
+    lines += ["", f"Non-2xx responses: {bad}.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--providers", default="cpu", help="auto | cpu | cuda,cpu ...")
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--hidden", type=int, default=HIDDEN)
+    parser.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
+    parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--serve-handwritten", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_handwritten:
+        serve_handwritten(args.serve_handwritten, args.model, args.providers)
+        return 0
+    WORK.mkdir(parents=True, exist_ok=True)
+    args.load_before = f"{os.getloadavg()[0]:.2f}"
+    globals()["HIDDEN"] = args.hidden
+    procs = Procs()
+    with tempfile.TemporaryDirectory(prefix="litegate-bench-") as tmp:
+        workdir = Path(tmp)
+        model = build_mlp(workdir / "mlp.onnx", args.layers)
+        try:
+            raw = run_raw(model, args.providers, args.raw_seconds)
+            lg = run_litegate(procs, model, args.providers, args.seconds, workdir)
+            hw = run_handwritten(procs, model, args.providers, args.seconds, workdir)
+        finally:
+            procs.stop_all()
+            for name in ("litegate.log", "handwritten.log"):
+                if (workdir / name).exists():
+                    (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
+    table = report(args, raw, lg, hw)
+    (WORK / "inference.json").write_text(json.dumps(
+        {"raw": raw, "litegate": lg, "handwritten": hw}, indent=2, default=str))
+    print(table)
+    if args.write:
+        with open(RESULTS, "a") as fh:
+            fh.write("\n" + table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
