@@ -175,9 +175,11 @@ class Gateway:
 
     def inference_app(self) -> ASGIApp:
         """``/v1`` and ``/v2`` behind the full policy stack."""
+        from litegate.aggregate import AggregateHandler
         from litegate.proxy import OpenAIProxy
 
         v1 = OpenAIProxy(self)
+        aggregate = AggregateHandler(self, v1)
         v2: ASGIApp | None = None
         gateway = self
 
@@ -189,6 +191,8 @@ class Gateway:
 
                     v2 = V2App(gateway)
                 await v2(scope, receive, send)
+            elif scope["path"] == "/v1/aggregate":
+                await aggregate(scope, receive, send)
             elif scope["path"].startswith("/v1/"):
                 await v1(scope, receive, send)
             else:

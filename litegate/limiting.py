@@ -51,9 +51,13 @@ class Limiter:
         self._degraded_since: float | None = None
 
     @staticmethod
-    def request_checks(key: KeySpec, route_name: str | None, route: RouteSpec | None) -> list[Check]:
+    def request_checks(
+        key: KeySpec, route_name: str | None, route: RouteSpec | None, *, key_limits: bool = True
+    ) -> list[Check]:
         kid = str(key.id)
-        checks = [Check(item, (NAMESPACE, "req", kid, "*")) for item in key.limits]
+        checks = (
+            [Check(item, (NAMESPACE, "req", kid, "*")) for item in key.limits] if key_limits else []
+        )
         if route_name is not None:
             if route is not None:
                 checks += [Check(i, (NAMESPACE, "req", kid, route_name)) for i in route.limits]
@@ -64,9 +68,15 @@ class Limiter:
         return checks
 
     @staticmethod
-    def token_checks(key: KeySpec, route_name: str | None, route: RouteSpec | None) -> list[Check]:
+    def token_checks(
+        key: KeySpec, route_name: str | None, route: RouteSpec | None, *, key_limits: bool = True
+    ) -> list[Check]:
         kid = str(key.id)
-        checks = [Check(item, (NAMESPACE, "tok", kid, "*")) for item in key.token_limits]
+        checks = (
+            [Check(item, (NAMESPACE, "tok", kid, "*")) for item in key.token_limits]
+            if key_limits
+            else []
+        )
         if route_name is not None:
             if route is not None:
                 checks += [Check(i, (NAMESPACE, "tok", kid, route_name)) for i in route.token_limits]

@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway, key_limits: bool = True) -> None:
         self.app = app
         self.limiter = gateway.limiter
         self.max_body = gateway.settings.max_body_bytes
+        self.key_limits = key_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
@@ -29,10 +30,10 @@ class RateLimitMiddleware:
             return
         receive = await resolve_route(scope, receive, info, self.max_body)
         key, route_name, route = info.key, info.route_name, info.route
-        checks = self.limiter.request_checks(key, route_name, route)
+        checks = self.limiter.request_checks(key, route_name, route, key_limits=self.key_limits)
         if checks:
             info.extra_headers.extend(await self.limiter.hit(checks))
-        token_checks = self.limiter.token_checks(key, route_name, route)
+        token_checks = self.limiter.token_checks(key, route_name, route, key_limits=self.key_limits)
         if not token_checks:
             await self.app(scope, receive, send)
             return

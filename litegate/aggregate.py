@@ -1,0 +1,147 @@
+"""``POST /v1/aggregate``: fan one request out to several routes in parallel.
+
+Each branch goes through the route's own limits, cache and A/B selection, has its own
+timeout, and reports its own status; one failing branch never fails the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+
+from litegate.context import (
+    SCOPE_KEY,
+    Message,
+    Receive,
+    RequestInfo,
+    Scope,
+    Send,
+    get_info,
+    read_body,
+)
+from litegate.errors import BadRequest, LitegateError, error_body
+from litegate.middleware.cache import CacheMiddleware
+from litegate.middleware.limits import RateLimitMiddleware
+from litegate.middleware.routing import ABRoutingMiddleware
+from litegate.proxy import OpenAIProxy, send_json
+
+if TYPE_CHECKING:
+    from litegate.gateway import Gateway
+
+MAX_BRANCHES = 16
+MAX_TIMEOUT_S = 300.0
+
+
+class AggregateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    routes: list[str]
+    request: dict[str, Any]
+    endpoint: Literal["chat/completions", "completions", "embeddings"] = "chat/completions"
+    timeout_s: float = 30.0
+
+
+class AggregateHandler:
+    def __init__(self, gateway: Gateway, proxy: OpenAIProxy) -> None:
+        self.gateway = gateway
+        self.max_body = gateway.settings.max_body_bytes
+        self.branch_app = RateLimitMiddleware(
+            CacheMiddleware(ABRoutingMiddleware(proxy, gateway=gateway), gateway=gateway),
+            gateway=gateway,
+            key_limits=False,  # the aggregate call itself was counted against them
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise BadRequest("/v1/aggregate accepts POST only", code="method_not_allowed")
+        info = get_info(scope)
+        if info is None or info.key is None:
+            raise RuntimeError("AggregateHandler runs behind the context and auth middleware")
+        body = info.body if info.body is not None else await read_body(scope, receive, self.max_body)
+        try:
+            req = msgspec.json.decode(body, type=AggregateRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadRequest(f"invalid aggregate request: {exc}", code="invalid_request") from None
+        if not 1 <= len(req.routes) <= MAX_BRANCHES:
+            raise BadRequest(f"'routes' must name 1 to {MAX_BRANCHES} routes")
+        if len(set(req.routes)) != len(req.routes):
+            raise BadRequest("'routes' must not repeat a route")
+        if not 0 < req.timeout_s <= MAX_TIMEOUT_S:
+            raise BadRequest(f"'timeout_s' must be in (0, {MAX_TIMEOUT_S:g}]")
+        if req.request.get("stream") is True:
+            raise BadRequest("streaming is not supported in aggregate requests")
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._branch(scope, info, i, route, req) for i, route in enumerate(req.routes))
+        )
+        # The branches ran in parallel: their upstream time is the wall time they took.
+        info.upstream_s = time.perf_counter() - started
+        await send_json(send, 200, {"object": "aggregate", "results": results})
+
+    async def _branch(
+        self, scope: Scope, parent: RequestInfo, index: int, route: str, req: AggregateRequest
+    ) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        sub = RequestInfo(f"{parent.request_id}-{index}", t0, parent.snapshot)
+        sub.key = parent.key
+        result: dict[str, Any] = {"route": route}
+        payload = {**req.request, "model": route}
+        body = msgspec.json.encode(payload)
+        sub_scope = {
+            **scope,
+            "path": "/v1/" + req.endpoint,
+            "raw_path": ("/v1/" + req.endpoint).encode(),
+            "headers": [(k, v) for k, v in scope["headers"] if k != b"content-length"],
+            SCOPE_KEY: sub,
+        }
+        status, chunks = 0, []
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            sub.route_name = route
+            sub.json = payload
+            sub.body = body
+            sub.route = parent.snapshot.routes.get(route)
+            sub._route_resolved = True
+            if sub.route is None:
+                raise _branch_error(404, f"The model '{route}' does not exist", "model_not_found")
+            if not parent.key.allows(route):  # type: ignore[union-attr]
+                raise _branch_error(403, f"This API key may not use '{route}'", "forbidden")
+            await asyncio.wait_for(self.branch_app(sub_scope, receive, capture), req.timeout_s)
+            result["status"] = status
+            raw = b"".join(chunks)
+            try:
+                result["body"] = msgspec.json.decode(raw)
+            except msgspec.DecodeError:
+                result["body"] = raw.decode("utf-8", "replace")
+        except asyncio.TimeoutError:
+            result["status"] = 504
+            result["body"] = {"error": {"message": f"branch timed out after {req.timeout_s:g}s",
+                                        "type": "timeout_error", "code": "branch_timeout"}}
+        except LitegateError as exc:
+            result["status"] = exc.status_code
+            result["body"] = msgspec.json.decode(error_body(exc))
+        result["variant"] = sub.variant.name if sub.variant else None
+        result["cache"] = sub.cache
+        result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+        parent.tokens += sub.tokens
+        m = self.gateway.metrics
+        m.requests.labels(route, result["variant"] or "-", str(result["status"])).inc()
+        return result
+
+
+def _branch_error(status: int, message: str, code: str) -> LitegateError:
+    exc = LitegateError(message, code=code)
+    exc.status_code = status
+    exc.type = "invalid_request_error" if status == 404 else "permission_error"
+    return exc

@@ -1,0 +1,55 @@
+"""POST /v1/aggregate: parallel fan-out with per-branch status and timeouts."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.helpers.cli import apply_config, create_key
+from tests.helpers.servers import run_fake_upstream
+
+
+def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gateway):
+    with run_fake_upstream(slow_s=1.5) as fake:
+        cfg = {
+            "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake.base_url}],
+            "routes": [
+                {"name": "a", "variants": [{"upstream": "mock", "model": "model-a"}]},
+                {"name": "b", "variants": [{"upstream": "mock", "model": "model-b"}],
+                 "limits": ["1/minute"]},
+                {"name": "slow", "variants": [{"upstream": "mock", "model": "slow-model"}]},
+                {"name": "secret", "variants": [{"upstream": "mock", "model": "x"}]},
+            ],
+        }
+        apply_config(home, cfg)
+        key = create_key(home, "agg", "--routes", "a,b,slow")
+        server = make_gateway()
+        h = {"Authorization": f"Bearer {key}"}
+        body = {
+            "routes": ["a", "b", "slow", "secret", "missing"],
+            "request": {"messages": [{"role": "user", "content": "hi"}]},
+            "timeout_s": 0.5,
+        }
+        t0 = time.perf_counter()
+        r = httpx.post(server.url + "/v1/aggregate", headers=h, json=body, timeout=10)
+        elapsed = time.perf_counter() - t0
+        assert r.status_code == 200
+        results = {x["route"]: x for x in r.json()["results"]}
+        assert results["a"]["status"] == 200
+        assert results["a"]["body"]["choices"][0]["message"]["content"] == "hello from model-a"
+        assert results["b"]["status"] == 200 and results["b"]["variant"] == "model-b"
+        assert results["slow"]["status"] == 504
+        assert results["secret"]["status"] == 403
+        assert results["missing"]["status"] == 404
+        assert elapsed < 1.4, "branches must run in parallel and honour their timeout"
+        # Route limits apply per branch: b allows one request a minute.
+        r = httpx.post(server.url + "/v1/aggregate", headers=h,
+                       json={"routes": ["a", "b"], "request": {"messages": []}})
+        results = {x["route"]: x for x in r.json()["results"]}
+        assert results["a"]["status"] == 200 and results["b"]["status"] == 429
+        for bad in ({"routes": []}, {"routes": ["a"], "request": {"stream": True}},
+                    {"routes": ["a", "a"], "request": {}}, {"nope": 1}):
+            r = httpx.post(server.url + "/v1/aggregate", headers=h, json=bad)
+            assert r.status_code == 400, bad
+        assert httpx.post(server.url + "/v1/aggregate", json=body).status_code == 401
