@@ -384,11 +384,6 @@ def litegate_cmd() -> list[str]:
     return [sys.executable, "-m", "litegate.cli"]
 
 
-def _help_has(cmd: list[str], flag: str, env: dict[str, str]) -> bool:
-    out = subprocess.run(cmd + ["--help"], capture_output=True, text=True, env=env, timeout=60)
-    return flag in (out.stdout + out.stderr)
-
-
 def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
     home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
     env = dict(os.environ)
@@ -409,7 +404,8 @@ def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
     )
 
     def with_home(sub: list[str]) -> list[str]:
-        return lg + sub + (["--home", str(home)] if _help_has(lg + sub, "--home", env) else [])
+        # --home is a global option of the litegate CLI (before the sub-command).
+        return lg + ["--home", str(home)] + sub
 
     def run(argv: list[str]) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, cwd=home)
@@ -425,7 +421,7 @@ def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
     if not m:
         raise RuntimeError(f"litegate keys create --json printed no JSON: {stdout[-300:]}")
     key = json.loads(m.group(0))["key"]
-    argv = lg + ["serve", "--host", HOST, "--port", str(port), "--home", str(home)]
+    argv = with_home(["serve", "--host", HOST, "--port", str(port)])
     return Target("litegate", "litegate serve", port, argv, auth_key=key, ready_path="/readyz", env=env,
                   notes=[f"home {home.name}; route `{ROUTE}` -> mock `{UPSTREAM_MODEL}`; "
                          "auth + limits (1000000/minute key and route) + metrics, no cache"])
