@@ -79,7 +79,8 @@ def _auth_required(request: Request[Any, Any, Any], exc: NotAuthorizedException)
     login = ctx.url("/login")
     if _wants_html(request):
         target = request.url.path
-        if request.method == "GET" and target.startswith(ctx.base_path + "/"):
+        if request.method == "GET" and (target == ctx.base_path or target.startswith(ctx.base_path + "/")):
+            target = target if target != ctx.base_path else ctx.url()
             from urllib.parse import urlencode
 
             login = f"{login}?{urlencode({'next': target})}"

@@ -43,9 +43,22 @@ def map_errors(
     result: FormResult,
     *,
     aliases: Mapping[str, str] | None = None,
+    only_new: bool = False,
 ) -> None:
-    """Attach service validation messages to form fields."""
+    """Attach service validation messages to form fields.
+
+    ``only_new`` skips fields that already carry an error from parsing.
+    """
     aliases = aliases or {}
+    if only_new:
+        target = FormResult(result.values, row_map=result.row_map)
+        map_errors(messages, target, aliases=aliases)
+        for name, texts in target.errors.items():
+            if name not in result.errors and not (
+                name == "variants" and any(k.startswith("variants-") for k in result.errors)
+            ):
+                result.errors[name] = texts
+        return
     for message in messages:
         m = ERROR_RE.match(message)
         if m is None:

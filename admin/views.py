@@ -23,7 +23,7 @@ from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
 from litegate.services import routing
 from litegate.services import users as user_service
-from litegate.services.schema import ValidationFailed
+from litegate.services.schema import ValidationFailed, check_route
 
 from . import dashboard, forms
 from .auth import context_of, new_session, session_of
@@ -384,6 +384,11 @@ async def _save_route(request: Request[Any, Any, Any], route_id: int | None) -> 
         async with ctx.sessionmaker() as session:
             current = await _route(session, route_id)
     result = forms.parse_route(form, fixed_name=current.name if current else None)
+    if not result.ok:
+        # Report the service's rules too, so every problem shows in one round trip.
+        async with ctx.sessionmaker() as session:
+            upstreams = {u.name for u in await routing.list_upstreams(session)}
+        forms.map_errors(check_route(result.data, "route", upstreams), result, only_new=True)
     if result.ok:
         try:
             async with ctx.sessionmaker() as session, session.begin():

@@ -21,7 +21,7 @@ ADMIN_PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="_csrf" value="([^"]+)"')
 
 
-async def make_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace:
+async def make_admin_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace:
     """A stand-in gateway: real SQLite schema, real Stats, no ONNX manager."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)

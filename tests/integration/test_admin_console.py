@@ -16,14 +16,14 @@ from litegate.admin.auth import SessionSigner
 from litegate.db.models import ApiKey, AuditEntry, ConfigState, Quota, Route, Upstream
 from litegate.services import routing
 from litegate.services.schema import RouteIn, UpstreamIn, VariantIn
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER, csrf_of, login, make_app, make_gateway
+from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER, csrf_of, login, make_app, make_admin_gateway
 
 XSS = "<script>alert(1)</script>"
 
 
 @pytest.fixture
 async def gateway(tmp_path):
-    gw = await make_gateway(tmp_path)
+    gw = await make_admin_gateway(tmp_path)
     yield gw
     await gw.engine.dispose()
 

@@ -9,13 +9,13 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from litegate.db.models import AuditEntry, Model
-from tests.e2e.support import csrf_of, login, make_app, make_gateway
+from tests.e2e.support import csrf_of, login, make_app, make_admin_gateway
 from tests.fixtures.onnx_models import corrupt_file, matmul_add_model, not_onnx_file
 
 
 @pytest.fixture
 async def gateway(tmp_path):
-    gw = await make_gateway(tmp_path)
+    gw = await make_admin_gateway(tmp_path)
     yield gw
     await gw.engine.dispose()
 

@@ -12,7 +12,7 @@ from litegate.db.models import AdminUser, AuditEntry
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.errors import BadRequest, Conflict
 from litegate.services import users
-from tests.e2e.support import make_gateway
+from tests.e2e.support import make_admin_gateway
 
 
 def test_hash_format_and_verify():
@@ -61,7 +61,7 @@ def test_throttle_memory_is_bounded():
 
 
 async def test_create_authenticate_and_audit(tmp_path):
-    gw = await make_gateway(tmp_path)  # creates alice
+    gw = await make_admin_gateway(tmp_path)  # creates alice
     try:
         async with gw.sessionmaker() as s, s.begin():
             with pytest.raises(Conflict):
