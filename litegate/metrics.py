@@ -40,6 +40,10 @@ class Metrics:
             "litegate_stream_errors", "Streams that failed after the first chunk", ["route"],
             registry=r,
         )
+        self.shadow = Counter(
+            "litegate_shadow_requests", "Mirrored (shadow) requests by route, variant and status",
+            ["route", "variant", "status"], registry=r,
+        )
         self.breaker_state = Gauge(
             "litegate_circuit_open", "1 while an upstream's circuit is open", ["upstream"],
             registry=r,

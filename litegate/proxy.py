@@ -37,6 +37,7 @@ log = structlog.get_logger("litegate.proxy")
 _encode = msgspec.json.encode
 _JSON = [(b"content-type", b"application/json")]
 MAX_FALLBACKS = 3
+MAX_SHADOW_INFLIGHT = 64
 
 
 class _Usage(msgspec.Struct):
@@ -79,6 +80,7 @@ class OpenAIProxy:
         self.gateway = gateway
         self.client = gateway.http
         self.max_body = gateway.settings.max_body_bytes
+        self._shadows: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
@@ -97,6 +99,9 @@ class OpenAIProxy:
         assert route is not None  # resolve_route raised 404 otherwise
         variant = info.variant or choose_variant(route, sticky_value(scope, info, route))
         info.variant = variant
+        shadow = route.shadow
+        if shadow is not None and shadow is not variant and not info.stream:
+            self._mirror(scope, info, shadow, path)
         hops = 0
         while True:
             try:
@@ -112,6 +117,34 @@ class OpenAIProxy:
                 variant = choose_variant(route, sticky_value(scope, info, route))
                 info.variant = variant
                 info.extra_headers.append((b"x-litegate-fallback", route.name.encode()))
+
+    def _mirror(self, scope: Scope, info: RequestInfo, variant: VariantSpec, path: str) -> None:
+        """Send a copy to the shadow variant; its answer is ignored, and when too many
+        mirrors are in flight new ones are dropped rather than slowing real traffic."""
+        if variant.upstream.kind != "openai" or len(self._shadows) >= MAX_SHADOW_INFLIGHT:
+            return
+        assert info.json is not None and info.route_name is not None
+        payload = dict(info.json)
+        payload["model"] = variant.model
+        headers = forward_headers(scope["headers"], variant.upstream, info.request_id)
+        task = asyncio.create_task(self._shadow(variant, path, _encode(payload), headers, info.route_name))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(
+        self, variant: VariantSpec, path: str, data: bytes, headers: dict[str, str], route: str
+    ) -> None:
+        status = "error"
+        try:
+            resp = await self.client.open(
+                variant.upstream, "POST", path[3:], body=data, headers=headers, stream=False
+            )
+            await self.client.read(variant.upstream, resp)
+            status = str(resp.status)
+        except LitegateError as exc:
+            status = str(exc.status_code)
+        finally:
+            self.gateway.metrics.shadow.labels(route, variant.name, status).inc()
 
     async def _list_models(self, scope: Scope, send: Send) -> None:
         info = get_info(scope)

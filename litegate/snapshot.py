@@ -60,6 +60,7 @@ class RouteSpec:
     limits: tuple[RateLimitItem, ...]
     token_limits: tuple[RateLimitItem, ...]
     fallback: str | None
+    shadow: VariantSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamS
         limits=_rates([q.rate for q in quotas if q.kind == "requests"]),
         token_limits=_rates([q.rate for q in quotas if q.kind == "tokens"]),
         fallback=r.fallback,
+        shadow=next((v for v in variants if v.name == r.shadow), None),
     )
 
 

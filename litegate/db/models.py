@@ -74,6 +74,8 @@ class Route(TimestampMixin, Base):
     sticky: Mapped[str] = mapped_column(String(200), default="key")
     cache_ttl_s: Mapped[float | None] = mapped_column(Float, default=None)
     fallback: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Variant that receives a mirrored copy of each request; its answer is ignored.
+    shadow: Mapped[str | None] = mapped_column(String(200), default=None)
     description: Mapped[str] = mapped_column(Text, default="")
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 

@@ -61,6 +61,8 @@ def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
         out["token_limits"] = tokens
     if r.fallback:
         out["fallback"] = r.fallback
+    if r.shadow:
+        out["shadow"] = r.shadow
     if r.description:
         out["description"] = r.description
     return out
@@ -75,6 +77,7 @@ def route_in_from_dict(data: dict[str, Any]) -> RouteIn:
         limits=list(data.get("limits", [])),
         token_limits=list(data.get("token_limits", [])),
         fallback=data.get("fallback"),
+        shadow=data.get("shadow"),
         description=data.get("description", ""),
     )
 
@@ -183,6 +186,7 @@ async def upsert_route(
     r.sticky = data.sticky
     r.cache_ttl_s = data.cache.ttl_s if data.cache else None
     r.fallback = data.fallback
+    r.shadow = data.shadow
     r.description = data.description
     existing = {v.name: v for v in r.variants}
     new_variants = []

@@ -46,6 +46,7 @@ class RouteIn(msgspec.Struct, forbid_unknown_fields=True):
     limits: list[str] = []
     token_limits: list[str] = []
     fallback: str | None = None
+    shadow: str | None = None
     description: str = ""
 
 
@@ -121,6 +122,8 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
         errors.append(f"{path}.cache.ttl_s: must be > 0")
     errors += check_rates(r.limits, f"{path}.limits")
     errors += check_rates(r.token_limits, f"{path}.token_limits")
+    if r.shadow is not None and r.shadow not in seen:
+        errors.append(f"{path}.shadow: {r.shadow!r} is not a variant of this route")
     if r.fallback == r.name:
         errors.append(f"{path}.fallback: a route cannot fall back to itself")
     return errors

@@ -53,3 +53,31 @@ def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gatewa
             r = httpx.post(server.url + "/v1/aggregate", headers=h, json=bad)
             assert r.status_code == 400, bad
         assert httpx.post(server.url + "/v1/aggregate", json=body).status_code == 401
+
+
+def test_shadow_variant_gets_a_copy_and_its_answer_is_ignored(home, fake_upstream, make_gateway):
+    cfg = {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{
+            "name": "chat",
+            "variants": [{"upstream": "mock", "model": "live-model", "weight": 1},
+                         {"upstream": "mock", "model": "error-500", "weight": 0, "name": "candidate"}],
+            "shadow": "candidate",
+        }],
+    }
+    assert apply_config(home, cfg)[0] == 0
+    key = create_key(home)
+    server = make_gateway()
+    for _ in range(3):
+        r = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "chat", "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 200 and r.headers["x-litegate-variant"] == "live-model"
+    deadline = time.time() + 2
+    while time.time() < deadline and sum(c["model"] == "error-500" for c in fake_upstream.calls) < 3:
+        time.sleep(0.02)
+    assert sum(c["model"] == "error-500" for c in fake_upstream.calls) == 3
+    text = httpx.get(server.url + "/metrics").text
+    assert 'litegate_shadow_requests_total{route="chat",status="500",variant="candidate"} 3.0' in text
+    bad = {**cfg, "routes": [{**cfg["routes"][0], "shadow": "ghost"}]}
+    code, _, err = apply_config(home, bad)
+    assert code == 1 and "routes[0].shadow" in err

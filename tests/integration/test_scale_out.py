@@ -26,7 +26,7 @@ def test_migrations_on_postgresql_and_two_replicas_share_one_quota(home, tmp_pat
         db = ("--db", pg)
         code, out, err = run_cli("db", "upgrade", home=home, extra=db)
         assert code == 0, err
-        assert "0001" in run_cli("db", "current", home=home, extra=db)[1]
+        assert "(head)" in run_cli("db", "current", home=home, extra=db)[1]
         assert run_cli("db", "downgrade", "base", home=home, extra=db)[0] == 0
         assert run_cli("db", "upgrade", home=home, extra=db)[0] == 0
         assert apply_config(home, chat_config(fake_upstream.base_url, limits=["6/minute"]), tmp_path, extra=db)[0] == 0
@@ -63,8 +63,8 @@ def test_sqlite_migrations_down_and_up(home):
 
     url = Settings.load(home=home).db_url
     migrate.upgrade(url)
-    assert "0001" in migrate.current(url)
+    assert "(head)" in migrate.current(url)
     migrate.downgrade(url, "base")
     assert migrate.current(url) == ""
     migrate.upgrade(url)
-    assert "0001" in migrate.current(url)
+    assert "(head)" in migrate.current(url)
