@@ -130,6 +130,70 @@ def run_raw(model: Path, setting: str, seconds: float) -> dict:
             "providers": session.get_providers()}
 
 
+# ----------------------------------------------------------------------------- executors
+
+_PROC_SESSION = None
+
+
+def _proc_init(model: str, threads: int) -> None:
+    global _PROC_SESSION
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    _PROC_SESSION = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def _proc_run(inputs: dict) -> dict:
+    (y,) = _PROC_SESSION.run(None, inputs)
+    return {"y": y}
+
+
+def compare_executors(model: Path, seconds: float, clients: int = 64) -> dict:
+    """The batcher on a thread pool vs a process pool, in-process, no HTTP."""
+    import asyncio
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    from litegate.inference.batcher import AdaptiveBatcher
+
+    async def drive(batcher: AdaptiveBatcher) -> float:
+        x = {"x": np.ones((1, IN_DIM), np.float32)}
+        stop = time.perf_counter() + seconds
+        done = 0
+
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < stop:
+                await batcher.submit(x)
+                done += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return done / (time.perf_counter() - t0)
+
+    results = {}
+    configs = [("threads: 1 batch at a time, ORT 2 intra-op threads", "thread", 1, 2),
+               ("threads: 2 batches at a time, ORT 1 intra-op thread", "thread", 2, 1),
+               ("processes: 2 workers, ORT 1 intra-op thread each", "process", 2, 1)]
+    for label, kind, concurrency, intra in configs:
+        if kind == "thread":
+            _proc_init(str(model), intra)
+            executor = ThreadPoolExecutor(max_workers=concurrency)
+        else:
+            executor = ProcessPoolExecutor(max_workers=concurrency, initializer=_proc_init,
+                                           initargs=(str(model), intra))
+            list(executor.map(time.sleep, [0.5] * concurrency))  # start and load the workers
+        batcher = AdaptiveBatcher(_proc_run, executor=executor, max_batch_size=64,
+                                  max_delay_s=0.002, max_queue=4096, concurrency=concurrency)
+        asyncio.run(drive(batcher))  # warm-up
+        batcher = AdaptiveBatcher(_proc_run, executor=executor, max_batch_size=64,
+                                  max_delay_s=0.002, max_queue=4096, concurrency=concurrency)
+        results[label] = asyncio.run(drive(batcher))
+        executor.shutdown(wait=True)
+        log(f"{label}: {results[label]:.0f} rows/s")
+    return results
+
+
 # ----------------------------------------------------------------------------- (d) server
 
 def serve_handwritten(port: int, model: str, setting: str) -> None:
@@ -370,6 +434,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--compare-executors", action="store_true",
+                        help="also compare the batcher on threads vs processes (CPU only)")
     parser.add_argument("--serve-handwritten", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -387,14 +453,21 @@ def main() -> int:
             raw = run_raw(model, args.providers, args.raw_seconds)
             lg = run_litegate(procs, model, args.providers, args.seconds, workdir)
             hw = run_handwritten(procs, model, args.providers, args.seconds, workdir)
+            executors = (compare_executors(model, args.raw_seconds * 2)
+                         if args.compare_executors else {})
         finally:
             procs.stop_all()
             for name in ("litegate.log", "handwritten.log"):
                 if (workdir / name).exists():
                     (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
     table = report(args, raw, lg, hw)
+    if executors:
+        table += ("\nBatcher executor, in-process, 64 concurrent 1-row clients, no HTTP "
+                  "(rows/s):\n\n" + "\n".join(f"- {k}: {v:.0f}" for k, v in executors.items())
+                  + "\n")
     (WORK / "inference.json").write_text(json.dumps(
-        {"raw": raw, "litegate": lg, "handwritten": hw}, indent=2, default=str))
+        {"raw": raw, "litegate": lg, "handwritten": hw, "executors": executors}, indent=2,
+        default=str))
     print(table)
     if args.write:
         with open(RESULTS, "a") as fh:

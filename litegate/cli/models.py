@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services.models import ModelService, model_dict
@@ -28,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="load and warm at start-up; /readyz waits for it")
     a.add_argument("--tokenizer",
                    help="tokenizer.json for /v1/embeddings (or builtin:minilm)")
+    a.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="serving option (repeatable): instances, providers, intra_op_threads, "
+                        "inter_op_threads, graph_optimization, cpu_arena, max_queue, "
+                        "memory_bytes, max_length, warmup_runs ...; VALUE is JSON or a string")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_add)
 
@@ -50,13 +56,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm.set_defaults(func=_remove)
 
 
+def parse_options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option: expected KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    return options
+
+
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
-    options = {"tokenizer": args.tokenizer} if args.tokenizer else None
+    options = parse_options(args.option)
+    if args.tokenizer:
+        options["tokenizer"] = args.tokenizer
     async with transaction(settings) as session:
         mv = await ModelService(session, settings.models_dir).add(
             args.name, args.path, actor=actor(), version=args.version, activate=args.activate,
             max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
-            hot=args.hot, options=options)
+            hot=args.hot, options=options or None)
         model = await ModelService(session, settings.models_dir).get(args.name)
         active = model.active_version
     if args.json:

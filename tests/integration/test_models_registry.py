@@ -132,3 +132,15 @@ def test_names_and_duplicate_versions_are_refused(tmp_path, home) -> None:
     code, _, err = run_cli("models", "add", "m", str(src), "--version", "a/b", home=home)
     assert code == 1 and "invalid" in err
     assert not (home.parent / "evil").exists()
+
+
+def test_serving_options_are_stored_with_the_model(tmp_path, home) -> None:
+    src = matmul_add_model(tmp_path / "a.onnx")
+    code, _, err = run_cli("models", "add", "m", str(src), "--option", "instances=2",
+                           "--option", "providers=cpu", "--tokenizer", "builtin:minilm",
+                           home=home)
+    assert code == 0, err
+    assert _models_json(home)["m"]["options"] == {
+        "instances": 2, "providers": "cpu", "tokenizer": "builtin:minilm"}
+    code, _, err = run_cli("models", "add", "m", str(src), "--option", "oops", home=home)
+    assert code == 2 and "KEY=VALUE" in err
