@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from litegate.errors import BadRequest, NotFound
+from litegate.errors import BadRequest, NotFound, ServiceUnavailable
 from litegate.inference.batcher import AdaptiveBatcher
 from litegate.inference.memory import release_memory
 from litegate.inference.metrics import ModelMetrics
@@ -312,11 +312,17 @@ class ModelManager:
 
     # ---------------------------------------------------------------- inference
     async def _checkout(self, name: str, version: str | None) -> _Entry:
-        spec, v = self.resolve(name, version)
-        entry = await self._ensure(spec, v)
-        entry.inflight += 1  # same loop step as the lookup: eviction cannot race us
-        entry.last_used = time.monotonic()
-        return entry
+        for _ in range(3):
+            spec, v = self.resolve(name, version)
+            entry = await self._ensure(spec, v)
+            if entry.retired:  # evicted between its load and our wake-up: load again
+                continue
+            entry.inflight += 1  # same loop step as the check: eviction cannot race us now
+            entry.last_used = time.monotonic()
+            return entry
+        raise ServiceUnavailable(
+            f"model {name!r} was unloaded while loading (memory budget too small?); retry",
+            headers={"Retry-After": "1"})
 
     def _release(self, entry: _Entry) -> None:
         entry.inflight -= 1
@@ -361,9 +367,9 @@ class ModelManager:
         tokenizer = await self._tokenizer(name, options)
         loop = asyncio.get_running_loop()
         encoded = await loop.run_in_executor(self._executor, tokenizer.encode, list(texts))
-        spec_, version = self.resolve(name)
-        entry = await self._ensure(spec_, version)
-        wanted = set(entry.loaded.signature.input_names)
+        _, version = self.resolve(name)
+        signature = spec.versions[version].signature or {}
+        wanted = {t["name"] for t in signature.get("inputs", ())} or set(encoded)
         inputs = {k: v for k, v in encoded.items() if k in wanted}
         result = await self.infer(name, inputs, version=version)
         output = str(options.get("embedding_output") or next(iter(result.outputs)))
