@@ -26,7 +26,7 @@ def _nice_max(value: float) -> float:
         return 1.0
     exp = math.floor(math.log10(value))
     base = 10**exp
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 2, 4, 8, 10):
         if value <= step * base:
             return step * base
     return 10 * base
@@ -37,7 +37,7 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value * 100:.0f}%"
     if value >= 100 or value == int(value):
         return f"{value:.0f}{unit}"
-    return f"{value:.2g}{unit}"
+    return f"{value:.2f}".rstrip("0").rstrip(".") + unit
 
 
 def line_chart(
@@ -79,17 +79,18 @@ def line_chart(
             f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
             f"{escape(_fmt(v, unit))}</text>"
         )
-    for t in (t0, (t0 + t1) / 2, t1):
+    for t, anchor in ((t0, "start"), ((t0 + t1) / 2, "middle"), (t1, "end")):
         if xs:
             label = datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")
             out.append(
-                f'<text x="{sx(t):.1f}" y="{height - 8}" font-size="10" text-anchor="middle" '
+                f'<text x="{sx(t):.1f}" y="{height - 8}" font-size="10" text-anchor="{anchor}" '
                 f'fill="#6b7280">{label}</text>'
             )
     if not ys:
+        message = "no traffic yet" if not series else "no data in this window"
         out.append(
             f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" font-size="12" '
-            f'text-anchor="middle" fill="#9ca3af">no traffic yet</text>'
+            f'text-anchor="middle" fill="#9ca3af">{message}</text>'
         )
     for idx, (name, pts) in enumerate(series.items()):
         color = PALETTE[idx % len(PALETTE)]

@@ -73,6 +73,7 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
     env.filters["pct"] = _format_pct
     env.filters["ms"] = _format_ms
     env.filters["tojson_pretty"] = _tojson_pretty
+    env.globals["changes"] = changes
     return env
 
 
@@ -144,3 +145,36 @@ def _tojson_pretty(value: Any) -> str:
     import json
 
     return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list) and any(isinstance(i, dict) for i in value):
+        for index, item in enumerate(value):
+            label = item.get("name") or item.get("model") or item.get("version") if isinstance(
+                item, dict) else None
+            _flatten(item, f"{prefix}[{label if label is not None else index}]", out)
+    else:
+        out[prefix] = value
+
+
+def changes(before: Any, after: Any, limit: int = 8) -> list[tuple[str, str, str]]:
+    """``(field, old, new)`` for what an audit entry changed (for the log's summary)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    _flatten(before, "", old)
+    _flatten(after, "", new)
+    out = []
+    for key in list(dict.fromkeys([*old, *new])):
+        if old.get(key) != new.get(key):
+            out.append((key, _short(old.get(key, "—")), _short(new.get(key, "—"))))
+    return out[:limit]
+
+
+def _short(value: Any) -> str:
+    text = "—" if value is None else str(value)
+    return text if len(text) <= 60 else text[:57] + "…"

@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from .charts import line_chart
 
+UNROUTED = "(unrouted)"
 WINDOWS = {"10m": (10, 60), "1h": (60, 60)}
 
 
@@ -39,7 +40,21 @@ def normalize(raw: Any) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list
         return {}, {}
     routes = raw.get("routes", raw.get("per_route", {}))
     variants = raw.get("variants", raw.get("per_variant", {}))
-    return _flatten(routes), _flatten(variants)
+    return (
+        {_label(k): v for k, v in _flatten(routes).items()},
+        {_label(k): v for k, v in _flatten(variants).items()},
+    )
+
+
+def _label(name: str) -> str:
+    """Stats use ``-`` for requests that never reached a route or variant (401, 404...)."""
+    if name == "-":
+        return UNROUTED
+    if name.startswith("-/"):
+        name = UNROUTED + name[1:]
+    if name.endswith("/-"):
+        name = name[:-1] + "(none)"
+    return name
 
 
 def _n(point: Mapping[str, Any], name: str) -> float:

@@ -243,7 +243,6 @@ def test_console_end_to_end(
     a_requests = int(page.inner_text("#variant-stats tr[data-variant='chat/a'] [data-metric=requests]"))
     assert a_requests >= first["a"]
     assert page.locator("svg.chart").count() >= 9
-    _shot(page, "dashboard")
     # ... and they move (the panel refreshes itself every few seconds)
     for user in USERS[:20]:
         assert _chat(client, secret, user).status_code == 200
@@ -338,8 +337,14 @@ def test_console_end_to_end(
     update.locator("summary:text-is('after')").click()
     expect(update.locator("details").first).to_contain_text('"weight": 80')
     expect(update.locator("details").nth(1)).to_contain_text('"weight": 20')
+    expect(update).to_contain_text("variants[a].weight: 80 → 20")
     page.goto("/admin/audit")
     _shot(page, "audit")
+
+    # Last, the dashboard with all of the above: both splits, the model's providers.
+    page.goto("/admin/")
+    expect(page.locator("#model-providers")).to_contain_text("CPUExecutionProvider")
+    _shot(page, "dashboard")
     client.close()
 
 
