@@ -83,7 +83,9 @@ async def test_ready_only_after_hot_models_are_warmed(tmp_path, models):
     await manager.stop()
 
 
-async def test_lru_eviction_under_memory_budget(tmp_path, models):
+async def test_lru_eviction_under_memory_budget(tmp_path, models, monkeypatch):
+    trims: list[int] = []
+    monkeypatch.setattr("litegate.inference.manager.release_memory", lambda: trims.append(1))
     registry = CollectorRegistry()
     manager = ModelManager(settings(tmp_path, model_memory_mb=1), registry)
     opts = {"memory_bytes": 400 * 1024}
@@ -99,6 +101,11 @@ async def test_lru_eviction_under_memory_budget(tmp_path, models):
     assert manager.is_loaded("a", "1") and manager.is_loaded("c", "1")
     assert not manager.is_loaded("b", "1")
     assert manager.loaded_bytes() <= 1024 * 1024
+    for _ in range(50):  # the evicted session is closed and memory trimmed in the background
+        if trims:
+            break
+        await asyncio.sleep(0.01)
+    assert trims
     assert registry.get_sample_value("litegate_model_evictions_total",
                                      {"model": "b", "version": "1"}) == 1.0
     assert registry.get_sample_value(
