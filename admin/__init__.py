@@ -115,19 +115,25 @@ def _litegate_error(request: Request[Any, Any, Any], exc: LitegateError) -> Resp
 def create_admin_router(
     gateway: Any,
     *,
-    path: str = "/admin",
+    path: str | None = None,
     templates_dir: str | Path | None = None,
     secret_key: str | None = None,
-    secure_cookies: bool = False,
+    secure_cookies: bool | None = None,
     throttle: LoginThrottle | None = None,
 ) -> Router:
     """Build the console router for ``gateway``.
 
-    ``templates_dir`` (default: ``settings.admin_templates_dir`` when present) is
-    searched before the package templates, so any ``litegate_admin/<page>.html``
-    can be overridden.
+    Unset arguments fall back to optional settings fields: ``admin_path`` (default
+    ``/admin``), ``admin_templates_dir`` (searched before the package templates, so
+    any ``litegate_admin/<page>.html`` can be overridden), ``admin_secure_cookies``
+    (always mark the cookie ``Secure``; it is anyway on HTTPS requests) and
+    ``secret_key`` (else a key generated once under ``home``).
     """
     settings = gateway.settings
+    if path is None:
+        path = getattr(settings, "admin_path", None) or "/admin"
+    if secure_cookies is None:
+        secure_cookies = bool(getattr(settings, "admin_secure_cookies", False))
     path = "/" + path.strip("/") if path.strip("/") else ""
     if templates_dir is None:
         templates_dir = getattr(settings, "admin_templates_dir", None) or (

@@ -23,18 +23,16 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-pytest.importorskip("playwright")
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
-
-from litegate.app import create_app  # noqa: E402
-from litegate.db import migrate  # noqa: E402
-from litegate.db.engine import make_engine, make_sessionmaker  # noqa: E402
-from litegate.services import users  # noqa: E402
-from litegate.settings import Settings  # noqa: E402
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER  # noqa: E402
-from tests.fixtures.onnx_models import corrupt_file, matmul_add_model  # noqa: E402
-from tests.helpers.servers import FakeUpstream, ThreadServer, run_fake_upstream  # noqa: E402
+from litegate.app import create_app
+from litegate.db import migrate
+from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.services import users
+from litegate.settings import Settings
+from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER
+from tests.fixtures.onnx_models import corrupt_file, matmul_add_model
+from tests.helpers.servers import FakeUpstream, ThreadServer, run_fake_upstream
 
 pytestmark = pytest.mark.timeout(240)
 
