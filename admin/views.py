@@ -17,7 +17,7 @@ from litestar.response import Redirect
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from litegate.db.models import ApiKey, AuditEntry, Quota, Route, Upstream, utcnow
+from litegate.db.models import ApiKey, AuditEntry, Model, Quota, Route, Upstream, utcnow
 from litegate.errors import Conflict, LitegateError
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
@@ -341,9 +341,10 @@ async def _route_form(
     async with context_of(request).sessionmaker() as session:
         upstreams = [u.name for u in await routing.list_upstreams(session)]
         route_names = [r for r in await session.scalars(select(Route.name).order_by(Route.name))]
+        local_models = [m for m in await session.scalars(select(Model.name).order_by(Model.name))]
     return render(
         request, "route_form.html", title="Route", active="routes", values=result.values,
-        errors=result.errors, route=route, upstreams=upstreams,
+        errors=result.errors, route=route, upstreams=upstreams, local_models=local_models,
         fallbacks=[n for n in route_names if route is None or n != route.name],
         status_code=status_code,
     )
