@@ -160,7 +160,7 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def changes(before: Any, after: Any, limit: int = 8) -> list[tuple[str, str, str]]:
+def changes(before: Any, after: Any, limit: int = 5) -> list[tuple[str, str, str]]:
     """``(field, old, new)`` for what an audit entry changed (for the log's summary)."""
     if not isinstance(before, dict) or not isinstance(after, dict):
         return []

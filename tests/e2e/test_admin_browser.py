@@ -41,7 +41,12 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Committed under docs/screenshots and linked from the README; LITEGATE_SCREENSHOTS
+# redirects them (e.g. to a temp dir in CI) so a test run leaves the checkout clean.
+SCREENSHOTS = Path(
+    os.environ.get("LITEGATE_SCREENSHOTS")
+    or Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+)
 XSS = "<script>alert(1)</script>"
 USERS = [f"user-{i}" for i in range(200)]
 
