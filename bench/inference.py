@@ -341,13 +341,16 @@ def cli(home: Path, env: dict[str, str], *argv: str) -> str:
     return out.stdout
 
 
-def run_litegate(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path) -> dict:
+def run_litegate(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path,
+                 options: list[str] = ()) -> dict:
     home = workdir / "home"
     env = {**os.environ, "LITEGATE_PROVIDERS": setting, "LITEGATE_ACCESS_LOG": "0",
            "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
+    extra = [a for o in options for a in ("--option", o)]
     cli(home, env, "models", "add", "mlp", str(model), "--max-batch", "64",
-        "--max-queue-delay-ms", "2", "--hot")
-    cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot")
+        "--max-queue-delay-ms", "2", "--hot", *extra)
+    cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot",
+        *extra)
     key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
     port = free_port()
     proc = procs.spawn([*LITEGATE, "--home", str(home), "serve",
@@ -434,6 +437,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--targets", default="raw,litegate,handwritten",
+                        help="subset for quick experiments (the table needs all three)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="serving option for litegate's models (litegate models add --option)")
     parser.add_argument("--compare-executors", action="store_true",
                         help="also compare the batcher on threads vs processes (CPU only)")
     parser.add_argument("--serve-handwritten", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -449,10 +456,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="litegate-bench-") as tmp:
         workdir = Path(tmp)
         model = build_mlp(workdir / "mlp.onnx", args.layers)
+        targets = set(args.targets.split(","))
+        raw: dict = {}
+        lg: dict = {}
+        hw: dict = {}
         try:
-            raw = run_raw(model, args.providers, args.raw_seconds)
-            lg = run_litegate(procs, model, args.providers, args.seconds, workdir)
-            hw = run_handwritten(procs, model, args.providers, args.seconds, workdir)
+            if "raw" in targets:
+                raw = run_raw(model, args.providers, args.raw_seconds)
+            if "litegate" in targets:
+                lg = run_litegate(procs, model, args.providers, args.seconds, workdir,
+                                  args.option)
+            if "handwritten" in targets:
+                hw = run_handwritten(procs, model, args.providers, args.seconds, workdir)
             executors = (compare_executors(model, args.raw_seconds * 2)
                          if args.compare_executors else {})
         finally:
@@ -460,6 +475,9 @@ def main() -> int:
             for name in ("litegate.log", "handwritten.log"):
                 if (workdir / name).exists():
                     (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
+    if not (raw and lg and hw):
+        print(json.dumps({"raw": raw, "litegate": lg, "handwritten": hw}, indent=2, default=str))
+        return 0
     table = report(args, raw, lg, hw)
     if executors:
         table += ("\nBatcher executor, in-process, 64 concurrent 1-row clients, no HTTP "
