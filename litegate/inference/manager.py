@@ -91,7 +91,10 @@ class ModelManager:
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, snapshot: Any) -> None:
-        """Remember the snapshot and warm the hot models in the background."""
+        """Remember the snapshot and warm the hot models in the background (idempotent)."""
+        if self._warmup is not None:
+            self.on_snapshot(snapshot)
+            return
         self._snapshot = snapshot
         self._warmup = asyncio.get_running_loop().create_task(
             self._warm_hot(snapshot), name="litegate-model-warmup")
