@@ -2,8 +2,9 @@
 
 Requests wait in an asyncio queue created lazily on the running loop. A collector
 task takes the first waiting request, then keeps adding requests until the batch
-holds ``max_batch_size`` rows or ``max_delay_s`` has passed, and hands the batch to
-the thread executor (``session.run`` releases the GIL). At most ``concurrency``
+holds ``max_batch_size`` rows or ``max_delay_s`` has passed (not waiting at all when the
+request is alone: nothing else in flight and the previous batch was not shared), and hands
+the batch to the thread executor (``session.run`` releases the GIL). At most ``concurrency``
 batches run at once; while they run, the next batch fills up. A failing batch is
 re-run request by request so that only the faulty request fails. The number of
 waiting requests is bounded by ``max_queue``: beyond it callers get a 503.
@@ -70,6 +71,7 @@ class AdaptiveBatcher:
         self._collector: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._last_batch = 0
 
     @property
     def batching(self) -> bool:
@@ -158,7 +160,11 @@ class AdaptiveBatcher:
             await self._slots.acquire()
             try:
                 batch, total = [first], first.rows
-                deadline = first.enqueued + self.max_delay_s
+                # Wait for company only when there is some: other requests in flight, or
+                # the previous batch was shared. A lone client (concurrency 1) runs at once
+                # instead of paying max_delay on every request.
+                busy = self.pending > 1 or self._last_batch > 1
+                deadline = first.enqueued + (self.max_delay_s if busy else 0.0)
                 while total < self.max_batch_size:
                     try:
                         if queue.qsize():
@@ -180,6 +186,7 @@ class AdaptiveBatcher:
                 self._slots.release()
                 raise
             held[:] = [carry] if carry is not None else []
+            self._last_batch = len(batch)
             task = loop.create_task(self._execute(batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

@@ -145,3 +145,19 @@ async def test_close_fails_queued_requests_with_503(executor) -> None:
     await batcher.close()
     with pytest.raises(ServiceUnavailable):
         await batcher.submit(_x(2))
+
+
+async def test_a_lone_request_does_not_wait_for_the_batch_delay(executor) -> None:
+    import time
+
+    model = FakeModel()
+    batcher = AdaptiveBatcher(model, executor=executor, max_batch_size=8, max_delay_s=0.5)
+    started = time.perf_counter()
+    for i in range(3):
+        await batcher.submit(_x(i))
+    assert time.perf_counter() - started < 0.4  # 3 sequential requests, no 0.5 s waits
+    assert model.batches == [1, 1, 1]
+    # concurrent requests still wait for each other (and share one run)
+    await asyncio.gather(*(batcher.submit(_x(i)) for i in range(4)))
+    assert model.batches[3:] == [1, 3] or model.batches[3:] == [4]
+    await batcher.close()
