@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, gateway: Gateway | None = No
 
         @get("/", sync_to_thread=False, include_in_schema=False)
         def index() -> Redirect:
-            return Redirect("/admin")
+            return Redirect(gateway.settings.admin_path)
 
         handlers.append(index)
     litestar_app = Litestar(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any
 
 import msgspec
@@ -65,6 +66,11 @@ class RequestInfo:
         self._route_resolved = False
 
 
+# The request being served by the current task; read by the logging processor
+# ``add_request_context`` so every log line carries request id, key, route and variant.
+current_request: ContextVar[RequestInfo | None] = ContextVar("litegate_request", default=None)
+
+
 def get_info(scope: Scope) -> RequestInfo | None:
     return scope.get(SCOPE_KEY)
 
@@ -123,7 +129,7 @@ async def resolve_route(
     Returns the ``receive`` that the inner app must use (the body replayed).
     """
     if info._route_resolved:
-        return replay_receive(info.body, receive) if info.body is not None else receive
+        return receive  # an outer layer already replays the body it read
     info._route_resolved = True
     path: str = scope["path"]
     if scope["method"] == "POST" and path in OPENAI_BODY_PATHS:

@@ -14,6 +14,8 @@ from limits import RateLimitItem
 from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
+import litegate.limit_storage  # noqa: F401  (registers the async+local:// scheme)
+
 from litegate.errors import RateLimited, ServiceUnavailable
 from litegate.snapshot import KeySpec, RouteSpec
 
@@ -30,7 +32,7 @@ class Check:
 
 def storage_uri(redis_url: str | None) -> str:
     if not redis_url:
-        return "async+memory://"
+        return "async+local://"
     if redis_url.startswith("async+"):
         return redis_url
     return "async+" + redis_url

@@ -29,7 +29,7 @@ class Settings:
     reload_interval_s: float = 0.25
     """How often a gateway checks ``config_state.version`` (changes show within 1 s)."""
 
-    limit_strategy: str = "moving-window"
+    limit_strategy: str = "sliding-window-counter"
     """``moving-window`` | ``fixed-window`` | ``sliding-window-counter``."""
     limit_fail_open: bool = True
     """When the limit storage (Redis) is unreachable: allow (True) or answer 503 (False)."""
@@ -61,6 +61,11 @@ class Settings:
     """Pending inference requests per model before answering 503."""
 
     admin_enabled: bool = True
+    admin_path: str = "/admin"
+    admin_templates_dir: Path | None = None
+    """Directory whose ``litegate_admin/<page>.html`` files override the console's pages."""
+    admin_secure_cookies: bool = False
+    """Always mark session cookies ``Secure`` (they are anyway when served over HTTPS)."""
     secret_key: str | None = None
     """Signs admin sessions; generated and stored under ``home`` when unset."""
     session_max_age_s: int = 8 * 3600

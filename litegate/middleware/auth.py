@@ -9,8 +9,6 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from structlog.contextvars import bind_contextvars
-
 from litegate.context import ASGIApp, Receive, Scope, Send, get_info, resolve_route
 from litegate.errors import Forbidden, Unauthorized
 
@@ -73,10 +71,8 @@ class AuthMiddleware:
             raise Unauthorized("API key expired", headers={"WWW-Authenticate": "Bearer"})
         info.key = key
         self.gateway.note_key_use(key.id, now)
-        bind_contextvars(key_id=key.id)
         receive = await resolve_route(scope, receive, info, self.max_body)
         if info.route_name is not None:
-            bind_contextvars(route=info.route_name)
             if not key.allows(info.route_name):
                 raise Forbidden(f"This API key may not use '{info.route_name}'")
         await self.app(scope, receive, send)

@@ -3,15 +3,23 @@ and the single place where exceptions become error responses."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from typing import TYPE_CHECKING
 
 import structlog
-from structlog.contextvars import bind_contextvars, clear_contextvars
-
-from litegate.context import SCOPE_KEY, ASGIApp, Message, Receive, RequestInfo, Scope, Send
+from litegate.context import (
+    SCOPE_KEY,
+    ASGIApp,
+    Message,
+    Receive,
+    RequestInfo,
+    Scope,
+    Send,
+    current_request,
+)
 from litegate.errors import LitegateError, send_error
 
 if TYPE_CHECKING:
@@ -19,6 +27,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("litegate.access")
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# Unique per process without a syscall per request (os.urandom is slow on some VMs).
+_ID_PREFIX = os.urandom(4).hex()
+_ID_COUNTER = itertools.count(1)
 
 
 class RequestContextMiddleware:
@@ -37,11 +48,10 @@ class RequestContextMiddleware:
             if k == b"x-request-id":
                 rid = v if _REQUEST_ID_RE.match(v) else None
                 break
-        request_id = rid.decode() if rid else os.urandom(8).hex()
+        request_id = rid.decode() if rid else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
         info = RequestInfo(request_id, started, self.gateway.snapshots.current)
         scope[SCOPE_KEY] = info
-        clear_contextvars()
-        bind_contextvars(request_id=request_id)
+        current_request.set(info)  # one contextvar per request; see add_request_context
         response_started = False
 
         async def send_wrapper(message: Message) -> None:

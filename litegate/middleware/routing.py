@@ -11,8 +11,6 @@ import zlib
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from structlog.contextvars import bind_contextvars
-
 from litegate.context import ASGIApp, Receive, RequestInfo, Scope, Send, get_info, header
 from litegate.snapshot import RouteSpec, VariantSpec
 
@@ -52,5 +50,4 @@ class ABRoutingMiddleware:
             variant = choose_variant(route, sticky_value(scope, info, route))
             info.variant = variant
             info.extra_headers.append((b"x-litegate-variant", variant.name.encode()))
-            bind_contextvars(variant=variant.name)
         await self.app(scope, receive, send)

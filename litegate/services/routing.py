@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from litegate.db.models import Quota, Route, RouteVariant, Upstream
+from litegate.db.models import Quota, Route, RouteVariant, Upstream, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import bump_config_version, record_audit
 from litegate.services.schema import (
@@ -213,6 +213,11 @@ async def upsert_route(
         await session.flush()
     after = route_dict(r, await route_quotas(session, r.id))
     if before != after:
+        if before is not None:
+            # Variant/quota-only edits must still bump the route's row_version, so a
+            # concurrent editor holding the old version is refused instead of overwriting.
+            r.updated_at = utcnow()
+            await session.flush()
         await record_audit(
             session,
             actor=actor,

@@ -133,3 +133,32 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+def test_log_lines_inside_a_request_carry_its_context():
+    import asyncio
+
+    import structlog
+    from structlog.testing import capture_logs
+
+    from litegate.context import RequestInfo, current_request
+    from litegate.logging import add_request_context
+    from litegate.snapshot import KeySpec, Snapshot
+
+    async def handler(n: int) -> None:
+        info = RequestInfo(f"req-{n}", 0.0, Snapshot())
+        info.key = KeySpec(id=n, name="k", routes=None, is_admin=False, expires_at=None)
+        info.route_name = f"route-{n}"
+        current_request.set(info)
+        await asyncio.sleep(0.01)
+        structlog.get_logger().warning("inside")
+
+    async def main() -> None:
+        await asyncio.gather(*(handler(n) for n in range(3)))
+
+    with capture_logs(processors=[add_request_context]) as logs:
+        asyncio.run(main())
+    by_id = {e["request_id"]: e for e in logs}
+    assert set(by_id) == {"req-0", "req-1", "req-2"}
+    for n in range(3):
+        assert by_id[f"req-{n}"]["key_id"] == n and by_id[f"req-{n}"]["route"] == f"route-{n}"
