@@ -24,8 +24,11 @@ d. ``handwritten``  what users write otherwise: a minimal Litestar app under the
                     uvicorn (uvloop + httptools) whose sync handler (thread pool) parses
                     the JSON and calls ``session.run`` per request.
 
-Concurrency 1, 16 and 64 (``wrk -c``). Reports rows/s, p50, p99, the providers really in
+Concurrency 1, 16 and 64 (``wrk -c``). All servers run side by side and the cells are
+measured in ``--rounds`` interleaved rounds (who goes first rotates), reporting medians,
+because the benchmark machine is shared. Reports rows/s, p50, p99, the providers really in
 use, and the ratios the issue sets as targets. Raw output goes to ``bench/.work/``.
+``--compare-executors`` also runs the batcher in-process on a thread pool vs a process pool.
 """
 
 from __future__ import annotations
@@ -106,28 +109,31 @@ def providers_for(setting: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- (a) raw
 
-def run_raw(model: Path, setting: str, seconds: float) -> dict:
+def raw_session(model: Path, setting: str):
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(model), providers=providers_for(setting))
-    rows = {}
-    for bs in (1, 8, 32, 64, 128):
-        x = np.random.default_rng(bs).standard_normal((bs, IN_DIM)).astype(np.float32)
-        for _ in range(5):
-            session.run(None, {"x": x})
-        n, lat, t0 = 0, [], time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
-            t = time.perf_counter()
-            session.run(None, {"x": x})
-            lat.append(time.perf_counter() - t)
-            n += bs
-        rows[bs] = {"rows_s": n / (time.perf_counter() - t0),
-                    "p50_ms": float(np.percentile(lat, 50) * 1e3),
-                    "p99_ms": float(np.percentile(lat, 99) * 1e3)}
-        log(f"raw batch {bs}: {rows[bs]['rows_s']:.0f} rows/s")
-    best = max(rows, key=lambda b: rows[b]["rows_s"])
-    return {"by_batch": rows, "best_batch": best, "rows_s": rows[best]["rows_s"],
-            "providers": session.get_providers()}
+    return ort.InferenceSession(str(model), providers=providers_for(setting))
+
+
+def raw_cell(session, bs: int, seconds: float) -> dict:
+    x = np.random.default_rng(bs).standard_normal((bs, IN_DIM)).astype(np.float32)
+    for _ in range(3):
+        session.run(None, {"x": x})
+    n, lat, t0 = 0, [], time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        t = time.perf_counter()
+        session.run(None, {"x": x})
+        lat.append(time.perf_counter() - t)
+        n += bs
+    return {"rows_s": n / (time.perf_counter() - t0),
+            "p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p99_ms": float(np.percentile(lat, 99) * 1e3)}
+
+
+def best_batch(session, seconds: float) -> int:
+    rates = {bs: raw_cell(session, bs, seconds)["rows_s"] for bs in (8, 32, 64, 128)}
+    log(f"raw batch sizes: { {k: round(v) for k, v in rates.items()} }")
+    return max(rates, key=rates.__getitem__)
 
 
 # ----------------------------------------------------------------------------- executors
@@ -149,7 +155,7 @@ def _proc_run(inputs: dict) -> dict:
     return {"y": y}
 
 
-def compare_executors(model: Path, seconds: float, clients: int = 64) -> dict:
+def compare_executors(model: Path, seconds: float, rounds: int = 3, clients: int = 64) -> dict:
     """The batcher on a thread pool vs a process pool, in-process, no HTTP."""
     import asyncio
     from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -171,26 +177,28 @@ def compare_executors(model: Path, seconds: float, clients: int = 64) -> dict:
         await asyncio.gather(*(client() for _ in range(clients)))
         return done / (time.perf_counter() - t0)
 
-    results = {}
+    results: dict[str, list[float]] = {}
     configs = [("threads: 1 batch at a time, ORT 2 intra-op threads", "thread", 1, 2),
                ("threads: 2 batches at a time, ORT 1 intra-op thread", "thread", 2, 1),
                ("processes: 2 workers, ORT 1 intra-op thread each", "process", 2, 1)]
-    for label, kind, concurrency, intra in configs:
-        if kind == "thread":
-            _proc_init(str(model), intra)
-            executor = ThreadPoolExecutor(max_workers=concurrency)
-        else:
-            executor = ProcessPoolExecutor(max_workers=concurrency, initializer=_proc_init,
-                                           initargs=(str(model), intra))
-            list(executor.map(time.sleep, [0.5] * concurrency))  # start and load the workers
-        batcher = AdaptiveBatcher(_proc_run, executor=executor, max_batch_size=64,
-                                  max_delay_s=0.002, max_queue=4096, concurrency=concurrency)
-        asyncio.run(drive(batcher))  # warm-up
-        batcher = AdaptiveBatcher(_proc_run, executor=executor, max_batch_size=64,
-                                  max_delay_s=0.002, max_queue=4096, concurrency=concurrency)
-        results[label] = asyncio.run(drive(batcher))
-        executor.shutdown(wait=True)
-        log(f"{label}: {results[label]:.0f} rows/s")
+    for _ in range(rounds):
+        for label, kind, concurrency, intra in configs:
+            if kind == "thread":
+                _proc_init(str(model), intra)
+                executor = ThreadPoolExecutor(max_workers=concurrency)
+            else:
+                executor = ProcessPoolExecutor(max_workers=concurrency, initializer=_proc_init,
+                                               initargs=(str(model), intra))
+                list(executor.map(time.sleep, [0.5] * concurrency))  # start, load the model
+            for measured in (False, True):  # warm-up, then the measured run
+                batcher = AdaptiveBatcher(_proc_run, executor=executor, max_batch_size=64,
+                                          max_delay_s=0.002, max_queue=4096,
+                                          concurrency=concurrency)
+                rate = asyncio.run(drive(batcher))
+            results.setdefault(label, []).append(rate)
+            executor.shutdown(wait=True)
+            log(f"{label}: {rate:.0f} rows/s")
+    return {k: float(np.median(v)) for k, v in results.items()}
     return results
 
 
@@ -323,16 +331,6 @@ def run_wrk(port: int, path: str, key: str, conns: int, seconds: int, tag: str) 
     return r
 
 
-def measure(port: int, path: str, key: str, seconds: int, tag: str) -> dict:
-    run_wrk(port, path, key, 16, 2, f"{tag}-warm")
-    results = {}
-    for c in CONCURRENCY:
-        results[c] = run_wrk(port, path, key, c, seconds, f"{tag}-c{c}")
-        log(f"{tag} c={c}: {results[c]['rows_s']:.0f} rows/s p50 {results[c]['p50_ms']:.2f} ms "
-            f"p99 {results[c]['p99_ms']:.2f} ms non2xx {results[c]['non2xx']}")
-    return results
-
-
 def cli(home: Path, env: dict[str, str], *argv: str) -> str:
     out = subprocess.run([*LITEGATE, "--home", str(home), *argv],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -341,8 +339,8 @@ def cli(home: Path, env: dict[str, str], *argv: str) -> str:
     return out.stdout
 
 
-def run_litegate(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path,
-                 options: list[str] = ()) -> dict:
+def start_litegate(procs: Procs, model: Path, setting: str, workdir: Path,
+                   options: list[str]) -> dict:
     home = workdir / "home"
     env = {**os.environ, "LITEGATE_PROVIDERS": setting, "LITEGATE_ACCESS_LOG": "0",
            "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
@@ -353,29 +351,27 @@ def run_litegate(procs: Procs, model: Path, setting: str, seconds: int, workdir:
         *extra)
     key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
     port = free_port()
-    proc = procs.spawn([*LITEGATE, "--home", str(home), "serve",
-                        "--port", str(port)], workdir / "litegate.log", env)
+    proc = procs.spawn([*LITEGATE, "--home", str(home), "serve", "--port", str(port)],
+                       workdir / "litegate.log", env)
     ready = json.loads(wait_for(port, "/readyz", proc))
-    providers = {name: m["loaded"] for name, m in ready.get("models", {}).get("models", {}).items()}
-    out = {"providers": providers,
-           "batched": measure(port, "/v2/models/mlp/infer", key, seconds, "litegate"),
-           "unbatched": measure(port, "/v2/models/mlp_nobatch/infer", key, seconds,
-                                "litegate-nb")}
-    status, metrics = http(port, "GET", "/metrics")
-    text = metrics.decode()
-    for model_name in ("mlp", "mlp_nobatch"):
-        req = re.search(rf'litegate_model_requests_total{{model="{model_name}",version="1"}} (\S+)',
+    providers = {name: {v: d["providers"] for v, d in m["loaded"].items()}
+                 for name, m in ready.get("models", {}).get("models", {}).items()}
+    return {"port": port, "key": key, "providers": providers}
+
+
+def mean_batches(port: int) -> dict[str, float]:
+    _, metrics = http(port, "GET", "/metrics")
+    text, out = metrics.decode(), {}
+    for name in ("mlp", "mlp_nobatch"):
+        req = re.search(rf'litegate_model_requests_total{{model="{name}",version="1"}} (\S+)', text)
+        exe = re.search(rf'litegate_model_executions_total{{model="{name}",version="1"}} (\S+)',
                         text)
-        exe = re.search(
-            rf'litegate_model_executions_total{{model="{model_name}",version="1"}} (\S+)', text)
         if req and exe and float(exe.group(1)):
-            out[f"{model_name}_mean_batch"] = float(req.group(1)) / float(exe.group(1))
-    procs.stop_all()
+            out[name] = float(req.group(1)) / float(exe.group(1))
     return out
 
 
-def run_handwritten(procs: Procs, model: Path, setting: str, seconds: int, workdir: Path
-                    ) -> dict:
+def start_handwritten(procs: Procs, model: Path, setting: str, workdir: Path) -> int:
     port = free_port()
     proc = procs.spawn([sys.executable, str(Path(__file__).resolve()), "--serve-handwritten",
                         str(port), "--model", str(model), "--providers", setting],
@@ -383,32 +379,35 @@ def run_handwritten(procs: Procs, model: Path, setting: str, seconds: int, workd
     body = request_bodies(1)[0].encode()
     wait_for(port, "/v2/models/mlp/infer", proc, method="POST", body=body,
              headers={"Content-Type": "application/json"})
-    result = measure(port, "/v2/models/mlp/infer", "none", seconds, "handwritten")
-    procs.stop_all()
-    return result
+    return port
+
+
+def median_cells(cells: list[dict]) -> dict:
+    return {k: float(np.median([c[k] for c in cells])) for k in cells[0]}
 
 
 # ----------------------------------------------------------------------------- report
 
-def report(args: argparse.Namespace, raw: dict, lg: dict, hw: dict) -> str:
-    b, c = lg["batched"], lg["unbatched"]
-    ceiling = raw["rows_s"]
+def report(args: argparse.Namespace, med: dict, best: int, raw_providers: list[str],
+           providers: dict, batches: dict) -> str:
+    ceiling = med["a"]["rows_s"]
     lines = [
-        f"## ONNX inference ({args.providers}) — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"### ONNX inference ({args.providers}) — "
+        f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/inference.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
-        f" load before/after: {args.load_before} / {os.getloadavg()[0]:.2f}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, 1-min load before/after: {args.load_before} / "
+        f"{os.getloadavg()[0]:.2f}  ",
         f"Model: MLP {IN_DIM}→{args.layers}×{HIDDEN}→{OUT_DIM} FP32, 1 row per request, v2 JSON "
-        f"bodies, `wrk` {args.seconds}s per cell (after a 2s warm-up).  ",
-        f"Providers in use: raw {raw['providers']}; litegate "
-        f"{ {k: {v: d['providers'] for v, d in m.items()} for k, m in lg['providers'].items()} }  ",
-        f"(a) raw ceiling: {ceiling:.0f} rows/s at batch {raw['best_batch']} "
-        f"(batch 1: {raw['by_batch'][1]['rows_s']:.0f} rows/s, "
-        f"p50 {raw['by_batch'][1]['p50_ms']:.2f} ms).  ",
-        f"Mean batch size seen by litegate (requests / executions): "
-        f"{lg.get('mlp_mean_batch', float('nan')):.1f} batched, "
-        f"{lg.get('mlp_nobatch_mean_batch', float('nan')):.1f} unbatched.",
+        f"bodies, `wrk` {args.seconds}s per cell; {args.rounds} interleaved rounds, medians "
+        "shown.  ",
+        f"Providers in use: raw {raw_providers}; litegate {providers}  ",
+        f"(a) raw ceiling: {ceiling:.0f} rows/s at batch {best} (batch 1: "
+        f"{med['a1']['rows_s']:.0f} rows/s, p50 {med['a1']['p50_ms']:.2f} ms).  ",
+        "Mean batch size seen by litegate (requests / executions, whole run): "
+        f"{batches.get('mlp', float('nan')):.1f} batched, "
+        f"{batches.get('mlp_nobatch', float('nan')):.1f} unbatched.",
         "",
         "| concurrency | (b) litegate batched rows/s | p50 ms | p99 ms | (c) litegate no batching"
         " rows/s | p50 ms | p99 ms | (d) hand-written rows/s | p50 ms | p99 ms | (b)/(a) | (b)/(c)"
@@ -416,15 +415,16 @@ def report(args: argparse.Namespace, raw: dict, lg: dict, hw: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for k in CONCURRENCY:
+        b, c, d = med[f"b{k}"], med[f"c{k}"], med[f"d{k}"]
         lines.append(
-            f"| {k} | {b[k]['rows_s']:.0f} | {b[k]['p50_ms']:.2f} | {b[k]['p99_ms']:.2f} "
-            f"| {c[k]['rows_s']:.0f} | {c[k]['p50_ms']:.2f} | {c[k]['p99_ms']:.2f} "
-            f"| {hw[k]['rows_s']:.0f} | {hw[k]['p50_ms']:.2f} | {hw[k]['p99_ms']:.2f} "
-            f"| {b[k]['rows_s'] / ceiling:.2f} | {b[k]['rows_s'] / max(c[k]['rows_s'], 1e-9):.2f}"
-            f" | {b[k]['rows_s'] / max(hw[k]['rows_s'], 1e-9):.2f} |")
-    bad = {name: sum(r[k]["non2xx"] for k in CONCURRENCY)
-           for name, r in (("litegate", b), ("litegate-nb", c), ("handwritten", hw))}
-    lines += ["", f"Non-2xx responses: {bad}.", ""]
+            f"| {k} | {b['rows_s']:.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} "
+            f"| {c['rows_s']:.0f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} "
+            f"| {d['rows_s']:.0f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} "
+            f"| {b['rows_s'] / ceiling:.2f} | {b['rows_s'] / max(c['rows_s'], 1e-9):.2f}"
+            f" | {b['rows_s'] / max(d['rows_s'], 1e-9):.2f} |")
+    bad = {name: sum(med[f"{key}{k}"]["non2xx"] for k in CONCURRENCY)
+           for name, key in (("litegate", "b"), ("litegate-nb", "c"), ("handwritten", "d"))}
+    lines += ["", f"Non-2xx responses (median per cell, summed): {bad}.", ""]
     return "\n".join(lines)
 
 
@@ -434,11 +434,11 @@ def main() -> int:
     parser.add_argument("--providers", default="cpu", help="auto | cpu | cuda,cpu ...")
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=HIDDEN)
-    parser.add_argument("--seconds", type=int, default=8, help="wrk duration per cell")
+    parser.add_argument("--seconds", type=int, default=5, help="wrk duration per cell")
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
-    parser.add_argument("--targets", default="raw,litegate,handwritten",
-                        help="subset for quick experiments (the table needs all three)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds (medians are reported; the machine is shared)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="serving option for litegate's models (litegate models add --option)")
     parser.add_argument("--compare-executors", action="store_true",
@@ -453,39 +453,54 @@ def main() -> int:
     args.load_before = f"{os.getloadavg()[0]:.2f}"
     globals()["HIDDEN"] = args.hidden
     procs = Procs()
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="litegate-bench-") as tmp:
         workdir = Path(tmp)
         model = build_mlp(workdir / "mlp.onnx", args.layers)
-        targets = set(args.targets.split(","))
-        raw: dict = {}
-        lg: dict = {}
-        hw: dict = {}
         try:
-            if "raw" in targets:
-                raw = run_raw(model, args.providers, args.raw_seconds)
-            if "litegate" in targets:
-                lg = run_litegate(procs, model, args.providers, args.seconds, workdir,
-                                  args.option)
-            if "handwritten" in targets:
-                hw = run_handwritten(procs, model, args.providers, args.seconds, workdir)
-            executors = (compare_executors(model, args.raw_seconds * 2)
+            session = raw_session(model, args.providers)
+            best = best_batch(session, 1.0)
+            lg = start_litegate(procs, model, args.providers, workdir, args.option)
+            hw_port = start_handwritten(procs, model, args.providers, workdir)
+            targets = {
+                "b": (lg["port"], "/v2/models/mlp/infer", lg["key"]),
+                "c": (lg["port"], "/v2/models/mlp_nobatch/infer", lg["key"]),
+                "d": (hw_port, "/v2/models/mlp/infer", "none"),
+            }
+            for name, (port, path, key) in targets.items():
+                run_wrk(port, path, key, 16, 2, f"{name}-warm")
+            order = list(targets)
+            for r in range(args.rounds):
+                cells: dict = {"a1": raw_cell(session, 1, args.raw_seconds),
+                               "a": raw_cell(session, best, args.raw_seconds)}
+                for c in CONCURRENCY:
+                    for name in order:
+                        port, path, key = targets[name]
+                        cells[f"{name}{c}"] = run_wrk(port, path, key, c, args.seconds,
+                                                      f"r{r}-{name}-c{c}")
+                        log(f"round {r} ({name}) c={c}: {cells[f'{name}{c}']['rows_s']:.0f} rows/s"
+                            f" p50 {cells[f'{name}{c}']['p50_ms']:.2f} ms")
+                order = order[1:] + order[:1]  # rotate who goes first
+                rounds.append(cells)
+            batches = mean_batches(lg["port"])
+            procs.stop_all()
+            executors = (compare_executors(model, args.raw_seconds * 2, args.rounds)
                          if args.compare_executors else {})
         finally:
             procs.stop_all()
             for name in ("litegate.log", "handwritten.log"):
                 if (workdir / name).exists():
                     (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
-    if not (raw and lg and hw):
-        print(json.dumps({"raw": raw, "litegate": lg, "handwritten": hw}, indent=2, default=str))
-        return 0
-    table = report(args, raw, lg, hw)
+    med = {k: median_cells([r[k] for r in rounds]) for k in rounds[0]}
+    (WORK / "inference.json").write_text(json.dumps(
+        {"rounds": rounds, "median": med, "best_batch": best, "providers": lg["providers"],
+         "raw_providers": session.get_providers(), "mean_batch": batches,
+         "executors": executors}, indent=2, default=str))
+    table = report(args, med, best, session.get_providers(), lg["providers"], batches)
     if executors:
         table += ("\nBatcher executor, in-process, 64 concurrent 1-row clients, no HTTP "
-                  "(rows/s):\n\n" + "\n".join(f"- {k}: {v:.0f}" for k, v in executors.items())
+                  "(rows/s, median of the rounds):\n\n" + "\n".join(f"- {k}: {v:.0f}" for k, v in executors.items())
                   + "\n")
-    (WORK / "inference.json").write_text(json.dumps(
-        {"raw": raw, "litegate": lg, "handwritten": hw, "executors": executors}, indent=2,
-        default=str))
     print(table)
     if args.write:
         with open(RESULTS, "a") as fh:
