@@ -384,7 +384,8 @@ def litegate_cmd() -> list[str]:
     return [sys.executable, "-m", "litegate.cli"]
 
 
-def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
+def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool = False) -> Target:
+    """``nolimits`` (profiling only): no limit on the key or the route."""
     home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
     env = dict(os.environ)
     env["LITEGATE_HOME"] = str(home)
@@ -400,7 +401,7 @@ def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
         f"  - name: {ROUTE}\n"
         f"    variants: [{{upstream: mock, model: {UPSTREAM_MODEL}, weight: 100}}]\n"
         "    sticky: none\n"
-        '    limits: ["1000000/minute"]\n'
+        + ("" if nolimits else '    limits: ["1000000/minute"]\n')
     )
 
     def with_home(sub: list[str]) -> list[str]:
@@ -416,7 +417,8 @@ def setup_litegate(workdir: Path, mock_port: int, port: int) -> Target:
         return out.stdout
 
     run(with_home(["config", "apply"]) + [str(cfg)])
-    stdout = run(with_home(["keys", "create"]) + ["--name", "bench", "--limit", "1000000/minute", "--json"])
+    limit = [] if nolimits else ["--limit", "1000000/minute"]
+    stdout = run(with_home(["keys", "create"]) + ["--name", "bench", *limit, "--json"])
     m = re.search(r"\{.*\}", stdout, re.S)
     if not m:
         raise RuntimeError(f"litegate keys create --json printed no JSON: {stdout[-300:]}")
