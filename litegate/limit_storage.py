@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from math import floor
+from math import floor, inf
 
 from limits.aio.storage import MovingWindowSupport, SlidingWindowCounterSupport, Storage
 from limits.storage.base import TimestampedSlidingWindow
@@ -152,3 +152,42 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
         previous_ttl = 0.0 if previous == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
         current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
         return previous, previous_ttl, current, current_ttl
+
+    # -- synchronous fast path used by litegate.limiting.Limiter ---------------
+
+    def hit_now(self, strategy: str, key: str, amount: int, expiry: int) -> tuple[bool, int, float]:
+        """Count one hit and return ``(allowed, remaining, reset_at)`` in one step,
+        with the same semantics as limits' strategy of that name."""
+        now = time.time()
+        self._tick(now)
+        if strategy == "moving-window":
+            events = self._window(key, expiry, now)
+            allowed = len(events) < amount
+            if allowed:
+                events.append(now)
+            start = events[0] if events else now
+            return allowed, max(amount - len(events), 0), start + expiry
+        if strategy == "fixed-window":
+            c = self._counters.get(key)
+            if c is None or c[1] <= now:
+                c = self._counters[key] = [0, now + expiry]
+            c[0] += 1
+            return c[0] <= amount, max(amount - int(c[0]), 0), c[1]
+        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        previous, previous_ttl, current, current_ttl = self._sliding_info(
+            previous_key, current_key, expiry, now
+        )
+        allowed = floor(previous * previous_ttl / expiry + current) + 1 <= amount
+        if allowed:
+            c = self._counters.get(current_key)
+            if c is None or c[1] <= now:
+                c = self._counters[current_key] = [0, now + 2 * expiry]
+            c[0] += 1
+            current += 1
+        remaining = max(0, amount - floor(previous * previous_ttl / expiry + current))
+        reset_in = inf
+        if previous:
+            reset_in = previous_ttl % (expiry / previous)
+        if current:
+            reset_in = min(reset_in, current_ttl % expiry)
+        return allowed, remaining, now + (0.0 if reset_in == inf else reset_in)

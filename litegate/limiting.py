@@ -14,7 +14,7 @@ from limits import RateLimitItem
 from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
-import litegate.limit_storage  # noqa: F401  (registers the async+local:// scheme)
+from litegate.limit_storage import LocalStorage  # also registers async+local://
 
 from litegate.errors import RateLimited, ServiceUnavailable
 from litegate.snapshot import KeySpec, RouteSpec
@@ -28,6 +28,12 @@ NAMESPACE = "litegate"
 class Check:
     item: RateLimitItem
     ids: tuple[str, ...]
+    key: str
+    """``item.key_for(*ids)``, computed once: the storage key of this limit."""
+
+
+def _check(item: RateLimitItem, *ids: str) -> Check:
+    return Check(item, ids, item.key_for(*ids))
 
 
 def storage_uri(redis_url: str | None) -> str:
@@ -45,47 +51,51 @@ class Limiter:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown limit strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
         self.storage = storage_from_string(storage)
+        self.strategy = strategy
         self.requests: RateLimiter = STRATEGIES[strategy](self.storage)
+        # In-process storage: count synchronously, skipping the async strategy layers.
+        self.local = self.storage if isinstance(self.storage, LocalStorage) else None
+        self._checks: dict[tuple[object, ...], list[Check]] = {}
+        self._checks_version = -1
         # Token usage is known only after the response and must always be counted,
         # even past the limit: a fixed window's counter increments unconditionally.
         self.tokens = FixedWindowRateLimiter(self.storage)
         self.fail_open = fail_open
         self._degraded_since: float | None = None
 
-    @staticmethod
-    def request_checks(
-        key: KeySpec, route_name: str | None, route: RouteSpec | None, *, key_limits: bool = True
+    def checks(
+        self,
+        kind: str,
+        version: int,
+        key: KeySpec,
+        route_name: str | None,
+        route: RouteSpec | None,
+        *,
+        key_limits: bool = True,
     ) -> list[Check]:
+        """The limits that apply, ``kind`` ``req`` or ``tok``; cached per config version."""
+        if version != self._checks_version:
+            self._checks.clear()
+            self._checks_version = version
+        cache_key = (kind, key.id, route_name, key_limits)
+        cached = self._checks.get(cache_key)
+        if cached is not None:
+            return cached
+        tokens = kind == "tok"
         kid = str(key.id)
-        checks = (
-            [Check(item, (NAMESPACE, "req", kid, "*")) for item in key.limits] if key_limits else []
-        )
+        checks = []
+        if key_limits:
+            items = key.token_limits if tokens else key.limits
+            checks += [_check(item, NAMESPACE, kind, kid, "*") for item in items]
         if route_name is not None:
             if route is not None:
-                checks += [Check(i, (NAMESPACE, "req", kid, route_name)) for i in route.limits]
-            checks += [
-                Check(i, (NAMESPACE, "req", kid, route_name, "k"))
-                for i in key.route_limits.get(route_name, ())
-            ]
-        return checks
-
-    @staticmethod
-    def token_checks(
-        key: KeySpec, route_name: str | None, route: RouteSpec | None, *, key_limits: bool = True
-    ) -> list[Check]:
-        kid = str(key.id)
-        checks = (
-            [Check(item, (NAMESPACE, "tok", kid, "*")) for item in key.token_limits]
-            if key_limits
-            else []
-        )
-        if route_name is not None:
-            if route is not None:
-                checks += [Check(i, (NAMESPACE, "tok", kid, route_name)) for i in route.token_limits]
-            checks += [
-                Check(i, (NAMESPACE, "tok", kid, route_name, "k"))
-                for i in key.route_token_limits.get(route_name, ())
-            ]
+                items = route.token_limits if tokens else route.limits
+                checks += [_check(i, NAMESPACE, kind, kid, route_name) for i in items]
+            per_key = key.route_token_limits if tokens else key.route_limits
+            checks += [_check(i, NAMESPACE, kind, kid, route_name, "k") for i in per_key.get(route_name, ())]
+        if len(self._checks) > 100_000:  # bound memory under key churn
+            self._checks.clear()
+        self._checks[cache_key] = checks
         return checks
 
     def _storage_failed(self, exc: Exception) -> None:
@@ -104,6 +114,8 @@ class Limiter:
 
     async def hit(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
         """Count one request against every check; return the X-RateLimit-* headers."""
+        if self.local is not None:
+            return self._hit_local(checks)
         tightest: tuple[int, int, RateLimitItem] | None = None
         try:
             for check in checks:
@@ -136,6 +148,35 @@ class Limiter:
             (b"x-ratelimit-limit", str(item.amount).encode()),
             (b"x-ratelimit-remaining", str(max(remaining, 0)).encode()),
             (b"x-ratelimit-reset", str(reset).encode()),
+        ]
+
+    def _hit_local(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
+        assert self.local is not None
+        tightest: tuple[int, float, RateLimitItem] | None = None
+        for check in checks:
+            item = check.item
+            allowed, remaining, reset = self.local.hit_now(
+                self.strategy, check.key, item.amount, item.get_expiry()
+            )
+            if not allowed:
+                raise RateLimited(
+                    f"Rate limit exceeded: {item}",
+                    headers={
+                        "Retry-After": str(max(1, int(reset - time.time() + 0.999))),
+                        "X-RateLimit-Limit": str(item.amount),
+                        "X-RateLimit-Remaining": "0",
+                        "X-RateLimit-Reset": str(int(reset)),
+                    },
+                )
+            if tightest is None or remaining < tightest[0]:
+                tightest = (remaining, reset, item)
+        if tightest is None:
+            return []
+        remaining, reset, item = tightest
+        return [
+            (b"x-ratelimit-limit", str(item.amount).encode()),
+            (b"x-ratelimit-remaining", str(remaining).encode()),
+            (b"x-ratelimit-reset", str(int(reset)).encode()),
         ]
 
     async def check_tokens(self, checks: list[Check]) -> None:

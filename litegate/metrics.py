@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -51,3 +53,32 @@ class Metrics:
         self.config_version = Gauge(
             "litegate_config_version", "Configuration version in use", registry=r
         )
+        # labels() takes a lock and builds a tuple per call; children are reused.
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._cache_children: dict[tuple[str, str], Any] = {}
+
+    def observe_request(
+        self, route: str, variant: str, status: int, elapsed_s: float, overhead_s: float,
+        cache: str | None,
+        tokens: int = 0,
+    ) -> None:
+        key = (route, variant, str(status))
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 50_000:  # bounded even if label values churn
+                self._children.clear()
+            children = self._children[key] = (
+                self.requests.labels(*key),
+                self.latency.labels(route, variant),
+                self.tokens.labels(route, variant),
+            )
+        children[0].inc()
+        children[1].observe(elapsed_s)
+        if tokens:
+            children[2].inc(tokens)
+        self.overhead.observe(overhead_s)
+        if cache is not None:
+            child = self._cache_children.get((route, cache))
+            if child is None:
+                child = self._cache_children[(route, cache)] = self.cache.labels(route, cache)
+            child.inc()

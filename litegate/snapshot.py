@@ -259,10 +259,13 @@ class SnapshotStore:
 
     async def check(self) -> bool:
         """Rebuild if the stored version differs; True when a new snapshot was installed."""
+        # The frequent check is one Core SELECT on a pooled connection (no ORM session).
+        engine = self._sessionmaker.kw["bind"]
+        async with engine.connect() as conn:
+            version = await current_config_version(conn)
+        if version == self.current.version and self.db_ok:
+            return False
         async with self._sessionmaker() as session:
-            version = await current_config_version(session)
-            if version == self.current.version and self.db_ok:
-                return False
             snap = await build_snapshot(session)
         self._swap(snap)
         return True

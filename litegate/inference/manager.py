@@ -223,11 +223,31 @@ class ModelManager:
                                    if self._loading.get(k) is t else None)
         return await asyncio.shield(task)
 
-    def _load_sync(self, spec: Any, vspec: Any) -> Any:
+    def _plan(self, spec: Any, vspec: Any) -> tuple[int, dict[str, Any]]:
+        """How many batches may run at once, and the session options that go with it.
+
+        Batched models default to 2 concurrent runs (one computes while the next batch is
+        merged and the previous one split); unbatched ones to one run per executor thread.
+        Unless threads are configured, each run gets ``cpus // instances`` intra-op
+        threads, so concurrent runs do not oversubscribe the cores. (Measured on 2 cores,
+        see bench/RESULTS.md: 2 runs x 1 thread beat 1 run x 2 threads by ~30%.)
+        """
+        options = dict(getattr(spec, "options", None) or {})
+        signature = Signature.from_dict(vspec.signature or {})
+        batching = int(spec.max_batch_size or 1) > 1 and (
+            signature.batchable or not signature.inputs)
+        cpus = os.cpu_count() or 2
+        workers = self._executor._max_workers
+        instances = int(options.get("instances") or (min(2, workers) if batching else workers))
+        if not options.get("intra_op_threads") and not getattr(
+                self.settings, "intra_op_threads", 0):
+            options["intra_op_threads"] = max(1, cpus // instances)
+        return instances, options
+
+    def _load_sync(self, spec: Any, vspec: Any, options: dict[str, Any]) -> Any:
         from litegate.inference.session import warm_up
 
         self.load_count += 1
-        options = dict(getattr(spec, "options", None) or {})
         loaded = self._loader(Path(vspec.path), self.settings, name=spec.name,
                               version=str(vspec.version), options=options)
         warm_up(loaded, runs=int(options.get("warmup_runs", 2)))
@@ -236,9 +256,10 @@ class ModelManager:
     async def _load(self, spec: Any, vspec: Any) -> _Entry:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        loaded = await loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec)
+        instances, options = self._plan(spec, vspec)
+        loaded = await loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec,
+                                            options)
         key = (spec.name, str(vspec.version))
-        options = dict(getattr(spec, "options", None) or {})
         batching = int(spec.max_batch_size or 1) > 1 and loaded.signature.batchable
         batcher = AdaptiveBatcher(
             loaded.run,
@@ -246,7 +267,7 @@ class ModelManager:
             max_batch_size=int(spec.max_batch_size or 1) if batching else 1,
             max_delay_s=float(spec.max_queue_delay_ms or 0) / 1000.0,
             max_queue=int(options.get("max_queue") or getattr(self.settings, "max_queue", 256)),
-            concurrency=int(options.get("instances") or (1 if batching else self._executor._max_workers)),
+            concurrency=instances,
             observer=self.metrics.observer(*key),
             name=spec.name,
         )

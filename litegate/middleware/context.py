@@ -21,11 +21,12 @@ from litegate.context import (
     current_request,
 )
 from litegate.errors import LitegateError, send_error
+from litegate.logging import access_logger
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway
 
-log = structlog.get_logger("litegate.access")
+log = structlog.get_logger("litegate.request")
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 # Unique per process without a syscall per request (os.urandom is slow on some VMs).
 _ID_PREFIX = os.urandom(4).hex()
@@ -36,7 +37,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
         self.app = app
         self.gateway = gateway
-        self.access_log = gateway.settings.access_log
+        self.access_log = access_logger() if gateway.settings.access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,17 +84,18 @@ class RequestContextMiddleware:
                     path=scope["path"],
                 )
         finally:
-            if self.access_log:
-                log.info(
-                    "request",
-                    method=scope["method"],
-                    path=scope["path"],
-                    status=info.status,
-                    route=info.route_name,
-                    variant=info.variant.name if info.variant else None,
-                    key_id=info.key.id if info.key else None,
-                    cache=info.cache,
-                    latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
-                    upstream_ms=round(info.upstream_s * 1000.0, 3),
-                    tokens=info.tokens or None,
+            if self.access_log is not None:
+                self.access_log(
+                    {
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": info.status,
+                        "route": info.route_name,
+                        "variant": info.variant.name if info.variant else None,
+                        "key_id": info.key.id if info.key else None,
+                        "cache": info.cache,
+                        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
+                        "upstream_ms": round(info.upstream_s * 1000.0, 3),
+                        "tokens": info.tokens or None,
+                    }
                 )

@@ -30,10 +30,13 @@ class RateLimitMiddleware:
             return
         receive = await resolve_route(scope, receive, info, self.max_body)
         key, route_name, route = info.key, info.route_name, info.route
-        checks = self.limiter.request_checks(key, route_name, route, key_limits=self.key_limits)
+        version = info.snapshot.version
+        checks = self.limiter.checks("req", version, key, route_name, route, key_limits=self.key_limits)
         if checks:
             info.extra_headers.extend(await self.limiter.hit(checks))
-        token_checks = self.limiter.token_checks(key, route_name, route, key_limits=self.key_limits)
+        token_checks = self.limiter.checks(
+            "tok", version, key, route_name, route, key_limits=self.key_limits
+        )
         if not token_checks:
             await self.app(scope, receive, send)
             return

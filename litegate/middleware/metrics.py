@@ -40,15 +40,12 @@ class MetricsMiddleware:
             variant = info.variant.name if info.variant else "-"
             status = info.status or raised
             elapsed = time.perf_counter() - info.started
-            m.requests.labels(route, variant, str(status)).inc()
-            m.latency.labels(route, variant).observe(elapsed)
-            m.overhead.observe(max(elapsed - info.upstream_s, 0.0))
-            if info.cache is not None:
-                m.cache.labels(route, info.cache).inc()
+            m.observe_request(
+                route, variant, status, elapsed, max(elapsed - info.upstream_s, 0.0), info.cache,
+                info.tokens,
+            )
             if status == 429:
                 m.limited.labels(route).inc()
-            if info.tokens:
-                m.tokens.labels(route, variant).inc(info.tokens)
             if info.stream_error:
                 m.stream_errors.labels(route).inc()
             self.stats.record(info.route_name, info.variant.name if info.variant else None,

@@ -6,7 +6,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from litegate.db.models import AuditEntry, ConfigState, utcnow
 
@@ -60,6 +60,6 @@ async def bump_config_version(session: AsyncSession) -> int:
     return int(version)
 
 
-async def current_config_version(session: AsyncSession) -> int:
+async def current_config_version(session: AsyncSession | AsyncConnection) -> int:
     value = await session.scalar(select(ConfigState.version).where(ConfigState.id == 1))
     return int(value or 0)

@@ -135,3 +135,16 @@ def test_settings_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("LITEGATE_PORT", "eighty")
     with pytest.raises(ValueError, match="LITEGATE_PORT"):
         Settings.load()
+
+
+def test_fast_timestamper_matches_iso_utc():
+    from datetime import datetime
+
+    from litegate.logging import FastTimeStamper
+
+    stamp = FastTimeStamper()
+    for _ in range(3):
+        before = datetime.now(tz=None).timestamp()
+        ts = stamp(None, "info", {})["timestamp"]
+        parsed = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        assert abs(parsed - before) < 0.5 and ts.endswith("Z") and "T" in ts
