@@ -236,6 +236,9 @@ class Result:
     seq_failures: int | None = None
     load_before: str | None = None
     load_after: str | None = None
+    cpu_us_per_req: float | None = None
+    cpu_util: float | None = None
+    rps_rounds: list[int] | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -477,25 +480,48 @@ def setup_litellm(workdir: Path, mock_port: int, port: int, venv: Path, install_
 
 # --------------------------------------------------------------------------- the run
 
-def measure_target(procs: Procs, target: Target, args, mock_port: int, workdir: Path,
-                   res: Result) -> None:
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime+stime of ``pid`` and its descendants, in seconds."""
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        total += (int(fields[11]) + int(fields[12])) / HZ
+    return total
+
+
+@dataclass
+class Running:
+    target: Target
+    proc: subprocess.Popen
+    res: Result
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    rounds: list = field(default_factory=list)
+
+
+def start_target(procs: Procs, target: Target, args, workdir: Path, res: Result) -> subprocess.Popen:
+    """Spawn, time start-to-ready, then idle RSS. The process stays up for the later phases."""
     res.load_before = loadavg()
     log(f"{target.name}: starting `{shlex.join(target.argv)}`")
     t0 = time.perf_counter()
     proc = procs.spawn(target.argv, workdir / f"{target.name}.log", env=target.env, cwd=workdir)
-    try:
-        wait_ready(proc, t0, target, res)
-        log(f"{target.name}: ready in {res.ready_s:.3f}s, first completion {res.first_completion_s:.3f}s")
-        time.sleep(args.settle)
-        res.idle_rss_mb = tree_rss_mb(proc.pid)
-        _load_phase(target, args, mock_port, workdir, res, proc.pid)
-    finally:
-        procs.stop(proc)
-        if proc in procs.procs:
-            procs.procs.remove(proc)
+    wait_ready(proc, t0, target, res)
+    log(f"{target.name}: ready in {res.ready_s:.3f}s, first completion {res.first_completion_s:.3f}s")
+    time.sleep(args.settle)
+    res.idle_rss_mb = tree_rss_mb(proc.pid)
+    return proc
 
 
-def _load_phase(target: Target, args, mock_port: int, workdir: Path, res: Result, pid: int | None) -> None:
+def warm_and_probe(r: Running, args, mock_port: int, workdir: Path) -> None:
+    target, res = r.target, r.res
     if args.warmup > 0:
         log(f"{target.name}: warm-up {args.warmup:.0f}s")
         run_wrk(target.port, target.auth_key, args.warmup, args.connections, args.threads, workdir,
@@ -511,16 +537,37 @@ def _load_phase(target: Target, args, mock_port: int, workdir: Path, res: Result
         res.seq_p50_ms, res.seq_p99_ms = pr["target"]["p50"], pr["target"]["p99"]
         res.added_p50_ms = res.seq_p50_ms - res.seq_mock_p50_ms
         res.added_p99_ms = res.seq_p99_ms - res.seq_mock_p99_ms
-    log(f"{target.name}: wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s")
-    w = run_wrk(target.port, target.auth_key, args.duration, args.connections, args.threads, workdir,
-                target.name)
-    res.rps, res.requests = w["rps"], w["requests"]
-    res.lat_p50_ms, res.lat_p99_ms = w["p50"], w["p99"]
-    res.bad_responses, res.socket_errors = w["non2xx"], w["socket_errors"]
-    if pid is not None:
-        res.load_rss_mb = tree_rss_mb(pid)
+
+
+def load_round(r: Running, args, workdir: Path, i: int) -> None:
+    target = r.target
+    secs = args.duration / args.rounds
+    log(f"{target.name}: round {i + 1}/{args.rounds}: wrk -t{args.threads} -c{args.connections} -d{secs:.0f}s")
+    c0, t0 = tree_cpu_s(r.proc.pid), time.perf_counter()
+    w = run_wrk(target.port, target.auth_key, secs, args.connections, args.threads, workdir,
+                f"{target.name}-r{i + 1}")
+    r.cpu_s += tree_cpu_s(r.proc.pid) - c0
+    r.wall_s += time.perf_counter() - t0
+    r.rounds.append(w)
+
+
+def finish_load(r: Running) -> None:
+    res, rounds = r.res, r.rounds
+    res.requests = sum(w["requests"] or 0 for w in rounds)
+    # RPS over all rounds (each round's requests / its measured duration, summed): wrk's own figure.
+    res.rps = statistics.fmean([w["rps"] for w in rounds]) if rounds else None
+    res.lat_p50_ms = statistics.median([w["p50"] for w in rounds])
+    res.lat_p99_ms = max(w["p99"] for w in rounds)
+    res.rps_rounds = [round(w["rps"]) for w in rounds]
+    res.bad_responses = sum(w["non2xx"] for w in rounds)
+    errs = [w["socket_errors"] for w in rounds if w["socket_errors"]]
+    res.socket_errors = "; ".join(errs) or None
+    res.cpu_us_per_req = r.cpu_s / res.requests * 1e6 if res.requests else None
+    res.cpu_util = r.cpu_s / r.wall_s if r.wall_s else None
+    res.load_rss_mb = tree_rss_mb(r.proc.pid)
     res.load_after = loadavg()
-    log(f"{target.name}: {res.rps:.0f} rps, p50 {res.lat_p50_ms:.2f} ms, p99 {res.lat_p99_ms:.2f} ms, "
+    log(f"{r.target.name}: {res.rps:.0f} rps (rounds {res.rps_rounds}), p50 {res.lat_p50_ms:.2f} ms, "
+        f"p99 {res.lat_p99_ms:.2f} ms, {res.cpu_us_per_req:.0f} us CPU/req, "
         f"added seq p50 {res.added_p50_ms:.3f} ms")
 
 
@@ -536,24 +583,31 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
         "",
         f"Machine: {meta['cpus']} CPUs ({meta['cpu_model']}), {meta['platform']}, Python {meta['python']}, "
         f"{meta['wrk']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
-        f"Load: `wrk -t{args.threads} -c{args.connections} -d{args.duration:.0f}s --latency` POSTing a chat "
-        f"completion with `Authorization: Bearer <key>`, after a {args.warmup:.0f} s warm-up. Sequential: "
+        f"Load: `wrk -t{args.threads} -c{args.connections} --latency` POSTing a chat completion with "
+        f"`Authorization: Bearer <key>`, {args.duration:.0f} s per target"
+        + (f" in {args.rounds} rounds of {args.duration / args.rounds:.0f} s interleaved across the targets "
+           "(all targets stay up, idle, while another is loaded); RPS = mean of the rounds, p50 = median of "
+           "the rounds' p50, p99 = worst round's p99"
+           if args.rounds > 1 else "") + f"; after a {args.warmup:.0f} s warm-up. "
+        "CPU µs/req = the target's process-tree CPU time (utime+stime from /proc) during the load divided by "
+        "the requests served — steadier than RPS when other jobs share the machine. Sequential: "
         f"{args.probe} requests on one keep-alive aiohttp connection, interleaved request-by-request with "
         f"{args.probe} direct-to-mock requests; added = target − mock (same probe). RSS = VmRSS summed over "
         "the process tree. Ready = spawn → first 200 from the ready endpoint (`/readyz`, LiteLLM "
         "`/health/readiness`; ceiling and mock: first completion); 1st completion = spawn → first 200 "
         "completion.",
         "",
-        "| target | RPS | p50 ms | p99 ms | non-2xx | seq p50 ms | seq p99 ms | added p50 ms | added p99 ms "
-        "| idle RSS MiB | RSS after load MiB | ready s | 1st completion s |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| target | RPS | CPU µs/req | p50 ms | p99 ms | non-2xx | seq p50 ms | seq p99 ms | added p50 ms "
+        "| added p99 ms | idle RSS MiB | RSS after load MiB | ready s | 1st completion s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         if r.error:
-            lines.append(f"| {r.label} | failed: {r.error.replace('|', '/')[:200]} |" + " |" * 12)
+            lines.append(f"| {r.label} | failed: {r.error.replace('|', '/')[:200]} |" + " |" * 13)
             continue
         lines.append(
-            f"| {r.label} | {fmt(r.rps, '.0f')} | {fmt(r.lat_p50_ms)} | {fmt(r.lat_p99_ms)} | "
+            f"| {r.label} | {fmt(r.rps, '.0f')} | {fmt(r.cpu_us_per_req, '.0f')} | {fmt(r.lat_p50_ms)} | "
+            f"{fmt(r.lat_p99_ms)} | "
             f"{r.bad_responses if r.bad_responses is not None else '—'} | {fmt(r.seq_p50_ms, '.3f')} | "
             f"{fmt(r.seq_p99_ms, '.3f')} | {fmt(r.added_p50_ms, '.3f')} | {fmt(r.added_p99_ms, '.3f')} | "
             f"{fmt(r.idle_rss_mb, '.1f')} | {fmt(r.load_rss_mb, '.1f')} | {fmt(r.ready_s, '.3f')} | "
@@ -567,6 +621,10 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
         ratio = lg.rps / ce.rps
         checks.append(f"litegate / ceiling RPS = **{ratio:.2f}×** (goal ≥ {GOAL_RPS_VS_CEILING}×: "
                       f"{'met' if ratio >= GOAL_RPS_VS_CEILING else 'MISSED'})")
+    if ce and ce.cpu_us_per_req and lg and lg.cpu_us_per_req:
+        checks.append(f"litegate / ceiling by CPU per request (ceiling µs ÷ litegate µs) = "
+                      f"{ce.cpu_us_per_req / lg.cpu_us_per_req:.2f}× — the RPS ratio litegate would reach "
+                      "with the same CPU; the machine's noise moves it less")
     if ll and ll.rps and lg and lg.rps:
         ratio = lg.rps / ll.rps
         checks.append(f"litegate / LiteLLM RPS = **{ratio:.1f}×** (goal ≥ {GOAL_RPS_VS_LITELLM:.0f}×: "
@@ -598,12 +656,14 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
             notes.append(f"{r.label}: wrk socket errors: {r.socket_errors}")
         if r.seq_failures:
             notes.append(f"{r.label}: {r.seq_failures} non-200 answers in the sequential probe")
+        if r.rps_rounds and len(r.rps_rounds) > 1:
+            notes.append(f"{r.label}: RPS per round {r.rps_rounds}")
         if r.load_before:
-            notes.append(f"{r.label}: load average before {r.load_before}, after {r.load_after}")
+            notes.append(f"{r.label}: load average at its start {r.load_before}, after its load {r.load_after}")
     notes.append(
-        "Noise: wrk, the mock and the target share the same cores, and on a shared 2-core machine other "
-        "jobs may be running; absolute numbers move by ±20% or more between runs — compare the ratios "
-        "within one run.")
+        "Noise: wrk, the mock and the target share the same 2 cores, and other jobs (test suites of other "
+        "workers) may run on the machine at the same time (see the load averages); absolute numbers move "
+        "by ±20% or more between runs — compare the ratios within one run, and CPU µs/req across runs.")
     lines.append("Notes:")
     lines.append("")
     lines.extend(f"- {n}" for n in notes)
@@ -646,6 +706,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=15.0, help="wrk seconds per target (default 15)")
     p.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="split each target's --duration into this many wrk runs, interleaved across "
+                        "targets (default 3; 1 = one wrk run per target)")
     p.add_argument("--warmup", type=float, default=3.0, help="wrk warm-up seconds per target (default 3)")
     p.add_argument("--probe", type=int, default=500, help="sequential requests per target (default 500)")
     p.add_argument("--settle", type=float, default=1.0, help="seconds idle before idle RSS (default 1)")
@@ -663,6 +726,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = [t for t in ALL_TARGETS if t in targets]  # fixed order
     if args.duration <= 0 or args.duration > 300 or args.warmup < 0 or args.warmup > 60:
         p.error("--duration must be in (0, 300] and --warmup in [0, 60]")
+    if not 1 <= args.rounds <= 10 or args.duration / args.rounds < 1:
+        p.error("--rounds must be in [1, 10] with at least 1 s per round")
     if not shutil.which("wrk"):
         p.error("wrk not found on PATH (apt-get install wrk)")
 
@@ -691,6 +756,19 @@ def main(argv: list[str] | None = None) -> int:
         mock_res = Result("mock", mock_target.label)
         wait_ready(mock, mock_t0, mock_target, mock_res)
 
+        running: list[Running] = []
+
+        def fail(res: Result, e: Exception, r: Running | None = None) -> None:
+            res.error = f"{type(e).__name__}: {e}"
+            log(f"{res.name}: FAILED {res.error} (logs in {workdir})")
+            if r is not None:
+                if r.proc is not mock:
+                    procs.stop(r.proc)
+                    if r.proc in procs.procs:
+                        procs.procs.remove(r.proc)
+                running.remove(r)
+
+        # Phase 1, one target at a time: start-to-ready and idle RSS. Each stays up (idle).
         for name in targets:
             port = free_port()
             res = Result(name, name)
@@ -702,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
                     res.load_before = loadavg()
                     time.sleep(args.settle)
                     res.idle_rss_mb = tree_rss_mb(mock.pid)
-                    _load_phase(mock_target, args, mock_port, workdir, res, mock.pid)
+                    running.append(Running(mock_target, mock, res))
                     continue
                 if name == "ceiling":
                     target = Target("ceiling", "ceiling (raw ASGI + aiohttp)", port,
@@ -714,12 +792,34 @@ def main(argv: list[str] | None = None) -> int:
                     target = setup_litellm(workdir, mock_port, port, args.litellm_venv, args.install_timeout)
                 res.label = target.label
                 res.notes.extend(target.notes)
-                measure_target(procs, target, args, mock_port, workdir, res)
+                proc = start_target(procs, target, args, workdir, res)
+                running.append(Running(target, proc, res))
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # noqa: BLE001 -- one failed target must not lose the others
-                res.error = f"{type(e).__name__}: {e}"
-                log(f"{name}: FAILED {res.error} (logs in {workdir})")
+                fail(res, e)
+
+        # Phase 2: warm-up and the sequential probe, one target at a time.
+        for r in list(running):
+            try:
+                warm_and_probe(r, args, mock_port, workdir)
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001
+                fail(r.res, e, r)
+
+        # Phase 3: load, in interleaved rounds, so that a change in the machine's background
+        # load hits every target alike.
+        for i in range(args.rounds):
+            for r in list(running):
+                try:
+                    load_round(r, args, workdir, i)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    fail(r.res, e, r)
+        for r in running:
+            finish_load(r)
     finally:
         procs.stop_all()
 
