@@ -224,24 +224,21 @@ class ModelManager:
         return await asyncio.shield(task)
 
     def _plan(self, spec: Any, vspec: Any) -> tuple[int, dict[str, Any]]:
-        """How many batches may run at once, and the session options that go with it.
+        """How many batches may run at once, and the session options to load with.
 
-        Batched models default to 2 concurrent runs (one computes while the next batch is
-        merged and the previous one split); unbatched ones to one run per executor thread.
-        Unless threads are configured, each run gets ``cpus // instances`` intra-op
-        threads, so concurrent runs do not oversubscribe the cores. (Measured on 2 cores,
-        see bench/RESULTS.md: 2 runs x 1 thread beat 1 run x 2 threads by ~30%.)
+        Batched models default to 2 concurrent runs: one computes while the next batch is
+        merged and the previous one split. Unbatched ones get one run per executor
+        thread. Intra-op threads stay at the setting (0 = ORT's default, all cores): a
+        lone request then uses every core, which the concurrency-1 latency needs. Set
+        ``instances`` / ``intra_op_threads`` per model to trade latency for throughput
+        (bench/inference.py measures both layouts).
         """
         options = dict(getattr(spec, "options", None) or {})
         signature = Signature.from_dict(vspec.signature or {})
         batching = int(spec.max_batch_size or 1) > 1 and (
             signature.batchable or not signature.inputs)
-        cpus = os.cpu_count() or 2
         workers = self._executor._max_workers
         instances = int(options.get("instances") or (min(2, workers) if batching else workers))
-        if not options.get("intra_op_threads") and not getattr(
-                self.settings, "intra_op_threads", 0):
-            options["intra_op_threads"] = max(1, cpus // instances)
         return instances, options
 
     def _load_sync(self, spec: Any, vspec: Any, options: dict[str, Any]) -> Any:
