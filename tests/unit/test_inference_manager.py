@@ -248,3 +248,19 @@ def test_onnxruntime_is_not_imported_until_a_model_is_needed() -> None:
                          timeout=60, cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+async def test_batching_plan_per_model(tmp_path, models):
+    manager = ModelManager(settings(tmp_path), CollectorRegistry(), workers=3)
+    await manager.start(snapshot(
+        model_spec("batched", {"1": models["v1"]}, max_batch_size=8),
+        model_spec("off", {"1": models["v1"]}, max_batch_size=1),
+        model_spec("fixed", {"1": models["fixed"]}, max_batch_size=8),  # no dynamic batch dim
+        model_spec("tuned", {"1": models["v1"]}, max_batch_size=8, options={"instances": 1}),
+    ))
+    for name in ("batched", "off", "fixed", "tuned"):
+        await manager.load(name)
+    plan = {name: (e.batcher.max_batch_size, e.batcher.concurrency)
+            for (name, _), e in manager._loaded.items()}
+    assert plan == {"batched": (8, 2), "off": (1, 3), "fixed": (1, 3), "tuned": (8, 1)}
+    await manager.stop()
