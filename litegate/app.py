@@ -1,23 +1,44 @@
-"""The standalone gateway: ``/v1`` and ``/v2`` on the pure-ASGI policy stack, and
-Litestar for everything else (health, metrics, admin console)."""
+"""The standalone gateway.
+
+``/v1`` and ``/v2`` run on the pure-ASGI policy stack; ``/healthz``, ``/readyz`` and
+``/metrics`` are answered directly; the admin console (a Litestar app) is built on the
+first request to it, so a gateway that nobody administers never imports Litestar,
+Jinja or the console — it starts faster and stays smaller.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import msgspec
 import structlog
-from litestar import Litestar, MediaType, Response, Router, get
-from litestar.response import Redirect
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from litegate.context import ASGIApp, Receive, Scope, Send
+from litegate.errors import NotFound, send_error
 from litegate.gateway import Gateway
 from litegate.settings import Settings
 
 log = structlog.get_logger("litegate.app")
+_encode = msgspec.json.encode
 
 
-def health_router(gateway: Gateway, *, path: str = "/") -> Router:
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def health_router(gateway: Gateway, *, path: str = "/") -> Any:
+    """``/healthz``, ``/readyz`` and ``/metrics`` as a Litestar router (for the plug-in)."""
+    from litestar import MediaType, Response, Router, get
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
     @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -29,58 +50,100 @@ def health_router(gateway: Gateway, *, path: str = "/") -> Router:
 
     @get("/metrics", sync_to_thread=False)
     def metrics() -> Response[bytes]:
-        return Response(
-            generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return Router(path=path, route_handlers=[healthz, readyz, metrics])
 
 
-def admin_router(gateway: Gateway) -> Router | None:
+def admin_router(gateway: Gateway) -> Any | None:
     if not gateway.settings.admin_enabled:
         return None
     try:
         from litegate.admin import create_admin_router
-    except ImportError:  # the console is optional at import time of a bare checkout
+    except ImportError:  # the console is optional
         return None
     return create_admin_router(gateway)
 
 
-class GatewayApp:
-    """Routes ``/v1``/``/v2`` to the gateway stack and the rest to Litestar."""
+def build_admin_app(gateway: Gateway) -> ASGIApp | None:
+    router = admin_router(gateway)
+    if router is None:
+        return None
+    from litestar import Litestar
 
-    def __init__(self, gateway: Gateway, litestar_app: Litestar) -> None:
+    return Litestar(route_handlers=[router], openapi_config=None, logging_config=None)  # type: ignore[return-value]
+
+
+class GatewayApp:
+    """The standalone ASGI app: routes by path prefix, owns the gateway's lifespan."""
+
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.inference = gateway.inference_app()
-        self.litestar = litestar_app
+        self.admin_path = gateway.settings.admin_path.rstrip("/") or "/admin"
+        self._admin: ASGIApp | None = None
+        self._admin_lock: asyncio.Lock | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
             if path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
                 await self.inference(scope, receive, send)
+            elif path == "/healthz":
+                await _respond(send, 200, b'{"status":"ok"}', b"application/json")
+            elif path == "/readyz":
+                ok, detail = self.gateway.ready()
+                await _respond(send, 200 if ok else 503, _encode({"ready": ok, **detail}), b"application/json")
+            elif path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+                body = generate_latest(self.gateway.metrics.registry)
+                await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+            elif path == self.admin_path or path.startswith(self.admin_path + "/"):
+                admin = await self._admin_app()
+                if admin is None:
+                    await _respond(send, 404, b'{"error":{"message":"admin console disabled","type":"not_found_error","code":"not_found"}}', b"application/json")
+                else:
+                    await admin(scope, receive, send)
+            elif path == "/" and self.gateway.settings.admin_enabled:
+                await send({"type": "http.response.start", "status": 302,
+                            "headers": [(b"location", self.admin_path.encode()), (b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+            else:
+                await send_error(send, NotFound(f"Unknown endpoint {scope['method']} {path}"), path=path)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _admin_app(self) -> ASGIApp | None:
+        if self._admin is None and self.gateway.settings.admin_enabled:
+            if self._admin_lock is None:
+                self._admin_lock = asyncio.Lock()
+            async with self._admin_lock:
+                if self._admin is None:
+                    # Importing and building the console takes a few hundred ms of CPU:
+                    # do it off the event loop so in-flight inference keeps moving.
+                    self._admin = await asyncio.to_thread(build_admin_app, self.gateway)
+        return self._admin
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.start()
+                except Exception as exc:
+                    log.exception("startup_failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.stop()
+                await send({"type": "lifespan.shutdown.complete"})
                 return
-        await self.litestar(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None, *, gateway: Gateway | None = None) -> GatewayApp:
-    gateway = gateway or Gateway(settings)
-    handlers: list[Any] = [health_router(gateway)]
-    admin = admin_router(gateway)
-    if admin is not None:
-        handlers.append(admin)
-
-        @get("/", sync_to_thread=False, include_in_schema=False)
-        def index() -> Redirect:
-            return Redirect(gateway.settings.admin_path)
-
-        handlers.append(index)
-    litestar_app = Litestar(
-        route_handlers=handlers,
-        on_startup=[gateway.start],
-        on_shutdown=[gateway.stop],
-        openapi_config=None,
-        logging_config=None,
-    )
-    litestar_app.state.gateway = gateway
-    return GatewayApp(gateway, litestar_app)
+    return GatewayApp(gateway or Gateway(settings))

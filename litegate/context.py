@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from litegate.errors import BadRequest, NotFound, PayloadTooLarge
-from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
+
+if TYPE_CHECKING:
+    from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

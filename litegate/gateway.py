@@ -196,7 +196,7 @@ class Gateway:
             elif scope["path"].startswith("/v1/"):
                 await v1(scope, receive, send)
             else:
-                raise NotFound(f"Unknown endpoint {scope['path']}")
+                raise NotFound(f"Unknown endpoint {scope['method']} {scope['path']}")
 
         return self.wrap(dispatch)
 

@@ -23,7 +23,7 @@ def ensure_schema(settings: Settings) -> None:
     """The embedded SQLite default is migrated on demand; other databases need
     ``litegate db upgrade`` (run once per deployment, not by every replica)."""
     if settings.db_url.startswith("sqlite"):
-        migrate.upgrade(settings.db_url)
+        migrate.upgrade_if_needed(settings.db_url)
 
 
 @asynccontextmanager

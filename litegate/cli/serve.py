@@ -103,8 +103,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     configure_logging(settings.log_format, settings.log_level, cache=True)
     settings.home.mkdir(parents=True, exist_ok=True)
-    if settings.db_url.startswith("sqlite") or args.migrate:
+    if args.migrate:
         migrate.upgrade(settings.db_url)
+    elif settings.db_url.startswith("sqlite"):
+        migrate.upgrade_if_needed(settings.db_url)
     asyncio.run(_prepare(settings))
     common = dict(
         host=settings.host,

@@ -2,19 +2,58 @@
 
 from __future__ import annotations
 
+from __future__ import annotations
+
 import io
+import re
+import sqlite3
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+_REVISION = re.compile(r"^(down_)?revision(?:: [^=]+)? = ['\"]?([\w]+)['\"]?", re.M)
+
+
+def migrations_dir() -> Path:
+    import litegate.migrations
+
+    return Path(litegate.migrations.__file__).parent
+
+
+def head_revision() -> str:
+    """The head revision, read from the scripts without importing Alembic."""
+    revisions, parents = set(), set()
+    for script in (migrations_dir() / "versions").glob("*.py"):
+        for down, rev in _REVISION.findall(script.read_text()):
+            (parents if down else revisions).add(rev)
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"expected one migration head, found {sorted(heads)}")
+    return heads.pop()
+
+
+def sqlite_is_current(url: str) -> bool:
+    """True when an SQLite database is already at head (checked with the stdlib only,
+    so a restart of the embedded default does not pay for importing Alembic)."""
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    if not path or not Path(path).exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == head_revision()
 
 
 def alembic_config(url: str) -> Config:
-    import litegate.migrations
+    from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(litegate.migrations.__file__).parent))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
@@ -28,15 +67,27 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Blocking; call from a thread when an event loop is running."""
+    from alembic import command
+
     _ensure_sqlite_dir(url)
     command.upgrade(alembic_config(url), revision)
 
 
+def upgrade_if_needed(url: str) -> None:
+    if url.startswith("sqlite") and sqlite_is_current(url):
+        return
+    upgrade(url)
+
+
 def downgrade(url: str, revision: str = "-1") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
 def current(url: str) -> str:
+    from alembic import command
+
     _ensure_sqlite_dir(url)
     buf = io.StringIO()
     cfg = alembic_config(url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -67,7 +68,10 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 # Verified against when the user does not exist, so timing does not reveal usernames.
-_DUMMY_HASH = hash_password("litegate-dummy-password")
+@functools.cache
+def _dummy_hash() -> str:
+    # Computed on first use, not at import: scrypt is deliberately slow (~0.1 s).
+    return hash_password("litegate-dummy-password")
 
 
 def validate_username(username: str) -> str:
@@ -140,7 +144,7 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> A
     Records ``last_login_at`` on success; commits itself (a login is not a config change).
     """
     user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
-    stored = user.password_hash if user is not None else _DUMMY_HASH
+    stored = user.password_hash if user is not None else _dummy_hash()
     ok = await asyncio.to_thread(verify_password, password, stored)
     if user is None or not ok:
         await session.rollback()

@@ -68,3 +68,15 @@ def test_sqlite_migrations_down_and_up(home):
     assert migrate.current(url) == ""
     migrate.upgrade(url)
     assert "(head)" in migrate.current(url)
+
+
+def test_sqlite_head_check_without_alembic(home):
+    from litegate.settings import Settings
+
+    url = Settings.load(home=home).db_url
+    assert migrate.sqlite_is_current(url) is False  # no file yet
+    migrate.upgrade(url, "0001")
+    assert migrate.sqlite_is_current(url) is False
+    migrate.upgrade_if_needed(url)
+    assert migrate.sqlite_is_current(url) is True
+    assert migrate.current(url).startswith(migrate.head_revision())
