@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_proxy.py                      # ablation table
     .venv/bin/python bench/profile_proxy.py --pyspy default      # + a py-spy profile of one variant
+    .venv/bin/python bench/profile_proxy.py --variants default --modules   # + what the idle process imported
     .venv/bin/python bench/profile_proxy.py --variant nolog-fixed=LITEGATE_ACCESS_LOG=false,LITEGATE_LIMIT_STRATEGY=fixed-window
 
 Each variant is a fresh ``litegate serve`` set up as in ``bench/proxy.py`` (temp home, key,
@@ -58,6 +59,57 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+MODULES_WRAPPER = """
+import collections, importlib.util, os, signal, sys
+def _dump(signum, frame):
+    size = collections.Counter(); count = collections.Counter()
+    for name, mod in list(sys.modules.items()):
+        top = name.split(".")[0]
+        count[top] += 1
+        f = getattr(mod, "__file__", None) or ""
+        if f.endswith(".py"):
+            try:
+                size[top] += os.path.getsize(importlib.util.cache_from_source(f))
+            except OSError:
+                pass
+    with open(os.environ["LG_MODULES_OUT"], "w") as fh:
+        fh.write(f"{len(sys.modules)} modules, {sum(size.values()) / 2**20:.1f} MiB of .pyc loaded\\n")
+        for top, n in size.most_common(30):
+            fh.write(f"  {n / 2**20:6.2f} MiB .pyc  {count[top]:4d} modules  {top}\\n")
+signal.signal(signal.SIGUSR1, _dump)
+from litegate.cli import main
+sys.argv = ["litegate"] + sys.argv[1:]
+sys.exit(main())
+"""
+
+
+def modules_report(work: Path, mport: int) -> str:
+    """Idle RSS and the packages a proxy-only ``litegate serve`` has imported (by .pyc size)."""
+    import signal as _signal
+
+    wrapper = work / "modules_wrapper.py"
+    wrapper.write_text(MODULES_WRAPPER)
+    out = work / "modules.txt"
+    t = P.setup_litegate(work, mport, P.free_port())
+    t.env["LG_MODULES_OUT"] = str(out)
+    procs = P.Procs()
+    try:
+        srv = procs.spawn([sys.executable, str(wrapper)] + t.argv[1:], work / "modules-serve.log", env=t.env)
+        res = P.Result("litegate", "litegate")
+        P.wait_ready(srv, time.perf_counter(), t, res)
+        time.sleep(1.0)
+        rss = P.tree_rss_mb(srv.pid)
+        os.kill(srv.pid, _signal.SIGUSR1)
+        for _ in range(50):
+            if out.exists() and out.stat().st_size:
+                break
+            time.sleep(0.1)
+        return (f"idle RSS {rss:.1f} MiB (through a wrapper that adds a signal handler), ready in "
+                f"{res.ready_s:.3f}s\n" + (out.read_text() if out.exists() else "(no module dump)"))
+    finally:
+        procs.stop_all()
+
+
 def summarize(raw: Path, top: int = 25) -> str:
     """Top self/inclusive functions and a component breakdown of the main thread."""
     self_c: collections.Counter[str] = collections.Counter()
@@ -77,26 +129,28 @@ def summarize(raw: Path, top: int = 25) -> str:
         self_c[frames[-1]] += count
         for f in set(frames):
             incl[f] += count
-        entry = next((i for i, f in enumerate(frames) if f.startswith("GatewayApp.__call__")), None)
+        entry = next((i for i, f in enumerate(frames)
+                      if f.startswith("GatewayApp.__call__") or (f.startswith("app (") and "ceiling.py" in f)),
+                     None)
         if entry is None:
             comp["[server/loop outside the app] " + frames[-1].split(" (")[0]] += count
             continue
         owner, cat = None, None
         for f in frames[entry:]:
             path = f[f.rfind("(") + 1:-1]
-            if "litegate/" in path:
-                owner = path.split("litegate/")[-1] + ":" + f.split(" (")[0]
+            if "litegate/" in path or path.endswith("ceiling.py"):
+                owner = path.split("litegate/")[-1].split("/")[-1] + ":" + f.split(" (")[0]
                 continue
             lib = next((x for x in libs if path.startswith(x + "/") or path == x + ".py"), None)
             if lib:
                 cat = f"{lib} <- {owner}"
                 break
-        comp[cat or f"litegate itself: {owner}"] += count
+        comp[cat or f"app itself: {owner}"] += count
     out = [f"main-thread samples: {total}", "", "top self:"]
     out += [f"  {100 * v / total:5.1f}%  {k}" for k, v in self_c.most_common(top)]
     out += ["", "top inclusive:"]
     out += [f"  {100 * v / total:5.1f}%  {k}" for k, v in incl.most_common(top)]
-    out += ["", "by component (inside the app: outermost library frame, else innermost litegate frame):"]
+    out += ["", "by component (inside the app: outermost library frame, else innermost app frame):"]
     out += [f"  {100 * v / total:5.1f}%  {k}" for k, v in comp.most_common(top + 10)]
     return "\n".join(out)
 
@@ -112,6 +166,8 @@ def main() -> int:
     ap.add_argument("--probe", type=int, default=300)
     ap.add_argument("--pyspy", metavar="NAME", help="also profile this variant with py-spy")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    ap.add_argument("--modules", action="store_true",
+                    help="also report idle RSS and the packages litegate serve has imported")
     a = ap.parse_args()
     if not 0 < a.duration <= 120:
         ap.error("--duration must be in (0, 120]")
@@ -174,6 +230,9 @@ def main() -> int:
             finally:
                 P.Procs.stop(srv)
                 procs.procs.remove(srv)
+        if a.modules:
+            print()
+            print(modules_report(work, mport))
     finally:
         procs.stop_all()
     if a.pyspy and (work / f"{a.pyspy}.pyspy.txt").exists():
