@@ -8,7 +8,10 @@ strict mode, refuses the session instead.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Sequence
+from functools import lru_cache
 
 import structlog
 
@@ -54,17 +57,41 @@ def parse_providers(setting: str) -> list[str] | None:
     return names
 
 
-def select_providers(setting: str, available: Sequence[str], *, strict: bool) -> list[str]:
+@lru_cache(maxsize=1)
+def cuda_device_present() -> bool:
+    """Is there an NVIDIA driver with at least one device? (CUDA driver API via ctypes.)"""
+    names = ["nvcuda.dll"] if sys.platform == "win32" else ["libcuda.so.1", "libcuda.so"]
+    for name in names:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        try:
+            if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+                return False
+        except AttributeError:
+            return False
+        return count.value > 0
+    return False
+
+
+def select_providers(setting: str, available: Sequence[str], *, strict: bool,
+                     cuda_device: bool | None = None) -> list[str]:
     """The providers to request, most preferred first.
 
-    ``auto`` picks CUDA when this onnxruntime build offers it, then CPU. An explicit
+    ``auto`` picks CUDA when this onnxruntime build offers it and a CUDA device is
+    present (``cuda_device``; probed through the driver when None), then CPU. An explicit
     list keeps the available entries in the given order and (unless strict) appends
     CPU as the last resort. Strict mode raises :class:`ProviderUnavailable` when an
     explicitly requested provider is not in the build.
     """
     wanted = parse_providers(setting)
     if wanted is None:
-        return [p for p in AUTO_ORDER if p in available] or [CPU]
+        chosen = [p for p in AUTO_ORDER if p in available]
+        if CUDA in chosen and not (cuda_device_present() if cuda_device is None else cuda_device):
+            chosen.remove(CUDA)
+        return chosen or [CPU]
     missing = [p for p in wanted if p not in available]
     if missing and strict:
         raise ProviderUnavailable(

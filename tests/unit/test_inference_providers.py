@@ -29,8 +29,24 @@ def test_parse_aliases_and_order() -> None:
 
 
 def test_auto_prefers_cuda_then_cpu_and_skips_tensorrt() -> None:
-    assert select_providers("auto", GPU_BUILD, strict=False) == [CUDA, CPU]
-    assert select_providers("auto", CPU_BUILD, strict=False) == [CPU]
+    assert select_providers("auto", GPU_BUILD, strict=False, cuda_device=True) == [CUDA, CPU]
+    assert select_providers("auto", CPU_BUILD, strict=False, cuda_device=True) == [CPU]
+
+
+def test_auto_skips_cuda_without_a_device_even_in_a_gpu_build() -> None:
+    assert select_providers("auto", GPU_BUILD, strict=False, cuda_device=False) == [CPU]
+    assert select_providers("auto", GPU_BUILD, strict=True, cuda_device=False) == [CPU]
+    # an explicit request still tries (and reports the fallback, see below)
+    assert select_providers("cuda", GPU_BUILD, strict=False, cuda_device=False) == [CUDA, CPU]
+
+
+def test_device_probe_matches_this_machine() -> None:
+    import shutil
+
+    from litegate.inference.providers import cuda_device_present
+
+    # no NVIDIA driver here; on a GPU machine nvidia-smi exists and a device is found
+    assert cuda_device_present() is (shutil.which("nvidia-smi") is not None)
 
 
 def test_explicit_cuda_on_cpu_build_falls_back_unless_strict() -> None:
