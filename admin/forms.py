@@ -129,7 +129,7 @@ def route_values(route: Any | None, limits: Sequence[Any] = ()) -> dict[str, Any
     if route is None:
         return {
             "name": "", "description": "", "sticky_mode": "key", "sticky_header": "",
-            "cache_ttl_s": "", "fallback": "", "limits": "", "token_limits": "",
+            "cache_ttl_s": "", "fallback": "", "shadow": "", "limits": "", "token_limits": "",
             "row_version": "", "variants": _pad_variants([]),
         }
     sticky = route.sticky or "key"
@@ -140,6 +140,7 @@ def route_values(route: Any | None, limits: Sequence[Any] = ()) -> dict[str, Any
         "sticky_header": sticky[7:] if sticky.startswith("header:") else "",
         "cache_ttl_s": _num(route.cache_ttl_s),
         "fallback": route.fallback or "",
+        "shadow": route.shadow or "",
         "limits": "\n".join(q.rate for q in limits if q.kind == "requests"),
         "token_limits": "\n".join(q.rate for q in limits if q.kind == "tokens"),
         "row_version": str(route.row_version),
@@ -190,6 +191,7 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
         "sticky_header": _text(form, "sticky_header"),
         "cache_ttl_s": _text(form, "cache_ttl_s"),
         "fallback": _text(form, "fallback"),
+        "shadow": _text(form, "shadow"),
         "limits": _text(form, "limits"),
         "token_limits": _text(form, "token_limits"),
         "row_version": _text(form, "row_version"),
@@ -238,6 +240,7 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
         limits=_lines(values["limits"]),
         token_limits=_lines(values["token_limits"]),
         fallback=values["fallback"] or None,
+        shadow=values["shadow"] or None,
         description=values["description"],
     )
     return result

@@ -352,6 +352,7 @@ async def test_create_route_with_variants(admin, gateway):
         ({"limits": "lots/fortnight"}, "limits", "invalid rate"),
         ({"cache_ttl_s": "-1"}, "cache_ttl_s", "must be &gt; 0"),
         ({"sticky_mode": "header", "sticky_header": ""}, "sticky_header", "required"),
+        ({"shadow": "ghost"}, "shadow", "not a variant of this route"),
     ],
 )
 async def test_route_form_errors_keep_values(admin, gateway, overrides, field, message):
@@ -369,6 +370,18 @@ async def test_route_form_errors_keep_values(admin, gateway, overrides, field, m
     assert await _count(gateway, Route) == 1
     assert await _config_version(gateway) == version
     assert await _count(gateway, AuditEntry) == audit
+
+
+async def test_route_shadow_variant_round_trips(admin, gateway):
+    await _seed(gateway)
+    data = _route_form(await _token(admin), shadow="b", **{"variants-1-weight": "0"})
+    r = await admin.post("/admin/routes/new", data=data, follow_redirects=False)
+    assert r.status_code == 303, _field_errors(r.text)
+    async with gateway.sessionmaker() as s:
+        route = await routing.get_route(s, "chat2")
+        assert route.shadow == "b"
+    page = await admin.get(f"/admin/routes/{route.id}")
+    assert 'name="shadow" value="b"' in page.text
 
 
 async def test_duplicate_route_name_is_a_field_error(admin, gateway):
