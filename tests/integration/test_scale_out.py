@@ -80,3 +80,15 @@ def test_sqlite_head_check_without_alembic(home):
     migrate.upgrade_if_needed(url)
     assert migrate.sqlite_is_current(url) is True
     assert migrate.current(url).startswith(migrate.head_revision())
+
+
+def test_token_quota_is_global_across_replicas_with_redis(home, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        apply_config(home, chat_config(fake_upstream.base_url))
+        key = create_key(home, "tok", "--token-limit", "30/hour")
+        a = make_gateway(redis=redis)
+        b = make_gateway(redis=redis)
+        # Each completion reports 12 tokens: 0 -> 12 -> 24 -> 36 used; the 4th is refused
+        # even though each replica alone has only seen half of the usage.
+        statuses = [post(s.url, key).status_code for s in (a, b, a, b)]
+        assert statuses == [200, 200, 200, 429], statuses
