@@ -30,6 +30,8 @@ def cache_key(route: str, body: Any) -> str:
 
 
 class ResponseCache:
+    """In-process LRU bounded by entries and bytes (the embedded default)."""
+
     def __init__(self, *, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -44,6 +46,12 @@ class ResponseCache:
     @property
     def size_bytes(self) -> int:
         return self._bytes
+
+    async def lookup(self, key: str) -> CachedResponse | None:
+        return self.get(key)
+
+    async def store(self, key: str, **entry: Any) -> bool:
+        return self.put(key, **entry)
 
     def get(self, key: str) -> CachedResponse | None:
         entry = self._entries.get(key)
@@ -86,3 +94,70 @@ class ResponseCache:
     def clear(self) -> None:
         self._entries.clear()
         self._bytes = 0
+
+
+class RedisResponseCache:
+    """Shared cache for several replicas: entries in Redis with a TTL (bound its memory
+    with Redis' own ``maxmemory`` + ``allkeys-lru``). Redis failures count as misses —
+    the cache never fails a request. Identical concurrent misses are still coalesced
+    per process."""
+
+    PREFIX = "litegate:cache:"
+
+    def __init__(self, url: str, *, max_bytes: int) -> None:
+        import redis.asyncio as aioredis
+
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        self.max_entry_bytes = max(1, max_bytes // 8)
+        self.inflight: dict[str, asyncio.Future[None]] = {}
+        self._encode = msgspec.msgpack.Encoder().encode
+        self._decode = msgspec.msgpack.Decoder(tuple[int, list[tuple[bytes, bytes]], bytes, str | None]).decode
+        self._failing = False
+
+    def __len__(self) -> int:
+        return 0  # not known locally
+
+    async def lookup(self, key: str) -> CachedResponse | None:
+        try:
+            raw = await self.redis.get(self.PREFIX + key)
+        except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss
+            self._warn(exc)
+            return None
+        self._failing = False
+        if raw is None:
+            return None
+        status, headers, body, variant = self._decode(raw)
+        return CachedResponse(status, tuple(headers), body, variant, float("inf"))
+
+    async def store(
+        self,
+        key: str,
+        *,
+        status: int,
+        headers: tuple[tuple[bytes, bytes], ...],
+        body: bytes,
+        variant: str | None,
+        ttl_s: float,
+    ) -> bool:
+        if len(body) > self.max_entry_bytes:
+            return False
+        try:
+            await self.redis.set(
+                self.PREFIX + key,
+                self._encode((status, list(headers), body, variant)),
+                px=max(1, int(ttl_s * 1000)),
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._warn(exc)
+            return False
+        return True
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._failing:
+            self._failing = True
+            import structlog
+
+            structlog.get_logger("litegate.cache").warning("redis_cache_unavailable", error=str(exc))
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from litegate.caching import ResponseCache
+from litegate.caching import RedisResponseCache, ResponseCache
 from litegate.context import ASGIApp, Receive, Scope, Send
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.errors import NotFound
@@ -49,7 +49,15 @@ class Gateway:
         self.limiter = Limiter(
             storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
         )
-        self.cache = ResponseCache(max_entries=s.cache_max_entries, max_bytes=s.cache_max_bytes)
+        self.cache: ResponseCache | RedisResponseCache
+        if s.cache_backend == "redis" or (s.cache_backend == "auto" and s.redis):
+            if not s.redis:
+                raise ValueError("cache_backend=redis needs LITEGATE_REDIS / --redis")
+            self.cache = RedisResponseCache(s.redis, max_bytes=s.cache_max_bytes)
+        elif s.cache_backend in ("memory", "auto"):
+            self.cache = ResponseCache(max_entries=s.cache_max_entries, max_bytes=s.cache_max_bytes)
+        else:
+            raise ValueError(f"unknown cache_backend {s.cache_backend!r}; use memory, redis or auto")
         self.http = UpstreamClient(
             metrics=self.metrics,
             breaker_failures=s.breaker_failures,
@@ -99,6 +107,8 @@ class Gateway:
         if self._models is not None:
             await self._models.stop()
         await self.http.close()
+        if isinstance(self.cache, RedisResponseCache):
+            await self.cache.close()
         await self.engine.dispose()
 
     @property

@@ -34,6 +34,8 @@ class Settings:
     limit_fail_open: bool = True
     """When the limit storage (Redis) is unreachable: allow (True) or answer 503 (False)."""
 
+    cache_backend: str = "auto"
+    """``memory`` | ``redis`` | ``auto`` (Redis when ``redis`` is set, so replicas share it)."""
     cache_max_entries: int = 4096
     cache_max_bytes: int = 64 * 1024 * 1024
     cache_streams: bool = False

@@ -45,11 +45,11 @@ class CacheMiddleware:
             else:
                 await self.app(scope, receive, self._tee(send, info, key, route.cache_ttl_s))
             return
-        entry = self.cache.get(key)
+        entry = await self.cache.lookup(key)
         if entry is None and key in self.cache.inflight:
             # Someone is already fetching this exact request: wait for their answer.
             await asyncio.shield(self.cache.inflight[key])
-            entry = self.cache.get(key)
+            entry = await self.cache.lookup(key)
         if entry is not None:
             self._mark(info, "HIT")
             await self._replay(entry, info, send)
@@ -93,8 +93,9 @@ class CacheMiddleware:
                 if int(state["size"]) <= limit:  # type: ignore[call-overload]
                     chunks.append(chunk)
                 if not message.get("more_body", False) and not info.stream_error:
+                    await send(message)  # the client first; then store
                     if int(state["size"]) <= limit:  # type: ignore[call-overload]
-                        cache.put(
+                        await cache.store(
                             key,
                             status=200,
                             headers=state["headers"],  # type: ignore[arg-type]
@@ -102,6 +103,7 @@ class CacheMiddleware:
                             variant=info.variant.name if info.variant else None,
                             ttl_s=ttl_s,
                         )
+                    return
             await send(message)
 
         return tee

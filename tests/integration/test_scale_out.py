@@ -92,3 +92,19 @@ def test_token_quota_is_global_across_replicas_with_redis(home, fake_upstream, m
         # even though each replica alone has only seen half of the usage.
         statuses = [post(s.url, key).status_code for s in (a, b, a, b)]
         assert statuses == [200, 200, 200, 429], statuses
+
+
+def test_redis_cache_is_shared_by_replicas_and_survives_redis_loss(home, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        apply_config(home, chat_config(fake_upstream.base_url, cache={"ttl_s": 60}))
+        key = create_key(home)
+        a = make_gateway(redis=redis)
+        b = make_gateway(redis=redis)
+        first = post(a.url, key)
+        second = post(b.url, key)
+        assert first.headers["x-cache"] == "MISS" and second.headers["x-cache"] == "HIT"
+        assert second.json() == first.json() and len(fake_upstream.calls) == 1
+        assert second.headers["x-litegate-variant"] == "small-model"
+    # Redis is gone: the cache degrades to misses, requests still succeed.
+    r = post(a.url, key)
+    assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
