@@ -63,8 +63,8 @@ class LitegatePlugin(InitPlugin):
             await inference(scope, receive, send)  # type: ignore[arg-type]
 
         handlers: list[Any] = [
-            asgi("/v1", is_mount=True, name="litegate-v1")(serve),
-            asgi("/v2", is_mount=True, name="litegate-v2")(serve),
+            asgi("/v1", is_mount=True, copy_scope=False, name="litegate-v1")(serve),
+            asgi("/v2", is_mount=True, copy_scope=False, name="litegate-v2")(serve),
         ]
         if self.config.admin and gateway.settings.admin_enabled:
             from litegate.app import admin_router
