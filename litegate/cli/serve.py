@@ -113,6 +113,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        ws="none",  # the gateway serves no websockets
         log_level="warning",
         access_log=False,
         lifespan="on",

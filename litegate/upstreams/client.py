@@ -38,6 +38,7 @@ class UpstreamClient:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
+        self._timeouts: dict[tuple[float, float, bool], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -93,14 +94,7 @@ class UpstreamClient:
         """
         breaker = self.breaker(upstream.name)
         url = upstream.base_url + path
-        if stream:
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=upstream.connect_timeout_s, sock_read=upstream.timeout_s
-            )
-        else:
-            timeout = aiohttp.ClientTimeout(
-                total=upstream.timeout_s, sock_connect=upstream.connect_timeout_s
-            )
+        timeout = self._timeout(upstream, stream)
         attempt = 0
         while True:
             breaker.before_call()
@@ -134,6 +128,22 @@ class UpstreamClient:
                 continue
             self._record(upstream, breaker, resp.status < 500, f"http_{resp.status}")
             return resp
+
+    def _timeout(self, upstream: UpstreamSpec, stream: bool) -> aiohttp.ClientTimeout:
+        """Streams bound the wait between chunks, other requests the whole exchange."""
+        key = (upstream.timeout_s, upstream.connect_timeout_s, stream)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            if stream:
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_connect=upstream.connect_timeout_s, sock_read=upstream.timeout_s
+                )
+            else:
+                timeout = aiohttp.ClientTimeout(
+                    total=upstream.timeout_s, sock_connect=upstream.connect_timeout_s
+                )
+            self._timeouts[key] = timeout
+        return timeout
 
     async def read(self, upstream: UpstreamSpec, resp: aiohttp.ClientResponse) -> bytes:
         try:
