@@ -83,7 +83,16 @@ async def setup_demo(settings: Settings) -> None:
             _key, secret = await key_service.create_key(
                 session, name="demo", actor=actor(), limits=["600/minute"]
             )
-            print(f"\n  Demo API key (shown once): {secret}\n", flush=True)
+            base = f"http://{settings.host}:{settings.port}"
+            print(
+                f"\n  Demo API key (shown once): {secret}\n\n"
+                f"  Try it:\n"
+                f"    curl -s {base}/v1/embeddings -H 'Authorization: Bearer {secret}' \\\n"
+                f"         -H 'Content-Type: application/json' -d '{{\"model\": \"minilm\", \"input\": \"hello\"}}'\n"
+                f"    python -c \"import openai; c = openai.OpenAI(base_url='{base}/v1', api_key='{secret}'); "
+                f"print(len(c.embeddings.create(model='minilm', input='hello').data[0].embedding))\"\n",
+                flush=True,
+            )
         else:
             print("\n  Demo API key already exists (it was printed on the first run);"
                   " create another with: litegate keys create --name me\n", flush=True)
