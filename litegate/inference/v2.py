@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from litegate.errors import BadRequest, LitegateError, NotFound, send_error
+from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 
 log = structlog.get_logger("litegate.inference")
@@ -121,8 +121,6 @@ class V2App:
 
     def _guard(self, scope: Scope) -> None:
         if not self.allow_repository(scope):
-            from litegate.errors import Forbidden
-
             raise Forbidden("model repository control needs an admin API key")
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, method: str,
