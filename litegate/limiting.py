@@ -113,42 +113,26 @@ class Limiter:
             self._degraded_since = None
 
     async def hit(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
-        """Count one request against every check; return the X-RateLimit-* headers."""
+        """Count one request against every check; return the X-RateLimit-* headers of
+        the tightest one, or raise ``RateLimited`` for the first one exceeded."""
         if self.local is not None:
             return self._hit_local(checks)
-        tightest: tuple[int, int, RateLimitItem] | None = None
+        tightest: tuple[int, float, RateLimitItem] | None = None
         try:
             for check in checks:
                 allowed = await self.requests.hit(check.item, *check.ids)
                 stats = await self.requests.get_window_stats(check.item, *check.ids)
-                reset = int(stats.reset_time)
                 if not allowed:
-                    retry = max(1, int(stats.reset_time - time.time() + 0.999))
-                    raise RateLimited(
-                        f"Rate limit exceeded: {check.item}",
-                        headers={
-                            "Retry-After": str(retry),
-                            "X-RateLimit-Limit": str(check.item.amount),
-                            "X-RateLimit-Remaining": "0",
-                            "X-RateLimit-Reset": str(reset),
-                        },
-                    )
+                    raise _limited(check.item, stats.reset_time)
                 if tightest is None or stats.remaining < tightest[0]:
-                    tightest = (stats.remaining, reset, check.item)
+                    tightest = (stats.remaining, stats.reset_time, check.item)
         except (RateLimited, ServiceUnavailable):
             raise
         except Exception as exc:
             self._storage_failed(exc)
             return []
         self._recovered()
-        if tightest is None:
-            return []
-        remaining, reset, item = tightest
-        return [
-            (b"x-ratelimit-limit", str(item.amount).encode()),
-            (b"x-ratelimit-remaining", str(max(remaining, 0)).encode()),
-            (b"x-ratelimit-reset", str(reset).encode()),
-        ]
+        return _rate_headers(tightest)
 
     def _hit_local(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
         assert self.local is not None
@@ -159,25 +143,10 @@ class Limiter:
                 self.strategy, check.key, item.amount, item.get_expiry()
             )
             if not allowed:
-                raise RateLimited(
-                    f"Rate limit exceeded: {item}",
-                    headers={
-                        "Retry-After": str(max(1, int(reset - time.time() + 0.999))),
-                        "X-RateLimit-Limit": str(item.amount),
-                        "X-RateLimit-Remaining": "0",
-                        "X-RateLimit-Reset": str(int(reset)),
-                    },
-                )
+                raise _limited(item, reset)
             if tightest is None or remaining < tightest[0]:
                 tightest = (remaining, reset, item)
-        if tightest is None:
-            return []
-        remaining, reset, item = tightest
-        return [
-            (b"x-ratelimit-limit", str(item.amount).encode()),
-            (b"x-ratelimit-remaining", str(remaining).encode()),
-            (b"x-ratelimit-reset", str(int(reset)).encode()),
-        ]
+        return _rate_headers(tightest)
 
     async def check_tokens(self, checks: list[Check]) -> None:
         """Refuse a request when a token quota is already used up."""
@@ -185,17 +154,7 @@ class Limiter:
             for check in checks:
                 stats = await self.tokens.get_window_stats(check.item, *check.ids)
                 if stats.remaining <= 0:
-                    retry = max(1, int(stats.reset_time - time.time() + 0.999))
-                    raise RateLimited(
-                        f"Token quota exceeded: {check.item}",
-                        headers={
-                            "Retry-After": str(retry),
-                            "X-RateLimit-Limit": str(check.item.amount),
-                            "X-RateLimit-Remaining": "0",
-                            "X-RateLimit-Reset": str(int(stats.reset_time)),
-                        },
-                        code="token_quota_exceeded",
-                    )
+                    raise _limited(check.item, stats.reset_time, tokens=True)
         except (RateLimited, ServiceUnavailable):
             raise
         except Exception as exc:
@@ -209,3 +168,27 @@ class Limiter:
                 await self.tokens.hit(check.item, *check.ids, cost=tokens)
             except Exception as exc:  # usage accounting never fails the response
                 log.warning("token_usage_not_recorded", error=str(exc), tokens=tokens)
+
+
+def _limited(item: RateLimitItem, reset: float, *, tokens: bool = False) -> RateLimited:
+    return RateLimited(
+        f"{'Token quota' if tokens else 'Rate limit'} exceeded: {item}",
+        headers={
+            "Retry-After": str(max(1, int(reset - time.time() + 0.999))),
+            "X-RateLimit-Limit": str(item.amount),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(reset)),
+        },
+        code="token_quota_exceeded" if tokens else None,
+    )
+
+
+def _rate_headers(tightest: tuple[int, float, RateLimitItem] | None) -> list[tuple[bytes, bytes]]:
+    if tightest is None:
+        return []
+    remaining, reset, item = tightest
+    return [
+        (b"x-ratelimit-limit", str(item.amount).encode()),
+        (b"x-ratelimit-remaining", str(max(remaining, 0)).encode()),
+        (b"x-ratelimit-reset", str(int(reset)).encode()),
+    ]
