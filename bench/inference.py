@@ -18,7 +18,8 @@ Targets (one at a time, all on 127.0.0.1; every HTTP target gets the same load f
 a. ``raw``          in-process ``session.run`` at batch sizes 1..128; the best rows/s is
                     the ceiling (no HTTP at all);
 b. ``litegate``     ``litegate serve`` (auth, limits, metrics on) -> ``POST
-                    /v2/models/mlp/infer`` with dynamic batching (max batch 64, 2 ms delay);
+                    /v2/models/mlp/infer`` with dynamic batching (``--max-batch`` 64,
+                    ``--delay-ms`` 2);
 c. ``litegate-nb``  the same server, model ``mlp_nobatch`` registered with ``--max-batch 1``;
 d. ``handwritten``  what users write otherwise: a minimal Litestar app under the same
                     uvicorn (uvloop + httptools) whose sync handler (thread pool) parses
@@ -363,13 +364,13 @@ def cli(home: Path, env: dict[str, str], *argv: str) -> str:
 
 
 def start_litegate(procs: Procs, model: Path, setting: str, workdir: Path,
-                   options: list[str]) -> dict:
+                   options: list[str], delay_ms: float = 2.0, max_batch: int = 64) -> dict:
     home = workdir / "home"
     env = {**os.environ, "LITEGATE_PROVIDERS": setting, "LITEGATE_ACCESS_LOG": "0",
            "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
     extra = [a for o in options for a in ("--option", o)]
-    cli(home, env, "models", "add", "mlp", str(model), "--max-batch", "64",
-        "--max-queue-delay-ms", "2", "--hot", *extra)
+    cli(home, env, "models", "add", "mlp", str(model), "--max-batch", str(max_batch),
+        "--max-queue-delay-ms", str(delay_ms), "--hot", *extra)
     cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot",
         *extra)
     key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
@@ -464,6 +465,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per cell")
     parser.add_argument("--raw-seconds", type=float, default=2.0)
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument("--max-batch", type=int, default=64, help="litegate --max-batch")
+    parser.add_argument("--delay-ms", type=float, default=2.0,
+                        help="litegate --max-queue-delay-ms")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds (medians are reported; the machine is shared)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -492,7 +496,8 @@ def main() -> int:
             if cpus > 1 and "CUDAExecutionProvider" not in session.get_providers():
                 ceilings[f"2 streams x {max(1, cpus // 2)} threads"] = (
                     raw_session(model, args.providers, max(1, cpus // 2)), 2)
-            lg = start_litegate(procs, model, args.providers, workdir, args.option)
+            lg = start_litegate(procs, model, args.providers, workdir, args.option,
+                                args.delay_ms, args.max_batch)
             hw_port = start_handwritten(procs, model, args.providers, workdir)
             targets = {
                 "b": (lg["port"], "/v2/models/mlp/infer", lg["key"]),
