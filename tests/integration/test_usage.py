@@ -127,7 +127,8 @@ async def go():
         assert r.status_code == 200, r.text
     await app.gateway.stop()
 asyncio.run(go())
-assert "onnxruntime" not in sys.modules, "onnxruntime imported"
+leaked = [m for m in ("onnxruntime", "onnx", "tokenizers") if m in sys.modules]
+assert not leaked, leaked
 print("ok")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
