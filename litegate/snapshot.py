@@ -100,6 +100,8 @@ class ModelSpec:
     max_queue_delay_ms: float
     hot: bool
     options: Mapping[str, Any]
+    previous_version: str | None = None
+    """The version ``rollback`` would return to (kept loaded for an instant rollback)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +180,7 @@ def build_model(m: Model) -> ModelSpec:
         max_queue_delay_ms=m.max_queue_delay_ms,
         hot=m.hot,
         options=MappingProxyType(dict(m.options or {})),
+        previous_version=(m.history or [None])[-1],
     )
 
 

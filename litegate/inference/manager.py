@@ -139,6 +139,11 @@ class ModelManager:
             vspec = spec.versions.get(key[1]) if spec is not None else None
             if vspec is None or str(vspec.path) != entry.path or vspec.sha256 != entry.sha256:
                 self._retire(entry)
+            elif key[1] not in (spec.active_version, getattr(spec, "previous_version", None)):
+                # Superseded twice over: give its memory back (it reloads lazily if a
+                # request names that version explicitly). The active version and the
+                # one a rollback returns to stay loaded, so both switches are instant.
+                self._retire(entry)
         # Pre-load newly activated versions of models that were serving, and hot models,
         # so the first request after an activation does not pay for the load.
         for spec in snapshot.models.values():

@@ -264,3 +264,25 @@ async def test_batching_plan_per_model(tmp_path, models):
             for (name, _), e in manager._loaded.items()}
     assert plan == {"batched": (8, 2), "off": (1, 3), "fixed": (1, 3), "tuned": (8, 1)}
     await manager.stop()
+
+
+async def test_superseded_versions_are_unloaded_but_rollback_target_stays(tmp_path, models):
+    import dataclasses
+
+    manager = ModelManager(settings(tmp_path), CollectorRegistry())
+    versions = {"1": models["v1"], "2": models["v2"], "3": models["v1"]}
+    s1 = snapshot(model_spec("add", versions, active="1"))
+    await manager.start(s1)
+    for v in ("1", "2", "3"):
+        await manager.infer("add", _x(1), version=v)
+    assert all(manager.is_loaded("add", v) for v in ("1", "2", "3"))
+    # 1 -> 2 -> 3 activated: 3 serves, 2 is the rollback target, 1 is superseded.
+    spec = model_spec("add", versions, active="3")
+    s3 = snapshot(dataclasses.replace(spec, previous_version="2"), version=3)
+    manager.on_snapshot(s3)
+    assert manager.is_loaded("add", "3") and manager.is_loaded("add", "2")
+    assert not manager.is_loaded("add", "1")
+    # An explicit request for the old version still works (loaded again on demand).
+    r = await manager.infer("add", _x(1), version="1")
+    assert r.version == "1"
+    await manager.stop()
