@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = {
         name: getattr(args, name, None)
-        for name in ("home", "db", "redis", "host", "port", "workers", "config")
+        for name in (
+            "home", "db", "redis", "host", "port", "workers", "config",
+            "providers", "strict_providers", "model_memory_mb",
+        )
     }
     if getattr(args, "demo", False):
         overrides["demo"] = True

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="worker processes (default 1)")
     p.add_argument("--config", type=Path, help="YAML/TOML applied at start-up")
     p.add_argument("--demo", action="store_true", help="register a demo model, route and key")
+    p.add_argument("--providers", help='ONNX Runtime providers, e.g. "cuda,cpu" (default: auto)')
+    p.add_argument("--strict-providers", action="store_true", default=None,
+                   help="fail instead of falling back to CPU when a requested provider is missing")
+    p.add_argument("--model-memory-mb", type=int, dest="model_memory_mb",
+                   help="memory budget for loaded models; least recently used idle ones are unloaded")
     p.add_argument("--migrate", action="store_true",
                    help="apply migrations to a non-SQLite database before starting")
     p.set_defaults(func=_serve)
