@@ -26,6 +26,9 @@ class Settings:
     """Declarative YAML applied at start-up (like ``litegate config apply``)."""
 
     max_body_bytes: int = 1024 * 1024
+    """Largest ``/v1`` request body (413 beyond)."""
+    max_infer_body_bytes: int = 64 * 1024 * 1024
+    """Largest ``/v2`` inference request body, tensors included (413 beyond)."""
     reload_interval_s: float = 0.25
     """How often a gateway checks ``config_state.version`` (changes show within 1 s)."""
 

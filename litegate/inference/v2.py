@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from litegate.context import read_body
 from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 
@@ -164,7 +165,9 @@ class V2App:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str,
                      version: str | None, resolved: str) -> None:
-        body = await _read_body(scope, receive)
+        limit = int(getattr(getattr(self.gateway, "settings", None), "max_infer_body_bytes", 0)
+                    or 64 * 1024 * 1024)
+        body = await _read_body(scope, receive, limit)
         header_length = None
         for name, value in scope.get("headers", ()):
             if name.lower() == HEADER_LENGTH.encode():
@@ -217,20 +220,12 @@ def _expect(method: str, allowed: str) -> None:
         raise MethodNotAllowed(f"use {allowed} for this endpoint", headers={"Allow": allowed})
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     ctx = scope.get("litegate")
     body = getattr(ctx, "body", None)
     if body is not None:
         return bytes(body)
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+    return await read_body(scope, receive, limit)  # 413 past the limit, never unbounded
 
 
 async def _respond(send: Send, status: int, body: bytes,

@@ -106,3 +106,18 @@ def test_activate_and_rollback_under_load_zero_failed_requests(gateway, home) ->
     assert {"1", "2"} <= set(seen)
     assert seen[-1] == "1"
     assert len(seen) > 50
+
+
+def test_oversized_v2_body_is_413_not_unbounded_memory(tmp_path, home, make_gateway) -> None:
+    import httpx
+
+    src = matmul_add_model(tmp_path / "add.onnx")
+    assert run_cli("models", "add", "add", str(src), home=home)[0] == 0
+    key = create_key(home)
+    server = make_gateway(max_infer_body_bytes=4096)
+    headers = {"Authorization": f"Bearer {key}"}
+    x = np.ones((2, 4), np.float32)
+    ok = _infer(_client(server), key, x)
+    np.testing.assert_allclose(ok.as_numpy("y"), matmul_add_reference(x), rtol=1e-5)
+    r = httpx.post(server.url + "/v2/models/add/infer", headers=headers, content=b"x" * 10_000)
+    assert r.status_code == 413 and "4096" in r.json()["error"]
