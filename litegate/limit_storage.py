@@ -26,6 +26,8 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
         self._counters: dict[str, list[float]] = {}  # key -> [count, expires_at]
         self._events: dict[str, deque[float]] = {}  # key -> ascending timestamps
         self._windows: dict[str, int] = {}  # moving-window key -> expiry
+        # sliding-window-counter: key -> (window number, previous key, current key)
+        self._window_keys: dict[str, tuple[int, str, str]] = {}
         self._ops = 0
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
@@ -173,7 +175,13 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
                 c = self._counters[key] = [0, now + expiry]
             c[0] += 1
             return c[0] <= amount, max(amount - int(c[0]), 0), c[1]
-        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
+        window = int(now / expiry)
+        cached = self._window_keys.get(key)
+        if cached is None or cached[0] != window:
+            if len(self._window_keys) > 100_000:
+                self._window_keys.clear()
+            cached = self._window_keys[key] = (window, *self.sliding_window_keys(key, expiry, now))
+        _, previous_key, current_key = cached
         previous, previous_ttl, current, current_ttl = self._sliding_info(
             previous_key, current_key, expiry, now
         )

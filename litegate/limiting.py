@@ -116,7 +116,7 @@ class Limiter:
         """Count one request against every check; return the X-RateLimit-* headers of
         the tightest one, or raise ``RateLimited`` for the first one exceeded."""
         if self.local is not None:
-            return self._hit_local(checks)
+            return self.hit_local(checks)
         tightest: tuple[int, float, RateLimitItem] | None = None
         try:
             for check in checks:
@@ -134,7 +134,8 @@ class Limiter:
         self._recovered()
         return _rate_headers(tightest)
 
-    def _hit_local(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
+    def hit_local(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
+        """Synchronous: the in-process storage never waits (called directly on the hot path)."""
         assert self.local is not None
         tightest: tuple[int, float, RateLimitItem] | None = None
         for check in checks:

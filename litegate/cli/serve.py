@@ -128,6 +128,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         ws="none",  # the gateway serves no websockets
+        server_header=False,  # do not advertise the server software
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -33,7 +33,10 @@ class RateLimitMiddleware:
         version = info.snapshot.version
         checks = self.limiter.checks("req", version, key, route_name, route, key_limits=self.key_limits)
         if checks:
-            info.extra_headers.extend(await self.limiter.hit(checks))
+            limiter = self.limiter
+            info.extra_headers.extend(
+                limiter.hit_local(checks) if limiter.local is not None else await limiter.hit(checks)
+            )
         token_checks = self.limiter.checks(
             "tok", version, key, route_name, route, key_limits=self.key_limits
         )
