@@ -161,3 +161,19 @@ async def test_a_lone_request_does_not_wait_for_the_batch_delay(executor) -> Non
     await asyncio.gather(*(batcher.submit(_x(i)) for i in range(4)))
     assert model.batches[3:] == [1, 3] or model.batches[3:] == [4]
     await batcher.close()
+
+
+async def test_batches_never_exceed_max_rows_with_multi_row_requests(executor) -> None:
+    # BentoML's batches were seen to exceed max_batch_size when requests carry several
+    # rows: the limit here is on rows per session.run, not on requests per batch.
+    model = FakeModel(delay=0.005)
+    batcher = AdaptiveBatcher(model, executor=executor, max_batch_size=8, max_delay_s=0.02)
+    sizes = [3, 3, 3, 2, 5, 1, 3, 3, 4, 2] * 3
+    results = await asyncio.gather(*(batcher.submit(_x(i, rows=n)) for i, n in enumerate(sizes)))
+    assert sum(model.batches) == sum(sizes)
+    assert max(model.batches) <= 8, model.batches
+    assert len(model.batches) < len(sizes)
+    for (i, n), result in zip(enumerate(sizes), results):
+        assert result["y"].shape[0] == n
+        np.testing.assert_array_equal(result["y"], model(_x(i, rows=n))["y"])
+    await batcher.close()
