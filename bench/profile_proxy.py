@@ -72,6 +72,8 @@ def _dump(signum, frame):
                 size[top] += os.path.getsize(importlib.util.cache_from_source(f))
             except OSError:
                 pass
+    with open(os.environ["LG_MODULES_OUT"] + ".names", "w") as fh:
+        fh.write("\\n".join(sorted(sys.modules)))
     with open(os.environ["LG_MODULES_OUT"], "w") as fh:
         fh.write(f"{len(sys.modules)} modules, {sum(size.values()) / 2**20:.1f} MiB of .pyc loaded\\n")
         for top, n in size.most_common(30):
