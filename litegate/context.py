@@ -157,4 +157,8 @@ async def resolve_route(
     if path.startswith("/v2/models/"):
         rest = path[len("/v2/models/"):]
         info.route_name = rest.split("/", 1)[0] or None
+        if info.route_name is not None:
+            # A route of that name puts the request through A/B selection (V2Router);
+            # otherwise the name is a local model's.
+            info.route = info.snapshot.routes.get(info.route_name)
     return receive

@@ -198,8 +198,9 @@ class Gateway:
             if scope["path"].startswith("/v2"):
                 if v2 is None:
                     from litegate.inference.v2 import V2App
+                    from litegate.upstreams.v2 import V2Router
 
-                    v2 = V2App(gateway)
+                    v2 = V2Router(gateway, V2App(gateway))
                 await v2(scope, receive, send)
             elif scope["path"] == "/v1/aggregate":
                 await aggregate(scope, receive, send)
