@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from litegate.cli.common import actor, transaction
@@ -135,6 +136,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=10,
     )
     if settings.workers > 1:
+        if not settings.redis:
+            # Each worker would count on its own: N workers would allow N x every quota.
+            print(
+                "warning: --workers > 1 without --redis: limits, token quotas and the cache are "
+                "per worker process; use --redis redis://... for one global quota",
+                file=sys.stderr, flush=True,
+            )
         _export_env(settings.replace(config=None, demo=False))
         uvicorn.run("litegate.cli.serve:app_from_env", factory=True, workers=settings.workers, **common)
     else:
