@@ -5,7 +5,6 @@ lazily, the ONNX model manager."""
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from litegate.errors import ServiceUnavailable, UpstreamError, UpstreamTimeout
+from litegate.errors import UpstreamError, UpstreamTimeout
 from litegate.metrics import Metrics
 from litegate.snapshot import UpstreamSpec
 from litegate.upstreams.breaker import OPEN, CircuitBreaker
