@@ -579,7 +579,7 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
     lines = [
         f"## Proxy benchmark — {started}",
         "",
-        f"Command: `{cmdline}`",
+        f"Command: `{cmdline}` (at commit {meta.get('commit', '?')})",
         "",
         f"Machine: {meta['cpus']} CPUs ({meta['cpu_model']}), {meta['platform']}, Python {meta['python']}, "
         f"{meta['wrk']}; load average at start {meta['load_start']}, at end {meta['load_end']}.",
@@ -695,7 +695,16 @@ def machine_meta() -> dict:
         wrk_v = " ".join(wrk_v.split()[:2])
     except Exception:  # noqa: BLE001
         wrk_v = "wrk ?"
-    return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "platform": platform.platform(terse=True),
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=10).stdout.strip() or "?"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "litegate", "admin"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=10).stdout.strip()
+        rev += " (litegate/ has uncommitted changes)" if dirty else ""
+    except Exception:  # noqa: BLE001
+        rev = "?"
+    return {"commit": rev, "cpus": os.cpu_count(), "cpu_model": cpu_model,
+            "platform": platform.platform(terse=True),
             "python": platform.python_version(), "wrk": wrk_v, "load_start": loadavg()}
 
 
