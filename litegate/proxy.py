@@ -116,6 +116,9 @@ class OpenAIProxy:
                 route = fallback
                 variant = choose_variant(route, sticky_value(scope, info, route))
                 info.variant = variant
+                # The answer comes from the fallback's variant: say so in the headers.
+                info.extra_headers[:] = [h for h in info.extra_headers if h[0] != b"x-litegate-variant"]
+                info.extra_headers.append((b"x-litegate-variant", variant.name.encode()))
                 info.extra_headers.append((b"x-litegate-fallback", route.name.encode()))
 
     def _mirror(self, scope: Scope, info: RequestInfo, variant: VariantSpec, path: str) -> None:

@@ -197,6 +197,7 @@ def test_circuit_opens_then_fallback_route_serves(home, fake_upstream, make_gate
     assert r.status_code == 200
     assert r.json()["choices"][0]["message"]["content"] == "hello from backup-model"
     assert r.headers["x-litegate-fallback"] == "backup"
+    assert r.headers["x-litegate-variant"] == "backup-model"
 
 
 def test_cache_hit_miss_bypass_and_coalescing(home, make_gateway):
