@@ -52,14 +52,17 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
 
     # -- counters (fixed window, sliding window counter) --------------------
 
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        now = time.time()
-        self._tick(now)
+    def _incr(self, key: str, expiry: float, amount: int, now: float) -> list[float]:
         c = self._counters.get(key)
         if c is None or c[1] <= now:
             c = self._counters[key] = [0, now + expiry]
         c[0] += amount
-        return int(c[0])
+        return c
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        self._tick(now)
+        return int(self._incr(key, expiry, amount, now)[0])
 
     async def decr(self, key: str, amount: int = 1) -> int:
         c = self._counters.get(key)
@@ -103,16 +106,19 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
             events.popleft()
         return events
 
+    def _acquire_moving(
+        self, key: str, limit: int, expiry: int, amount: int, now: float
+    ) -> tuple[bool, deque[float]]:
+        events = self._window(key, expiry, now)
+        if amount > limit or len(events) + amount > limit:
+            return False, events
+        events.extend([now] * amount)
+        return True, events
+
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        if amount > limit:
-            return False
         now = time.time()
         self._tick(now)
-        events = self._window(key, expiry, now)
-        if len(events) + amount > limit:
-            return False
-        events.extend([now] * amount)
-        return True
+        return self._acquire_moving(key, limit, expiry, amount, now)[0]
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         now = time.time()
@@ -121,18 +127,36 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
 
     # -- sliding window counter ---------------------------------------------
 
+    def _window_key_pair(self, key: str, expiry: int, now: float) -> tuple[str, str]:
+        """limits' (previous, current) window keys, built once per window."""
+        window = int(now / expiry)
+        cached = self._window_keys.get(key)
+        if cached is None or cached[0] != window:
+            if len(self._window_keys) > 100_000:
+                self._window_keys.clear()
+            cached = self._window_keys[key] = (window, *self.sliding_window_keys(key, expiry, now))
+        return cached[1], cached[2]
+
+    def _acquire_sliding(
+        self, key: str, limit: int, expiry: int, amount: int, now: float
+    ) -> tuple[bool, int, float, int, float]:
+        """Take ``amount`` if the weighted count allows it; returns the allowed flag and
+        the window state afterwards (previous, previous_ttl, current, current_ttl)."""
+        previous_key, current_key = self._window_key_pair(key, expiry, now)
+        previous, previous_ttl, current, current_ttl = self._sliding_info(
+            previous_key, current_key, expiry, now
+        )
+        allowed = amount <= limit and floor(previous * previous_ttl / expiry + current) + amount <= limit
+        if allowed:
+            current = int(self._incr(current_key, 2 * expiry, amount, now)[0])
+        return allowed, previous, previous_ttl, current, current_ttl
+
     async def acquire_sliding_window_entry(
         self, key: str, limit: int, expiry: int, amount: int = 1
     ) -> bool:
-        if amount > limit:
-            return False
         now = time.time()
-        previous_key, current_key = self.sliding_window_keys(key, expiry, now)
-        previous, previous_ttl, current, _ = self._sliding_info(previous_key, current_key, expiry, now)
-        if floor(previous * previous_ttl / expiry + current) + amount > limit:
-            return False
-        await self.incr(current_key, 2 * expiry, amount)
-        return True
+        self._tick(now)
+        return self._acquire_sliding(key, limit, expiry, amount, now)[0]
 
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         now = time.time()
@@ -163,35 +187,15 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
         now = time.time()
         self._tick(now)
         if strategy == "moving-window":
-            events = self._window(key, expiry, now)
-            allowed = len(events) < amount
-            if allowed:
-                events.append(now)
+            allowed, events = self._acquire_moving(key, amount, expiry, 1, now)
             start = events[0] if events else now
             return allowed, max(amount - len(events), 0), start + expiry
         if strategy == "fixed-window":
-            c = self._counters.get(key)
-            if c is None or c[1] <= now:
-                c = self._counters[key] = [0, now + expiry]
-            c[0] += 1
+            c = self._incr(key, expiry, 1, now)
             return c[0] <= amount, max(amount - int(c[0]), 0), c[1]
-        window = int(now / expiry)
-        cached = self._window_keys.get(key)
-        if cached is None or cached[0] != window:
-            if len(self._window_keys) > 100_000:
-                self._window_keys.clear()
-            cached = self._window_keys[key] = (window, *self.sliding_window_keys(key, expiry, now))
-        _, previous_key, current_key = cached
-        previous, previous_ttl, current, current_ttl = self._sliding_info(
-            previous_key, current_key, expiry, now
+        allowed, previous, previous_ttl, current, current_ttl = self._acquire_sliding(
+            key, amount, expiry, 1, now
         )
-        allowed = floor(previous * previous_ttl / expiry + current) + 1 <= amount
-        if allowed:
-            c = self._counters.get(current_key)
-            if c is None or c[1] <= now:
-                c = self._counters[current_key] = [0, now + 2 * expiry]
-            c[0] += 1
-            current += 1
         remaining = max(0, amount - floor(previous * previous_ttl / expiry + current))
         reset_in = inf
         if previous:
