@@ -17,21 +17,12 @@ import structlog
 from litegate.context import ASGIApp, Receive, Scope, Send
 from litegate.errors import NotFound, send_error
 from litegate.gateway import Gateway
+from litegate.responses import send_response
 from litegate.settings import Settings
 
 log = structlog.get_logger("litegate.app")
 _encode = msgspec.json.encode
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+_JSON = [(b"content-type", b"application/json")]
 
 
 def health_router(gateway: Gateway, *, path: str = "/") -> Any:
@@ -91,25 +82,23 @@ class GatewayApp:
             if path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
                 await self.inference(scope, receive, send)
             elif path == "/healthz":
-                await _respond(send, 200, b'{"status":"ok"}', b"application/json")
+                await send_response(send, 200, b'{"status":"ok"}', _JSON)
             elif path == "/readyz":
                 ok, detail = self.gateway.ready()
-                await _respond(send, 200 if ok else 503, _encode({"ready": ok, **detail}), b"application/json")
+                await send_response(send, 200 if ok else 503, _encode({"ready": ok, **detail}), _JSON)
             elif path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
                 body = generate_latest(self.gateway.metrics.registry)
-                await _respond(send, 200, body, CONTENT_TYPE_LATEST.encode())
+                await send_response(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             elif path == self.admin_path or path.startswith(self.admin_path + "/"):
                 admin = await self._admin_app()
                 if admin is None:
-                    await _respond(send, 404, b'{"error":{"message":"admin console disabled","type":"not_found_error","code":"not_found"}}', b"application/json")
+                    await send_error(send, NotFound("admin console disabled"), path=path)
                 else:
                     await admin(scope, receive, send)
             elif path == "/" and self.gateway.settings.admin_enabled:
-                await send({"type": "http.response.start", "status": 302,
-                            "headers": [(b"location", self.admin_path.encode()), (b"content-length", b"0")]})
-                await send({"type": "http.response.body", "body": b""})
+                await send_response(send, 302, b"", [(b"location", self.admin_path.encode())])
             else:
                 await send_error(send, NotFound(f"Unknown endpoint {scope['method']} {path}"), path=path)
         elif kind == "lifespan":

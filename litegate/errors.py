@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from litegate.responses import send_response
+
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -127,14 +129,10 @@ async def send_error(
 ) -> None:
     """The only place an error response is built."""
     body = error_body(exc, style=error_style(path))
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
+    headers = [(b"content-type", b"application/json")]
     for name, value in {**exc.headers, **(extra_headers or {})}.items():
         headers.append((name.lower().encode(), str(value).encode()))
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, exc.status_code, body, headers)
 
 
 class Conflict(LitegateError):

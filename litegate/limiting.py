@@ -14,9 +14,8 @@ from limits import RateLimitItem
 from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
-from litegate.limit_storage import LocalStorage  # also registers async+local://
-
 from litegate.errors import RateLimited, ServiceUnavailable
+from litegate.limit_storage import LocalStorage  # also registers async+local://
 from litegate.snapshot import KeySpec, RouteSpec
 
 log = structlog.get_logger("litegate.limits")

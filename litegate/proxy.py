@@ -25,8 +25,16 @@ from litegate.context import (
     get_info,
     resolve_route,
 )
-from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from litegate.errors import (
+    BadRequest,
+    LitegateError,
+    NotFound,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from litegate.middleware.routing import choose_variant, sticky_value
+from litegate.responses import send_response
 from litegate.snapshot import RouteSpec, VariantSpec
 from litegate.upstreams.client import forward_headers, response_headers
 
@@ -64,15 +72,7 @@ def usage_tokens(payload: bytes) -> tuple[int, int]:
 
 
 async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = _encode(payload)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*_JSON, (b"content-length", str(len(body)).encode()), *(headers or [])],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, _encode(payload), [*_JSON, *(headers or [])])
 
 
 class OpenAIProxy:
@@ -196,10 +196,7 @@ class OpenAIProxy:
             info.upstream_s += time.perf_counter() - t0
             if resp.status == 200:
                 info.tokens, info.prompt_tokens = usage_tokens(body)
-            out = response_headers(resp)
-            out.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": resp.status, "headers": out})
-            await send({"type": "http.response.body", "body": body})
+            await send_response(send, resp.status, body, response_headers(resp))
             return
         info.upstream_s += time.perf_counter() - t0
         await self._relay_stream(receive, send, info, resp, len(data))

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from litegate.errors import BadRequest
-from litegate.inference.dtypes import ORT_TO_V2, NUMPY_TO_V2
+from litegate.inference.dtypes import NUMPY_TO_V2, ORT_TO_V2
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ import structlog
 from litegate.context import read_body
 from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
+from litegate.responses import send_response
 
 log = structlog.get_logger("litegate.inference")
 
@@ -232,6 +233,4 @@ async def _respond(send: Send, status: int, body: bytes,
                    headers: list[tuple[bytes, bytes]] | None = None) -> None:
     if headers is None:
         headers = [(b"content-type", b"application/json")] if body else []
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_response(send, status, body, headers)

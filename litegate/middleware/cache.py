@@ -11,7 +11,18 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from litegate.caching import CachedResponse, cache_key
-from litegate.context import ASGIApp, Message, Receive, RequestInfo, Scope, Send, get_info, header, resolve_route
+from litegate.context import (
+    ASGIApp,
+    Message,
+    Receive,
+    RequestInfo,
+    Scope,
+    Send,
+    get_info,
+    header,
+    resolve_route,
+)
+from litegate.responses import send_response
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway
@@ -69,11 +80,9 @@ class CacheMiddleware:
 
     async def _replay(self, entry: CachedResponse, info: RequestInfo, send: Send) -> None:
         headers = list(entry.headers)
-        headers.append((b"content-length", str(len(entry.body)).encode()))
         if entry.variant:
             headers.append((b"x-litegate-variant", entry.variant.encode()))
-        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
-        await send({"type": "http.response.body", "body": entry.body})
+        await send_response(send, entry.status, entry.body, headers)
 
     def _tee(self, send: Send, info: RequestInfo, key: str, ttl_s: float) -> Send:
         cache = self.cache

@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 import structlog
+
 from litegate.context import (
     SCOPE_KEY,
     ASGIApp,

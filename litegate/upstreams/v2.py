@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from litegate.context import ASGIApp, Receive, Scope, Send, get_info, read_body
 from litegate.errors import LitegateError, send_error
+from litegate.responses import send_response
 from litegate.upstreams.client import forward_headers, response_headers
 
 if TYPE_CHECKING:
@@ -71,7 +72,4 @@ class V2Router:
         )
         payload = await self.client.read(upstream, resp)
         info.upstream_s += time.perf_counter() - started
-        out = response_headers(resp)
-        out.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": resp.status, "headers": out})
-        await send({"type": "http.response.body", "body": payload})
+        await send_response(send, resp.status, payload, response_headers(resp))
