@@ -203,6 +203,22 @@ class AdminUser(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
 
 
+class AdminSession(Base):
+    """A signed-in console session; deleting the row ends it on every replica at once."""
+
+    __tablename__ = "admin_sessions"
+
+    # SHA-256 of the session id in the cookie: a database dump does not yield live cookies.
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("admin_users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # One-time payload for the next page (a new API key's secret), cleared when shown.
+    flash: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
 class AuditEntry(Base):
     """Every configuration change: who, when, what, before and after."""
 
