@@ -64,6 +64,16 @@ class Settings:
     """Budget for loaded sessions; 0 = unlimited."""
     max_queue: int = 256
     """Pending inference requests per model before answering 503."""
+    max_infer_response_bytes: int = 64 * 1024 * 1024
+    """Largest ``/v2`` inference response body (400 beyond: ask for binary outputs or less)."""
+    infer_timeout_s: float = 30.0
+    """Deadline of one ``session.run`` (ONNX Runtime terminates the run; 504)."""
+    model_load_timeout_s: float = 120.0
+    """Loading plus warming one model version (503 for that model beyond)."""
+    model_check_timeout_s: float = 60.0
+    """Registration: validation and warm-up in a child process, killed beyond."""
+    model_check_memory_mb: int = 4096
+    """Registration: address-space limit (RLIMIT_AS) of the validation child process."""
 
     admin_enabled: bool = True
     admin_path: str = "/admin"
