@@ -44,6 +44,12 @@ class CircuitBreaker:
             code="circuit_open",
         )
 
+    def abandon(self) -> None:
+        """A call ended without an outcome (cancelled): free the half-open trial so the
+        next call can try, instead of every later call getting 503 forever."""
+        if self.state == HALF_OPEN:
+            self._trial = False
+
     def success(self) -> None:
         self.failures = 0
         self.state = CLOSED

@@ -103,6 +103,9 @@ class UpstreamClient:
                     method, url, data=body, headers=headers, timeout=timeout,
                     allow_redirects=False,
                 )
+            except asyncio.CancelledError:
+                breaker.abandon()  # e.g. an aggregate branch timed out: no outcome to record
+                raise
             except asyncio.TimeoutError as exc:
                 self._record(upstream, breaker, False, "timeout")
                 raise UpstreamTimeout(
