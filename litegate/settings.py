@@ -72,7 +72,7 @@ class Settings:
     """Loading plus warming one model version (503 for that model beyond)."""
     model_check_timeout_s: float = 60.0
     """Registration: validation and warm-up in a child process, killed beyond."""
-    model_check_memory_mb: int = 4096
+    model_check_memory_mb: int = 2048
     """Registration: address-space limit (RLIMIT_AS) of the validation child process."""
 
     admin_enabled: bool = True
