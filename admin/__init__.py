@@ -25,7 +25,7 @@ from litestar.static_files import create_static_files_router
 from litegate.errors import LitegateError
 from litegate.services.users import LoginThrottle
 
-from . import models_views, views
+from . import account_views, models_views, views
 from .auth import (
     AdminAuthRequired,
     AdminSessionMiddleware,
@@ -64,6 +64,7 @@ ROUTE_HANDLERS = [
     views.key_revoke,
     views.audit_page,
     *models_views.ROUTE_HANDLERS,
+    *account_views.ROUTE_HANDLERS,
 ]
 
 

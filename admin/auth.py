@@ -1,13 +1,20 @@
 """Admin sessions, CSRF and the one access guard.
 
-Sessions are signed cookies (HMAC-SHA256 over a compact JSON payload) that carry
-the user, the issue time and the CSRF token; nothing secret is stored in them.
-The cookie is ``HttpOnly``, ``SameSite=Lax``, scoped to the admin path, and
-``Secure`` when the request came over HTTPS. Every visitor gets a session (an
-anonymous one only carries a CSRF token), so the login form is CSRF-protected too.
+The cookie is signed (HMAC-SHA256 over a compact JSON payload) and carries the
+issue time, the CSRF token, short flash messages and, once signed in, a session
+id. A signed-in session is only valid while its row in ``admin_sessions`` exists
+(:mod:`litegate.services.admin_sessions`): logout, a password change or
+``litegate admin end-sessions`` delete rows, and the cookie stops working on the
+next request on every replica. Anonymous visitors get a cookie with a CSRF token
+only (no row), so the login form is CSRF-protected without filling the table.
 
-:class:`AdminSessionMiddleware` is mounted on the admin router only: the
-``/v1``/``/v2`` hot path never pays for it.
+Litestar's ``ServerSideSessionConfig`` was not used: its stores are opaque
+key-value blobs (memory, file, Redis), so "end every session of this user" would
+need a second index, and it creates a stored session for every anonymous visitor.
+
+The cookie is ``HttpOnly``, ``SameSite=Lax``, scoped to the admin path, and
+``Secure`` when the request came over HTTPS. :class:`AdminSessionMiddleware` is
+mounted on the admin router only: the ``/v1``/``/v2`` hot path never pays for it.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+
+from litegate.services import admin_sessions
 
 if TYPE_CHECKING:
     from litestar.connection import ASGIConnection
@@ -86,11 +95,11 @@ class SessionSigner:
         return data
 
 
-def new_session(user: str | None = None, user_id: int | None = None) -> dict[str, Any]:
+def new_session(session_id: str | None = None) -> dict[str, Any]:
+    """Cookie payload: a fresh CSRF token, and the server-side session id once signed in."""
     data: dict[str, Any] = {"csrf": secrets.token_urlsafe(24), "iat": int(time.time())}
-    if user is not None:
-        data["user"] = user
-        data["uid"] = user_id
+    if session_id is not None:
+        data["sid"] = session_id
     return data
 
 
@@ -100,20 +109,25 @@ class SessionState:
 
     data: dict[str, Any]
     dirty: bool = False
-    flashes: list[tuple[str, str]] = field(default_factory=list)
+    user: str | None = None
+    """Set by the middleware from the live server-side session, never from the cookie."""
+    user_id: int | None = None
 
     @property
-    def user(self) -> str | None:
-        user = self.data.get("user")
-        return user if isinstance(user, str) else None
+    def session_id(self) -> str | None:
+        sid = self.data.get("sid")
+        return sid if isinstance(sid, str) and self.user is not None else None
 
     @property
     def csrf_token(self) -> str:
         return str(self.data.get("csrf", ""))
 
-    def replace(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.dirty = True
+    def sign_in(self, session_id: str, user: str, user_id: int) -> None:
+        # A fresh cookie (and CSRF token) on login: no session fixation.
+        self.data, self.user, self.user_id, self.dirty = new_session(session_id), user, user_id, True
+
+    def sign_out(self) -> None:
+        self.data, self.user, self.user_id, self.dirty = new_session(), None, None, True
 
     def flash(self, message: str, category: str = "ok") -> None:
         self.data.setdefault("flash", []).append([category, message])
@@ -147,7 +161,15 @@ class AdminSessionMiddleware:
                 data = self._read_cookie(value.decode("latin-1"))
                 if data is not None:
                     break
+        user = None
+        if data is not None and isinstance(data.get("sid"), str):
+            async with self.context.sessionmaker() as session:
+                user = await admin_sessions.user_of(session, data["sid"])
+            if user is None:  # ended (logout, password change, end-sessions) or expired
+                data = None
         state = SessionState(data=data or new_session(), dirty=data is None)
+        if user is not None:
+            state.user_id, state.user = user
         scope[SCOPE_SESSION] = state
         scope[SCOPE_CONTEXT] = self.context
         secure = scope.get("scheme") == "https"

@@ -19,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from litegate.db.models import ApiKey, AuditEntry, Model, Quota, Route, Upstream, utcnow
 from litegate.errors import Conflict, LitegateError
+from litegate.services import admin_sessions
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
 from litegate.services import routing
@@ -26,7 +27,7 @@ from litegate.services import users as user_service
 from litegate.services.schema import ValidationFailed, check_route
 
 from . import dashboard, forms
-from .auth import context_of, new_session, session_of
+from .auth import context_of, session_of
 
 log = structlog.get_logger("litegate.admin")
 
@@ -88,7 +89,7 @@ def actor(request: Request[Any, Any, Any]) -> str:
     return f"admin:{session_of(request).user}"
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str:
+def client_ip(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -118,7 +119,7 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
     username = str(form.get("username") or "").strip()
     password = str(form.get("password") or "")
     target = str(form.get("next") or "")
-    ip = _client_ip(request)
+    ip = client_ip(request)
     wait = ctx.throttle.retry_after(username, ip)
     if wait > 0:
         log.warning("admin_login_throttled", username=username, ip=ip)
@@ -140,16 +141,20 @@ async def login_submit(request: Request[Any, Any, Any]) -> Response[Any]:
         )
     ctx.throttle.success(username, ip)
     log.info("admin_login", username=user.username, ip=ip)
-    # A fresh session (and CSRF token) on login: no session fixation.
-    session_of(request).replace(new_session(user.username, user.id))
+    async with ctx.sessionmaker() as session, session.begin():
+        session_id = await admin_sessions.start(session, user.id, max_age_s=ctx.signer.max_age_s)
+    session_of(request).sign_in(session_id, user.username, user.id)
     return Redirect(path=_safe_next(request, target), status_code=303)
 
 
 @post("/logout")
 async def logout(request: Request[Any, Any, Any]) -> Redirect:
-    log.info("admin_logout", username=session_of(request).user)
     state = session_of(request)
-    state.replace(new_session())
+    log.info("admin_logout", username=state.user)
+    if state.session_id is not None:
+        async with context_of(request).sessionmaker() as session, session.begin():
+            await admin_sessions.end(session, state.session_id)
+    state.sign_out()
     state.flash("Signed out.")
     return redirect(request, "/login")
 

@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="read the password from the first line of stdin instead of prompting",
         )
         c.set_defaults(func=func)
+    e = s.add_parser("end-sessions", help="sign out console sessions (all users, or one)")
+    e.add_argument("name", nargs="?", help="only this user's sessions")
+    e.set_defaults(func=_end_sessions)
 
 
 def read_password(args: argparse.Namespace) -> str:
@@ -52,5 +55,13 @@ async def _set_password(args: argparse.Namespace, settings: Settings) -> int:
     password = user_service.validate_password(read_password(args))
     async with transaction(settings) as session:
         await user_service.set_password(session, args.name, password, actor=actor())
-    print(f"Password changed for {args.name!r}.")
+    print(f"Password changed for {args.name!r}; their console sessions were ended.")
+    return 0
+
+
+async def _end_sessions(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        ended = await user_service.end_sessions(session, args.name, actor=actor())
+    who = f"user {args.name!r}" if args.name else "all users"
+    print(f"Ended {ended} console session(s) of {who}.")
     return 0

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import AdminUser, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
+from litegate.services import admin_sessions
 from litegate.services.audit import record_audit
 
 SCRYPT_N = 2**14
@@ -121,13 +122,15 @@ async def create_user(
 async def set_password(
     session: AsyncSession, username: str, password: str, *, actor: str = "cli"
 ) -> AdminUser:
-    """Replace a user's password; the caller commits."""
+    """Replace a user's password and end all of that user's console sessions (a
+    captured cookie must not outlive the password it was issued under); the caller commits."""
     validate_password(password)
     password_hash = await asyncio.to_thread(hash_password, password)
     user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
     if user is None:
         raise NotFound(f"no admin user {username!r}")
     user.password_hash = password_hash
+    await admin_sessions.end_for_user(session, user.id)
     await record_audit(
         session,
         actor=actor,
@@ -136,6 +139,23 @@ async def set_password(
         entity_name=username,
     )
     return user
+
+
+async def end_sessions(session: AsyncSession, username: str | None, *, actor: str) -> int:
+    """End one user's console sessions, or everyone's when ``username`` is ``None``;
+    returns how many were ended. The caller commits."""
+    if username is None:
+        ended = await admin_sessions.end_all(session)
+    else:
+        user = await session.scalar(select(AdminUser).where(AdminUser.username == username))
+        if user is None:
+            raise NotFound(f"no admin user {username!r}")
+        ended = await admin_sessions.end_for_user(session, user.id)
+    await record_audit(
+        session, actor=actor, action="end_sessions", entity_type="admin_user",
+        entity_name=username or "*", after={"sessions_ended": ended},
+    )
+    return ended
 
 
 async def authenticate(session: AsyncSession, username: str, password: str) -> AdminUser | None:
@@ -152,6 +172,14 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> A
     user.last_login_at = utcnow()
     await session.commit()
     return user
+
+
+async def check_password(session: AsyncSession, user_id: int, password: str) -> bool:
+    """Whether ``password`` is this user's current one (for the console's password change)."""
+    user = await session.get(AdminUser, user_id)
+    stored = user.password_hash if user is not None else _dummy_hash()
+    ok = await asyncio.to_thread(verify_password, password, stored)
+    return user is not None and ok
 
 
 async def ensure_demo_user(session: AsyncSession, username: str = "admin") -> str | None:

@@ -1,0 +1,99 @@
+"""Server-side console sessions: the cookie names a row, and deleting the row ends
+the session on every replica at the next request.
+
+Only the SHA-256 of the session id is stored. Rows expire with the cookie; expired
+rows are purged whenever someone signs in, and each user keeps at most
+``MAX_SESSIONS_PER_USER`` (the oldest are ended first), so the table is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, null, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import AdminSession, AdminUser, utcnow
+
+MAX_SESSIONS_PER_USER = 20
+
+
+def _hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def start(session: AsyncSession, user_id: int, *, max_age_s: int) -> str:
+    """Record a new session for ``user_id`` and return its id (for the cookie only)."""
+    now = utcnow()
+    await session.execute(delete(AdminSession).where(AdminSession.expires_at <= now))
+    keep = MAX_SESSIONS_PER_USER - 1
+    old = list(await session.scalars(
+        select(AdminSession.id_hash).where(AdminSession.user_id == user_id)
+        .order_by(AdminSession.created_at.desc()).offset(keep)
+    ))
+    if old:
+        await session.execute(delete(AdminSession).where(AdminSession.id_hash.in_(old)))
+    session_id = secrets.token_urlsafe(32)
+    session.add(AdminSession(
+        id_hash=_hash(session_id), user_id=user_id, created_at=now,
+        expires_at=now + timedelta(seconds=max_age_s),
+    ))
+    await session.flush()
+    return session_id
+
+
+async def user_of(session: AsyncSession, session_id: str) -> tuple[int, str] | None:
+    """``(user id, username)`` for a live session, else ``None`` (ended or expired)."""
+    row = (await session.execute(
+        select(AdminUser.id, AdminUser.username)
+        .join(AdminSession, AdminSession.user_id == AdminUser.id)
+        .where(AdminSession.id_hash == _hash(session_id), AdminSession.expires_at > utcnow())
+    )).first()
+    return (int(row[0]), str(row[1])) if row is not None else None
+
+
+async def end(session: AsyncSession, session_id: str) -> None:
+    await session.execute(delete(AdminSession).where(AdminSession.id_hash == _hash(session_id)))
+
+
+async def end_for_user(session: AsyncSession, user_id: int) -> int:
+    """End every session of one user; returns how many were live."""
+    result = await session.execute(delete(AdminSession).where(AdminSession.user_id == user_id))
+    return int(result.rowcount or 0)
+
+
+async def end_all(session: AsyncSession) -> int:
+    result = await session.execute(delete(AdminSession))
+    return int(result.rowcount or 0)
+
+
+async def count_for_user(session: AsyncSession, user_id: int) -> int:
+    rows = await session.scalars(
+        select(AdminSession.id_hash)
+        .where(AdminSession.user_id == user_id, AdminSession.expires_at > utcnow())
+    )
+    return len(list(rows))
+
+
+async def set_flash(session: AsyncSession, session_id: str, data: dict[str, Any]) -> None:
+    await session.execute(
+        update(AdminSession).where(AdminSession.id_hash == _hash(session_id)).values(flash=data)
+    )
+
+
+async def pop_flash(session: AsyncSession, session_id: str) -> dict[str, Any] | None:
+    """The one-time payload, cleared as it is read: a reload (or a second replica) sees none."""
+    id_hash = _hash(session_id)
+    data = await session.scalar(select(AdminSession.flash).where(AdminSession.id_hash == id_hash))
+    if not data:
+        return None
+    # Only the request whose UPDATE clears the value shows it (two concurrent GETs race).
+    result = await session.execute(
+        update(AdminSession)
+        .where(AdminSession.id_hash == id_hash, AdminSession.flash.is_not(None))
+        .values(flash=null())  # SQL NULL, not the JSON 'null' a Python None would store
+    )
+    return data if result.rowcount == 1 else None

@@ -1,0 +1,126 @@
+"""Server-side console sessions across two real gateways on one database: logout,
+a password change and ``admin end-sessions`` end a captured cookie on the very next
+request, on either replica."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import csrf_of
+from tests.helpers.cli import run_cli
+
+PASSWORD = "first-password-1"
+
+
+def _cli_with_stdin(monkeypatch: pytest.MonkeyPatch, home: Path, text: str, *argv: str) -> str:
+    monkeypatch.setattr("sys.stdin", io.StringIO(text + "\n"))
+    code, out, err = run_cli(*argv, home=home)
+    assert code == 0, err
+    return out
+
+
+def _login(url: str, user: str, password: str = PASSWORD) -> httpx.Client:
+    client = httpx.Client(base_url=url, timeout=10)
+    page = client.get("/admin/login")
+    r = client.post(
+        "/admin/login",
+        data={"_csrf": csrf_of(page.text), "username": user, "password": password},
+    )
+    assert r.status_code == 303, r.text
+    return client
+
+
+def _opens_console(url: str, cookie: str) -> bool:
+    """A fresh client presenting only the captured cookie: 200 = signed in, 303 = login."""
+    r = httpx.get(f"{url}/admin/", cookies={"litegate_admin": cookie}, timeout=10)
+    assert r.status_code in (200, 303), r.status_code
+    return r.status_code == 200
+
+
+@pytest.fixture
+def replicas(home: Path, make_gateway, monkeypatch) -> Iterator[tuple[str, str]]:
+    home.mkdir(parents=True, exist_ok=True)
+    a, b = make_gateway(), make_gateway()  # one SQLite database, two servers
+    for user in ("alice", "bob"):
+        _cli_with_stdin(monkeypatch, home, PASSWORD, "admin", "create-user", user, "--password-stdin")
+    yield a.url, b.url
+
+
+def test_logout_ends_the_session_on_every_replica(replicas):
+    a, b = replicas
+    client = _login(a, "alice")
+    captured = client.cookies["litegate_admin"]
+    assert _opens_console(a, captured) and _opens_console(b, captured)
+    token = csrf_of(client.get("/admin/").text)
+    assert client.post("/admin/logout", data={"_csrf": token}).status_code == 303
+    # The cookie captured before logout is dead at once, on the other replica too.
+    assert not _opens_console(b, captured)
+    assert not _opens_console(a, captured)
+
+
+def test_set_password_ends_only_that_users_sessions(replicas, home, monkeypatch):
+    a, b = replicas
+    alice = _login(a, "alice").cookies["litegate_admin"]
+    alice_2 = _login(b, "alice").cookies["litegate_admin"]
+    bob = _login(a, "bob").cookies["litegate_admin"]
+    out = _cli_with_stdin(
+        monkeypatch, home, "second-password-2", "admin", "set-password", "alice", "--password-stdin"
+    )
+    assert "sessions were ended" in out
+    for cookie in (alice, alice_2):
+        assert not _opens_console(a, cookie) and not _opens_console(b, cookie)
+    assert _opens_console(b, bob)
+    _login(b, "alice", "second-password-2")  # the new password works
+
+
+def test_end_sessions_cli_for_one_user_and_for_all(replicas, home):
+    a, b = replicas
+    alice = _login(a, "alice").cookies["litegate_admin"]
+    bob = _login(b, "bob").cookies["litegate_admin"]
+    code, out, _ = run_cli("admin", "end-sessions", "bob", home=home)
+    assert code == 0 and "Ended 1 console session(s) of user 'bob'" in out
+    assert not _opens_console(a, bob) and _opens_console(b, alice)
+    code, out, _ = run_cli("admin", "end-sessions", home=home)
+    assert code == 0 and "Ended 1 console session(s) of all users" in out
+    assert not _opens_console(b, alice)
+    code, _, err = run_cli("admin", "end-sessions", "nobody", home=home)
+    assert code != 0 and "no admin user 'nobody'" in err
+
+
+def test_console_password_change_ends_the_users_other_sessions(replicas):
+    a, b = replicas
+    other = _login(b, "alice").cookies["litegate_admin"]
+    bob = _login(b, "bob").cookies["litegate_admin"]
+    client = _login(a, "alice")
+    token = csrf_of(client.get("/admin/account").text)
+    wrong = client.post("/admin/account/password", data={
+        "_csrf": token, "current_password": "not-it-at-all", "new_password": "second-password-2",
+        "repeat_password": "second-password-2",
+    })
+    assert wrong.status_code == 400 and "wrong password" in wrong.text
+    assert _opens_console(b, other)
+    r = client.post("/admin/account/password", data={
+        "_csrf": token, "current_password": PASSWORD, "new_password": "second-password-2",
+        "repeat_password": "second-password-2",
+    })
+    assert r.status_code == 303 and r.headers["location"] == "/admin/account"
+    assert not _opens_console(b, other) and not _opens_console(a, other)
+    assert _opens_console(b, bob)
+    # this browser got a new session and stays signed in
+    page = client.get("/admin/account")
+    assert page.status_code == 200 and "Every other session of yours was signed out" in page.text
+
+
+def test_console_end_all_sessions_button(replicas):
+    a, b = replicas
+    bob = _login(b, "bob").cookies["litegate_admin"]
+    client = _login(a, "alice")
+    token = csrf_of(client.get("/admin/account").text)
+    assert client.post("/admin/sessions/end-all", data={"_csrf": token}).status_code == 303
+    assert not _opens_console(a, bob) and not _opens_console(b, bob)
+    assert client.get("/admin/").status_code == 303  # this browser too
