@@ -124,3 +124,28 @@ def test_console_end_all_sessions_button(replicas):
     assert client.post("/admin/sessions/end-all", data={"_csrf": token}).status_code == 303
     assert not _opens_console(a, bob) and not _opens_console(b, bob)
     assert client.get("/admin/").status_code == 303  # this browser too
+
+
+def test_admin_sessions_migration_up_and_down_on_sqlite(tmp_path):
+    import sqlite3
+
+    from litegate.db import migrate
+
+    path = tmp_path / "m.db"
+    url = f"sqlite+aiosqlite:///{path}"
+
+    def tables() -> set[str]:
+        with sqlite3.connect(path) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    migrate.upgrade(url)
+    assert "admin_sessions" in tables()
+    with sqlite3.connect(path) as db:
+        columns = {r[1] for r in db.execute("PRAGMA table_info(admin_sessions)")}
+        indexes = {r[1] for r in db.execute("PRAGMA index_list(admin_sessions)")}
+    assert columns == {"id_hash", "user_id", "created_at", "expires_at", "flash"}
+    assert {"ix_admin_sessions_user_id", "ix_admin_sessions_expires_at"} <= indexes
+    migrate.downgrade(url, "0002")
+    assert "admin_sessions" not in tables() and "admin_users" in tables()
+    migrate.upgrade(url)
+    assert "admin_sessions" in tables()
