@@ -46,10 +46,11 @@ class AggregateHandler:
     def __init__(self, gateway: Gateway, proxy: OpenAIProxy) -> None:
         self.gateway = gateway
         self.max_body = gateway.settings.max_body_bytes
+        # Each branch is a request for the key's limits and quotas (the fan-out itself
+        # is not counted), so a fan-out never multiplies what a key may do.
         self.branch_app = RateLimitMiddleware(
             CacheMiddleware(ABRoutingMiddleware(proxy, gateway=gateway), gateway=gateway),
             gateway=gateway,
-            key_limits=False,  # the aggregate call itself was counted against them
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,9 +114,8 @@ class AggregateHandler:
             sub.body = body
             sub.route = parent.snapshot.routes.get(route)
             sub._route_resolved = True
-            if sub.route is None:
-                raise _branch_error(404, f"The model '{route}' does not exist", "model_not_found")
-            if not parent.key.allows(route):  # type: ignore[union-attr]
+            # Unknown routes go through the limits and are answered 404 by the proxy.
+            if sub.route is not None and not parent.key.allows(route):  # type: ignore[union-attr]
                 raise _branch_error(403, f"This API key may not use '{route}'", "forbidden")
             await asyncio.wait_for(self.branch_app(sub_scope, receive, capture), req.timeout_s)
             result["status"] = status
@@ -136,7 +136,8 @@ class AggregateHandler:
         result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
         parent.tokens += sub.tokens
         m = self.gateway.metrics
-        m.requests.labels(route, result["variant"] or "-", str(result["status"])).inc()
+        label = route if sub.route is not None else "-"  # never a client's text
+        m.requests.labels(label, result["variant"] or "-", str(result["status"])).inc()
         return result
 
 

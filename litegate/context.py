@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from litegate.errors import BadRequest, NotFound, PayloadTooLarge
+from litegate.errors import BadRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
     from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
@@ -75,6 +75,15 @@ current_request: ContextVar[RequestInfo | None] = ContextVar("litegate_request",
 
 def get_info(scope: Scope) -> RequestInfo | None:
     return scope.get(SCOPE_KEY)
+
+
+def configured_name(info: RequestInfo) -> str | None:
+    """The request's route (or local model) name when the configuration knows it, else
+    ``None``: metric labels, stats series and limit keys never take a client's text."""
+    name = info.route_name
+    if name is None or info.route is not None or name in info.snapshot.models:
+        return name
+    return None
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -149,10 +158,9 @@ async def resolve_route(
         info.json = data
         info.stream = data.get("stream") is True
         info.route_name = model
-        route = info.snapshot.routes.get(model)
-        if route is None:
-            raise NotFound(f"The model '{model}' does not exist", code="model_not_found")
-        info.route = route
+        # An unknown model is answered 404 by the handler, after auth and the key's own
+        # limits: a key's limits cover every request it makes, whatever the route.
+        info.route = info.snapshot.routes.get(model)
         return replay_receive(body, receive)
     if path.startswith("/v2/models/"):
         rest = path[len("/v2/models/"):]

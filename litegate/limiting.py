@@ -69,23 +69,19 @@ class Limiter:
         key: KeySpec,
         route_name: str | None,
         route: RouteSpec | None,
-        *,
-        key_limits: bool = True,
     ) -> list[Check]:
         """The limits that apply, ``kind`` ``req`` or ``tok``; cached per config version."""
         if version != self._checks_version:
             self._checks.clear()
             self._checks_version = version
-        cache_key = (kind, key.id, route_name, key_limits)
+        cache_key = (kind, key.id, route_name)
         cached = self._checks.get(cache_key)
         if cached is not None:
             return cached
         tokens = kind == "tok"
         kid = str(key.id)
-        checks = []
-        if key_limits:
-            items = key.token_limits if tokens else key.limits
-            checks += [_check(item, NAMESPACE, kind, kid, "*") for item in items]
+        items = key.token_limits if tokens else key.limits
+        checks = [_check(item, NAMESPACE, kind, kid, "*") for item in items]
         if route_name is not None:
             if route is not None:
                 items = route.token_limits if tokens else route.limits

@@ -96,7 +96,8 @@ class OpenAIProxy:
             raise RuntimeError("OpenAIProxy needs RequestContextMiddleware outside it")
         receive = await resolve_route(scope, receive, info, self.max_body)
         route = info.route
-        assert route is not None  # resolve_route raised 404 otherwise
+        if route is None:
+            raise NotFound(f"The model '{info.route_name}' does not exist", code="model_not_found")
         variant = info.variant or choose_variant(route, sticky_value(scope, info, route))
         info.variant = variant
         shadow = route.shadow

@@ -39,9 +39,12 @@ class Bucket:
 
 
 class Stats:
-    def __init__(self, *, bucket_s: int = 10, keep: int = 360) -> None:
+    def __init__(self, *, bucket_s: int = 10, keep: int = 360, max_series: int = 2_000) -> None:
         self.bucket_s = bucket_s
         self.keep = keep
+        self.max_series = max_series
+        """Bound on (route, variant) series; names are configured ones, but configurations
+        churn: past it the series idle the longest is dropped."""
         self._series: dict[tuple[str, str], deque[Bucket]] = {}
 
     def record(
@@ -55,6 +58,9 @@ class Stats:
         key = (route or "-", variant or "-")
         series = self._series.get(key)
         if series is None:
+            if len(self._series) >= self.max_series:
+                idle = min(self._series, key=lambda k: self._series[k][-1].start)
+                del self._series[idle]
             series = self._series[key] = deque(maxlen=self.keep)
         start = int(time.time()) // self.bucket_s * self.bucket_s
         if not series or series[-1].start != start:

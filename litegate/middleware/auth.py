@@ -9,7 +9,15 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, Scope, Send, get_info, resolve_route
+from litegate.context import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    configured_name,
+    get_info,
+    resolve_route,
+)
 from litegate.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
@@ -72,7 +80,7 @@ class AuthMiddleware:
         info.key = key
         self.gateway.note_key_use(key.id, now)
         receive = await resolve_route(scope, receive, info, self.max_body)
-        if info.route_name is not None:
-            if not key.allows(info.route_name):
-                raise Forbidden(f"This API key may not use '{info.route_name}'")
+        route_name = configured_name(info)  # unknown names: limits first, then 404
+        if route_name is not None and not key.allows(route_name):
+            raise Forbidden(f"This API key may not use '{route_name}'")
         await self.app(scope, receive, send)

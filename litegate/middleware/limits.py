@@ -10,36 +10,38 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, Scope, Send, get_info, resolve_route
+from litegate.context import ASGIApp, Receive, Scope, Send, configured_name, get_info, resolve_route
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway
 
 
+AGGREGATE_PATH = "/v1/aggregate"
+
+
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, gateway: Gateway, key_limits: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
         self.app = app
         self.limiter = gateway.limiter
         self.max_body = gateway.settings.max_body_bytes
-        self.key_limits = key_limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
-        if info is None or info.key is None:
+        if info is None or info.key is None or scope["path"] == AGGREGATE_PATH:
+            # A fan-out is not itself a request: each of its branches is counted.
             await self.app(scope, receive, send)
             return
         receive = await resolve_route(scope, receive, info, self.max_body)
-        key, route_name, route = info.key, info.route_name, info.route
+        # Unknown names count against the key's own limits only (never a per-name key).
+        key, route_name, route = info.key, configured_name(info), info.route
         version = info.snapshot.version
-        checks = self.limiter.checks("req", version, key, route_name, route, key_limits=self.key_limits)
+        checks = self.limiter.checks("req", version, key, route_name, route)
         if checks:
             limiter = self.limiter
             info.extra_headers.extend(
                 limiter.hit_local(checks) if limiter.local is not None else await limiter.hit(checks)
             )
-        token_checks = self.limiter.checks(
-            "tok", version, key, route_name, route, key_limits=self.key_limits
-        )
+        token_checks = self.limiter.checks("tok", version, key, route_name, route)
         if not token_checks:
             await self.app(scope, receive, send)
             return

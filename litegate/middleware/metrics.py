@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, Scope, Send, get_info
+from litegate.context import ASGIApp, Receive, Scope, Send, configured_name, get_info
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway
@@ -36,7 +36,8 @@ class MetricsMiddleware:
             raise
         finally:
             m = self.metrics
-            route = info.route_name or "-"
+            name = configured_name(info)
+            route = name or "-"
             variant = info.variant.name if info.variant else "-"
             status = info.status or raised
             elapsed = time.perf_counter() - info.started
@@ -48,6 +49,6 @@ class MetricsMiddleware:
                 m.limited.labels(route).inc()
             if info.stream_error:
                 m.stream_errors.labels(route).inc()
-            self.stats.record(info.route_name, info.variant.name if info.variant else None,
+            self.stats.record(name, info.variant.name if info.variant else None,
                               502 if info.stream_error else status, elapsed, info.cache)
 

@@ -148,3 +148,14 @@ def test_fast_timestamper_matches_iso_utc():
         ts = stamp(None, "info", {})["timestamp"]
         parsed = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
         assert abs(parsed - before) < 0.5 and ts.endswith("Z") and "T" in ts
+
+
+def test_dashboard_stats_keep_a_bounded_number_of_series():
+    from litegate.stats import Stats
+
+    stats = Stats(max_series=50)
+    for i in range(500):
+        stats.record(f"route-{i}", "v", 200, 0.01, None)
+    totals = stats.totals()
+    assert len(totals) == 50
+    assert "route-499/v" in totals and "route-0/v" not in totals

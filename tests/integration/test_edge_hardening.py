@@ -1,0 +1,104 @@
+"""The edge holds against a hostile client: limits cover every request a key makes,
+metric labels are configured names only, upstream answers are bounded, and a
+cancelled call never wedges a circuit breaker."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.helpers.cli import apply_config, create_key
+from tests.helpers.servers import run_fake_upstream
+
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+def test_cancelled_half_open_trial_does_not_wedge_the_circuit(home, make_gateway):
+    with run_fake_upstream(slow_s=3.0) as fake:
+        apply_config(home, {
+            "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake.base_url,
+                           "max_retries": 0}],
+            "routes": [
+                {"name": "bad", "variants": [{"upstream": "mock", "model": "error-502"}]},
+                {"name": "slow", "variants": [{"upstream": "mock", "model": "slow-model"}]},
+                {"name": "ok", "variants": [{"upstream": "mock", "model": "fine"}]},
+            ],
+        })
+        key = create_key(home)
+        server = make_gateway(breaker_failures=1, breaker_reset_s=0.3)
+        h = {"Authorization": f"Bearer {key}"}
+        url = server.url + "/v1/chat/completions"
+        assert httpx.post(url, headers=h, json={"model": "bad", "messages": MSGS}).status_code == 502
+        assert httpx.post(url, headers=h, json={"model": "ok", "messages": MSGS}).status_code == 503
+        time.sleep(0.4)
+        # The half-open trial is a branch that times out: cancelled, no outcome.
+        r = httpx.post(server.url + "/v1/aggregate", headers=h, timeout=10,
+                       json={"routes": ["slow"], "request": {"messages": MSGS}, "timeout_s": 0.3})
+        assert r.json()["results"][0]["status"] == 504
+        r = httpx.post(url, headers=h, json={"model": "ok", "messages": MSGS})
+        assert r.status_code == 200, r.text
+
+
+def test_unknown_models_count_against_the_keys_limit(home, fake_upstream, make_gateway):
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": "chat", "variants": [{"upstream": "mock", "model": "m"}]}],
+    })
+    key = create_key(home, "limited", "--limit", "10/minute")
+    server = make_gateway()
+    h = {"Authorization": f"Bearer {key}"}
+    statuses = [
+        httpx.post(server.url + "/v1/chat/completions", headers=h,
+                   json={"model": f"nope-{i}", "messages": MSGS}).status_code
+        for i in range(15)
+    ] + [httpx.post(server.url + "/v2/models/nope/infer", headers=h, json={}).status_code]
+    assert statuses[:10] == [404] * 10
+    assert statuses[10:] == [429] * 6
+    # ... and the known route is limited by the same key-wide count.
+    r = httpx.post(server.url + "/v1/chat/completions", headers=h, json={"model": "chat", "messages": MSGS})
+    assert r.status_code == 429 and not fake_upstream.calls
+
+
+def test_aggregate_branches_count_against_the_keys_limit(home, fake_upstream, make_gateway):
+    routes = [f"r{i}" for i in range(16)]
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": r, "variants": [{"upstream": "mock", "model": r}]} for r in routes],
+    })
+    key = create_key(home, "fan", "--limit", "3/minute")
+    server = make_gateway()
+    h = {"Authorization": f"Bearer {key}"}
+    statuses = []
+    for _ in range(3):
+        r = httpx.post(server.url + "/v1/aggregate", headers=h, timeout=10,
+                       json={"routes": routes, "request": {"messages": MSGS}})
+        assert r.status_code == 200
+        statuses += [b["status"] for b in r.json()["results"]]
+    assert len(fake_upstream.calls) == 3
+    assert sorted(statuses).count(200) == 3 and statuses.count(429) == 45
+    # A branch to an unknown route is counted too, before its 404.
+    r = httpx.post(server.url + "/v1/aggregate", headers=h,
+                   json={"routes": ["missing"], "request": {"messages": MSGS}})
+    assert r.json()["results"][0]["status"] == 429
+
+
+def test_client_chosen_names_never_become_metric_labels(home, fake_upstream, make_gateway):
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": "chat", "variants": [{"upstream": "mock", "model": "m"}]}],
+    })
+    key = create_key(home)
+    server = make_gateway()
+    h = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server.url, headers=h) as c:
+        for i in range(200):
+            c.post("/v1/chat/completions", json={"model": f"zz-unique-{i}", "messages": MSGS})
+            c.post(f"/v2/models/zz-v2-{i}/infer", json={"inputs": []})
+        c.post("/v1/aggregate", json={"routes": ["zz-agg"], "request": {"messages": MSGS}})
+        assert c.post("/v1/chat/completions", json={"model": "chat", "messages": MSGS}).status_code == 200
+        text = httpx.get(server.url + "/metrics").text
+    assert "zz-" not in text
+    assert 'route="chat"' in text and 'route="-"' in text
+    # 400 unknown-name requests add one fixed series, not 400.
+    assert text.count("litegate_requests_total{") <= 6
