@@ -11,39 +11,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import msgspec
 import structlog
 
 from litegate.context import ASGIApp, Receive, Scope, Send
 from litegate.errors import NotFound, send_error
+from litegate.faults import OperationalFault
 from litegate.gateway import Gateway
+from litegate.health import HEALTH_PATHS, send_health
 from litegate.responses import send_response
 from litegate.settings import Settings
 
 log = structlog.get_logger("litegate.app")
-_encode = msgspec.json.encode
-_JSON = [(b"content-type", b"application/json")]
-
-
-def health_router(gateway: Gateway, *, path: str = "/") -> Any:
-    """``/healthz``, ``/readyz`` and ``/metrics`` as a Litestar router (for the plug-in)."""
-    from litestar import MediaType, Response, Router, get
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    @get("/healthz", media_type=MediaType.JSON, sync_to_thread=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @get("/readyz", media_type=MediaType.JSON, sync_to_thread=False)
-    def readyz() -> Response[dict[str, Any]]:
-        ok, detail = gateway.ready()
-        return Response({"ready": ok, **detail}, status_code=200 if ok else 503)
-
-    @get("/metrics", sync_to_thread=False)
-    def metrics() -> Response[bytes]:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    return Router(path=path, route_handlers=[healthz, readyz, metrics])
 
 
 def admin_router(gateway: Gateway) -> Any | None:
@@ -81,16 +59,8 @@ class GatewayApp:
             path: str = scope["path"]
             if path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
                 await self.inference(scope, receive, send)
-            elif path == "/healthz":
-                await send_response(send, 200, b'{"status":"ok"}', _JSON)
-            elif path == "/readyz":
-                ok, detail = self.gateway.ready()
-                await send_response(send, 200 if ok else 503, _encode({"ready": ok, **detail}), _JSON)
-            elif path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-                body = generate_latest(self.gateway.metrics.registry)
-                await send_response(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+            elif path in HEALTH_PATHS:
+                await send_health(self.gateway, path, send)
             elif path == self.admin_path or path.startswith(self.admin_path + "/"):
                 admin = await self._admin_app()
                 if admin is None:
@@ -123,6 +93,10 @@ class GatewayApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.gateway.start()
+                except OperationalFault as exc:  # one line naming the fix, no traceback
+                    log.error("startup_failed", error=str(exc))
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup_failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -1,8 +1,9 @@
 """Mount litegate into any ASGI app (Starlette, FastAPI, …) or a WSGI app (Flask, …).
 
-``LitegateMiddleware`` serves ``/v1`` and ``/v2`` itself and puts the policy stack
-(request context, auth, per-key limits, metrics) in front of the host app's own
-routes too, except the paths listed in ``public_paths``.
+``LitegateMiddleware`` serves ``/v1``, ``/v2`` and (``health=True``) ``/healthz``,
+``/readyz``, ``/metrics`` itself, and puts the policy stack (request context, auth,
+per-key limits, metrics) in front of the host app's own routes too, except the paths
+listed in ``public_paths``. See ``litegate.mount`` for what happens when it cannot start.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from litegate.context import ASGIApp, Message, Receive, Scope, Send
+from litegate.errors import ServiceUnavailable, send_error
 from litegate.gateway import Gateway
+from litegate.health import HEALTH_PATHS, send_health
+from litegate.mount import MountedStart
 from litegate.settings import Settings
 
 DEFAULT_PUBLIC = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
@@ -26,9 +30,13 @@ class LitegateMiddleware:
         gateway: Gateway | None = None,
         protect_host_routes: bool = True,
         public_paths: tuple[str, ...] = DEFAULT_PUBLIC,
+        health: bool = True,
     ) -> None:
         self.app = app
         self.gateway = gateway or Gateway(settings)
+        self.starter = MountedStart(self.gateway)
+        self.public_paths = public_paths
+        self.health_paths = HEALTH_PATHS if health else frozenset()
         self.inference = self.gateway.inference_app()
         self.protected_host = (
             self.gateway.wrap(app, public_prefixes=public_paths) if protect_host_routes else app
@@ -41,20 +49,27 @@ class LitegateMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await self.gateway.ensure_started()  # WSGI bridges and some servers skip lifespan
+        fault = await self.starter.start()  # WSGI bridges and some servers skip lifespan
         path = scope["path"]
-        if path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
+        if path in self.health_paths:
+            await send_health(self.gateway, path, send, fault=str(fault) if fault else None)
+        elif fault is not None and not path.startswith(self.public_paths):
+            await send_error(send, ServiceUnavailable(str(fault)), path=path)
+        elif path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
             await self.inference(scope, receive, send)
+        elif fault is not None:
+            await self.app(scope, receive, send)
         else:
             await self.protected_host(scope, receive, send)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = self.gateway
+        """The host's lifespan always runs, whether or not litegate could start."""
+        gateway, starter = self.gateway, self.starter
 
         async def wrapped_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await gateway.ensure_started()
+                await starter.start()
             elif message["type"] == "lifespan.shutdown":
                 await gateway.stop()
             return message

@@ -9,12 +9,14 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litegate.caching import RedisResponseCache, ResponseCache
 from litegate.context import ASGIApp, Receive, Scope, Send
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.errors import NotFound
+from litegate.faults import explain_db_error
 from litegate.limiting import Limiter, storage_uri
 from litegate.metrics import Metrics
 from litegate.middleware import (
@@ -40,7 +42,7 @@ class Gateway:
     def __init__(self, settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> None:
         self.settings = settings or Settings.load()
         s = self.settings
-        self.engine = engine or make_engine(s.db_url)
+        self.engine = engine or make_engine(s.db_url, timeout_s=s.db_timeout_s)
         self.sessionmaker = make_sessionmaker(self.engine)
         self.snapshots = SnapshotStore(self.sessionmaker, interval_s=s.reload_interval_s)
         self.metrics = Metrics()
@@ -61,12 +63,17 @@ class Gateway:
             metrics=self.metrics,
             breaker_failures=s.breaker_failures,
             breaker_reset_s=s.breaker_reset_s,
+            max_body_bytes=s.max_upstream_body_bytes,
         )
         self._models: ModelManager | None = None
         self._key_use: dict[int, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
         self._start_lock: asyncio.Lock | None = None
+        self.redis_ok: bool | None = None
+        """Last Redis ping (None without Redis); checked at start and every few seconds."""
+        self.missing_api_key_env: dict[str, str] = {}
+        """Upstream name -> its unset ``api_key_env`` variable (requests go without a key)."""
         self.snapshots.subscribe(self._on_snapshot)
 
     # -- lifecycle ---------------------------------------------------------
@@ -77,13 +84,52 @@ class Gateway:
         async with self._start_lock:
             if self._started:
                 return
+            await self._open_database()
             await self.http.start()
-            await self.snapshots.start()
             self._tasks.append(asyncio.create_task(self._flush_key_use_loop()))
             if self.snapshots.current.models:
                 await self.models.start(self.snapshots.current)
+            if self.settings.redis:
+                await self._check_redis(at_start=True)
+                self._tasks.append(asyncio.create_task(self._watch_redis()))
             self._started = True
             log.info("gateway_started", config_version=self.snapshots.current.version)
+
+    async def _open_database(self) -> None:
+        """First start in a new directory: migrate the embedded SQLite default in place.
+        Any other database must already be at head (``litegate db upgrade``, once per
+        deployment). Unreachable, locked or unmigrated: a one-line OperationalFault."""
+        from litegate.db import migrate
+
+        url = self.settings.db_url
+        try:
+            if url.startswith("sqlite"):
+                await asyncio.to_thread(migrate.upgrade_if_needed, url)
+            else:
+                await migrate.check_schema(self.engine, url)
+            await self.snapshots.start()
+        except (DBAPIError, OSError) as exc:
+            fault = explain_db_error(exc, url, timeout_s=self.settings.db_timeout_s)
+            if fault is None:
+                raise
+            raise fault from None
+
+    async def _check_redis(self, *, at_start: bool = False) -> None:
+        try:
+            ok = bool(await asyncio.wait_for(self.limiter.storage.check(), 1.0))
+        except Exception:
+            ok = False
+        if not ok and (at_start or self.redis_ok):
+            log.warning("redis_unreachable", fail_open=self.settings.limit_fail_open,
+                        fix="start Redis or correct --redis / LITEGATE_REDIS")
+        elif ok and self.redis_ok is False:
+            log.info("redis_reachable")
+        self.redis_ok = ok
+
+    async def _watch_redis(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            await self._check_redis()
 
     async def ensure_started(self) -> None:
         if not self._started:
@@ -130,10 +176,23 @@ class Gateway:
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.metrics.config_version.set(snapshot.version)
+        self._note_missing_api_keys(snapshot)
         if self._models is not None:
             self._models.on_snapshot(snapshot)
         elif self._started and snapshot.models:
             self._tasks.append(asyncio.ensure_future(self.models.start(snapshot)))
+
+    def _note_missing_api_keys(self, snapshot: Snapshot) -> None:
+        missing = {
+            v.upstream.name: v.upstream.api_key_env
+            for route in snapshot.routes.values() for v in route.variants
+            if v.upstream.api_key_env and v.upstream.api_key is None
+        }
+        for name, env in missing.items():
+            if self.missing_api_key_env.get(name) != env:
+                log.warning("upstream_api_key_unset", upstream=name, env=env,
+                            fix=f"export {env}=... before starting; requests go without a key")
+        self.missing_api_key_env = missing  # type: ignore[assignment]
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {
@@ -141,6 +200,17 @@ class Gateway:
             "config_version": self.snapshots.current.version,
         }
         ok = self._started and self.snapshots.db_ok
+        if self.missing_api_key_env:
+            detail["missing_api_key_env"] = self.missing_api_key_env
+        if self.redis_ok is not None:
+            # Fail-open keeps serving without shared limits (ready, degraded); fail-closed
+            # refuses requests, so this replica should leave the load balancer.
+            detail["redis"] = self.redis_ok
+            if not self.redis_ok:
+                detail["degraded"] = "redis unreachable: " + (
+                    "limits are not enforced" if self.settings.limit_fail_open
+                    else "requests are refused (fail-closed)")
+                ok = ok and self.settings.limit_fail_open
         if self._models is not None:
             detail["models"] = self._models.status()
             ok = ok and self._models.ready()

@@ -10,7 +10,10 @@ from litestar import asgi
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 
+from litegate.errors import ServiceUnavailable, send_error
 from litegate.gateway import Gateway
+from litegate.health import HEALTH_PATHS, send_health
+from litegate.mount import MountedStart
 from litegate.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,14 +25,21 @@ class ProtectMiddleware:
     """Puts the litegate policy stack (auth, per-key limits, metrics) in front of the
     host app's own handlers whose path starts with one of ``prefixes``."""
 
-    def __init__(self, app: Any, *, gateway: Gateway, prefixes: tuple[str, ...]) -> None:
+    def __init__(
+        self, app: Any, *, gateway: Gateway, prefixes: tuple[str, ...], starter: MountedStart
+    ) -> None:
         self.app = app
         self.prefixes = prefixes
+        self.starter = starter
         self.protected = gateway.wrap(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
-            await self.protected(scope, receive, send)  # type: ignore[arg-type]
+            fault = await self.starter.start()
+            if fault is not None:
+                await send_error(send, ServiceUnavailable(str(fault)), path=scope["path"])  # type: ignore[arg-type]
+            else:
+                await self.protected(scope, receive, send)  # type: ignore[arg-type]
         else:
             await self.app(scope, receive, send)
 
@@ -41,26 +51,35 @@ class LitegateConfig:
     """Mount the admin console at ``/admin``."""
     protect: tuple[str, ...] = ()
     """Path prefixes of the host app's own routes that require a litegate API key."""
-    health: bool = False
-    """Also mount ``/healthz``, ``/readyz`` and ``/metrics``."""
+    health: bool = True
+    """Also mount ``/healthz``, ``/readyz`` and ``/metrics`` (False if the app has its own)."""
     middleware_class: type[ProtectMiddleware] = ProtectMiddleware
 
 
 class LitegatePlugin(InitPlugin):
-    __slots__ = ("config", "gateway")
+    __slots__ = ("config", "gateway", "starter")
 
     def __init__(self, config: LitegateConfig | None = None) -> None:
         self.config = config or LitegateConfig()
         self.gateway = Gateway(self.config.settings)
+        self.starter = MountedStart(self.gateway)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
-        gateway = self.gateway
+        gateway, starter = self.gateway, self.starter
         inference = gateway.inference_app()
 
         async def serve(scope: Scope, receive: Receive, send: Send) -> None:
             # Litestar strips the mount prefix; the gateway routes on the full path.
-            scope = {**scope, "path": unquote(scope["raw_path"].decode("latin-1").split("?", 1)[0])}  # type: ignore[assignment]
-            await inference(scope, receive, send)  # type: ignore[arg-type]
+            path = unquote(scope["raw_path"].decode("latin-1").split("?", 1)[0])
+            fault = await starter.start()
+            if fault is not None:
+                await send_error(send, ServiceUnavailable(str(fault)), path=path)  # type: ignore[arg-type]
+                return
+            await inference({**scope, "path": path}, receive, send)  # type: ignore[arg-type]
+
+        async def health(scope: Scope, receive: Receive, send: Send) -> None:
+            fault = await starter.start()
+            await send_health(gateway, scope["path"], send, fault=str(fault) if fault else None)  # type: ignore[arg-type]
 
         handlers: list[Any] = [
             asgi("/v1", is_mount=True, copy_scope=False, name="litegate-v1")(serve),
@@ -73,16 +92,19 @@ class LitegatePlugin(InitPlugin):
             if router is not None:
                 handlers.append(router)
         if self.config.health:
-            from litegate.app import health_router
-
-            handlers.append(health_router(gateway))
+            handlers += [asgi(p, copy_scope=False, name=f"litegate{p.replace('/', '-')}")(health)
+                         for p in sorted(HEALTH_PATHS)]
         app_config.route_handlers.extend(handlers)
         if self.config.protect:
             app_config.middleware.append(
                 DefineMiddleware(
-                    self.config.middleware_class, gateway=gateway, prefixes=self.config.protect
+                    self.config.middleware_class, gateway=gateway, prefixes=self.config.protect,
+                    starter=starter,
                 )
             )
-        app_config.on_startup.append(gateway.start)
+        app_config.on_startup.append(self._start)
         app_config.on_shutdown.append(gateway.stop)
         return app_config
+
+    async def _start(self) -> None:
+        await self.starter.start()  # an operational fault is logged, never raised

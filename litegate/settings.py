@@ -29,7 +29,13 @@ class Settings:
     """Largest ``/v1`` request body (413 beyond)."""
     max_infer_body_bytes: int = 64 * 1024 * 1024
     """Largest ``/v2`` inference request body, tensors included (413 beyond)."""
+    max_upstream_body_bytes: int = 16 * 1024 * 1024
+    """Largest non-streamed ``/v1`` upstream answer the gateway buffers (502 beyond);
+    streams and remote ``/v2`` answers are relayed as they arrive and never buffered."""
     reload_interval_s: float = 0.25
+    db_timeout_s: float = 5.0
+    """How long a database call waits for a lock held by another writer (SQLite) or for a
+    connection (PostgreSQL) before failing with a one-line error."""
     """How often a gateway checks ``config_state.version`` (changes show within 1 s)."""
 
     limit_strategy: str = "sliding-window-counter"

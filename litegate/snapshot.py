@@ -36,6 +36,8 @@ class UpstreamSpec:
     timeout_s: float
     connect_timeout_s: float
     max_retries: int
+    api_key_env: str | None = None
+    """The variable ``api_key`` was read from (reported when it is unset)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +132,7 @@ def build_upstream(u: Upstream) -> UpstreamSpec:
         timeout_s=u.timeout_s,
         connect_timeout_s=u.connect_timeout_s,
         max_retries=u.max_retries,
+        api_key_env=u.api_key_env,
     )
 
 

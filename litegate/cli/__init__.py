@@ -1,5 +1,10 @@
 """``litegate`` command line. Each command group lives in its own module with a
-``register(subparsers)`` function; handlers are ``async (args, settings) -> int``."""
+``register(subparsers)`` function; handlers are ``async (args, settings) -> int``.
+
+Exit status: 0 success, 1 invalid input or a refused change, 2 usage error,
+3 operational fault (database unreachable, locked or not migrated, port in use: the
+one-line message names the fix), 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,10 @@ import inspect
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import DBAPIError
+
 from litegate.errors import LitegateError
+from litegate.faults import EXIT_OPERATIONAL, OperationalFault, explain_db_error
 from litegate.logging import configure_logging
 from litegate.services.schema import ValidationFailed
 from litegate.settings import Settings
@@ -31,9 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="litegate",
         description="A lightweight, fast inference gateway. Settings also come from LITEGATE_* env vars.",
     )
-    parser.add_argument("--home", help="state directory (SQLite file, models); default ./.litegate")
-    parser.add_argument("--db", help="database URL (default: SQLite under --home)")
-    parser.add_argument("--redis", help="redis://host:port/db for shared limits across replicas")
+    parser.add_argument("--version", action="version", version=f"litegate {_version()}")
+    _add_global_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -43,7 +50,35 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _accept_global_flags_everywhere(parser)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("litegate")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, default: object) -> None:
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("--home", default=default,
+                       help="state directory (SQLite file, models); default ./.litegate")
+    group.add_argument("--db", default=default, help="database URL (default: SQLite under --home)")
+    group.add_argument("--redis", default=default,
+                       help="redis://host:port/db for shared limits across replicas")
+
+
+def _accept_global_flags_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``litegate serve --db URL`` as well as ``litegate --db URL serve``. Sub-commands
+    leave the value unset when the flag is absent (SUPPRESS), so the top level's stays."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for child in action.choices.values():  # type: ignore[union-attr]
+            _add_global_flags(child, default=argparse.SUPPRESS)
+            _accept_global_flags_everywhere(child)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -62,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    settings: Settings | None = None
     try:
         settings = settings_from_args(args)
         # Commands print their results on stdout; logs go to stderr, warnings only.
@@ -70,6 +106,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if inspect.isawaitable(result):
             result = asyncio.run(result)
         return int(result or 0)
+    except OperationalFault as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_OPERATIONAL
+    except (DBAPIError, OSError) as exc:
+        # The database driver's own errors: explained in one line, or a real bug.
+        fault = settings and explain_db_error(exc, settings.db_url, timeout_s=settings.db_timeout_s)
+        if not fault:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
+        return EXIT_OPERATIONAL
     except ValidationFailed as exc:
         for error in exc.errors:
             print(f"error: {error}", file=sys.stderr)

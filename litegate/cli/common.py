@@ -32,7 +32,7 @@ async def transaction(settings: Settings) -> AsyncIterator[AsyncSession]:
     import asyncio
 
     await asyncio.to_thread(ensure_schema, settings)
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, timeout_s=settings.db_timeout_s)
     try:
         async with make_sessionmaker(engine).begin() as session:
             yield session

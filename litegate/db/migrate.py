@@ -9,8 +9,11 @@ from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from litegate.faults import DatabaseNotMigrated, describe_db, not_migrated
+
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 _REVISION = re.compile(r"^(down_)?revision(?:: [^=]+)? = ['\"]?([\w]+)['\"]?", re.M)
 
@@ -21,12 +24,18 @@ def migrations_dir() -> Path:
     return Path(litegate.migrations.__file__).parent
 
 
-def head_revision() -> str:
-    """The head revision, read from the scripts without importing Alembic."""
+def _revisions() -> tuple[set[str], set[str]]:
+    """(every revision, every revision that has a child), read from the scripts."""
     revisions, parents = set(), set()
     for script in (migrations_dir() / "versions").glob("*.py"):
         for down, rev in _REVISION.findall(script.read_text()):
             (parents if down else revisions).add(rev)
+    return revisions, parents
+
+
+def head_revision() -> str:
+    """The head revision, read from the scripts without importing Alembic."""
+    revisions, parents = _revisions()
     heads = revisions - parents
     if len(heads) != 1:
         raise RuntimeError(f"expected one migration head, found {sorted(heads)}")
@@ -45,6 +54,32 @@ def sqlite_is_current(url: str) -> bool:
     except sqlite3.Error:
         return False
     return row is not None and row[0] == head_revision()
+
+
+async def check_schema(engine: AsyncEngine, url: str) -> None:
+    """Raise DatabaseNotMigrated unless the database is at head. A shared database is
+    migrated once per deployment (``litegate db upgrade``), never by each replica."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        async with engine.connect() as conn:
+            row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+    except DBAPIError as exc:
+        message = str(exc)
+        if "alembic_version" in message and ("no such table" in message or "does not exist" in message):
+            raise not_migrated(url) from None
+        raise
+    head = head_revision()
+    if row is None:
+        raise not_migrated(url)
+    if row[0] not in _revisions()[0]:
+        raise DatabaseNotMigrated(
+            f"the database {describe_db(url)} is at revision {row[0]}, newer than this litegate "
+            f"({head}): upgrade litegate"
+        )
+    if row[0] != head:
+        raise not_migrated(url, f" (at {row[0]}, this litegate needs {head})")
 
 
 def alembic_config(url: str) -> Config:
