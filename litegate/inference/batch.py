@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,13 @@ def split(outputs: Mapping[str, np.ndarray], sizes: Sequence[int]) -> list[dict[
     return parts
 
 
-RunFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+RunFn = Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]
+"""``run(inputs, run_options)``: one ``session.run``."""
 
 
-def run_merged(run: RunFn, items: Sequence[Tensors]) -> list[dict[str, np.ndarray]]:
+def run_merged(run: RunFn, items: Sequence[Tensors], run_options: Any = None
+               ) -> list[dict[str, np.ndarray]]:
     """Merge, run once, split: called on a worker thread, never on the event loop."""
     if len(items) == 1:
-        return [run(dict(items[0]))]
-    return split(run(merge(items)), [rows(i) for i in items])
+        return [run(dict(items[0]), run_options)]
+    return split(run(merge(items), run_options), [rows(i) for i in items])

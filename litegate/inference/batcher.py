@@ -8,16 +8,20 @@ the batch to the thread executor (``session.run`` releases the GIL). At most ``c
 batches run at once; while they run, the next batch fills up. A failing batch is
 re-run request by request so that only the faulty request fails. The number of
 waiting requests is bounded by ``max_queue``: beyond it callers get a 503.
+
+Every run gets its own ``RunOptions``: ONNX Runtime terminates it when its deadline
+passes (504), when every caller in it has gone away (client disconnected), or when
+the batcher closes for shutdown, so no thread stays pinned by a run nobody awaits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -28,6 +32,30 @@ from litegate.inference.session import InferenceFailed
 
 class QueueFull(ServiceUnavailable):
     """The model's request queue is full; retry shortly."""
+
+
+class RunTimeout(LitegateError):
+    """The model ran past its deadline; the run was terminated."""
+
+    status_code = 504
+    type = "timeout"
+    code = "inference_timeout"
+
+
+class _Run:
+    """One ``session.run`` in flight: its ``RunOptions`` and why it was ended early."""
+
+    __slots__ = ("options", "reason")
+
+    def __init__(self, options: Any) -> None:
+        self.options = options
+        self.reason: LitegateError | None = None
+
+    def stop(self, reason: LitegateError) -> None:
+        if self.reason is None:
+            self.reason = reason
+        if self.options is not None:
+            self.options.terminate = True
 
 
 class BatchObserver(Protocol):
@@ -55,6 +83,8 @@ class AdaptiveBatcher:
         concurrency: int = 1,
         observer: BatchObserver | None = None,
         name: str = "",
+        run_options: Callable[[], Any] | None = None,
+        timeout_s: float = 0.0,
     ) -> None:
         self._run = run
         self._executor = executor
@@ -64,6 +94,9 @@ class AdaptiveBatcher:
         self.concurrency = max(1, int(concurrency))
         self._observer = observer
         self.name = name
+        self._new_options = run_options or (lambda: None)
+        self.timeout_s = max(0.0, float(timeout_s))
+        self._active: set[_Run] = set()
         self.pending = 0
         self.executions = 0
         self._queue: asyncio.Queue[_Waiting] | None = None
@@ -121,12 +154,45 @@ class AdaptiveBatcher:
         enqueued = time.perf_counter()
         async with self._slots:
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
             try:
-                result = await loop.run_in_executor(self._executor, self._run, dict(inputs))
+                results = await self._call([dict(inputs)], ())
             finally:
                 self._observe(1, n, [started - enqueued], time.perf_counter() - started)
-        return result
+        return results[0]
+
+    async def _call(self, items: list[Mapping[str, np.ndarray]],
+                    callers: Sequence[asyncio.Future[Any]]) -> list[dict[str, np.ndarray]]:
+        """Run ``items`` merged on the executor under a deadline; stop the run when
+        every one of ``callers`` is gone (or, with none, when our own caller is)."""
+        loop = asyncio.get_running_loop()
+        run = _Run(self._new_options())
+        self._active.add(run)
+        timer = None
+        if self.timeout_s > 0:
+            timer = loop.call_later(self.timeout_s, run.stop, RunTimeout(
+                f"model {self.name!r} ran longer than {self.timeout_s:g} s (infer_timeout_s); "
+                "the run was stopped"))
+
+        def gone(_: Any) -> None:
+            if all(f.cancelled() for f in callers):
+                run.stop(ServiceUnavailable("every caller left"))
+
+        for f in callers:
+            f.add_done_callback(gone)
+        future = loop.run_in_executor(self._executor, run_merged, self._run, items, run.options)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            run.stop(ServiceUnavailable("the caller left"))  # nobody wants this answer
+            raise
+        except Exception as exc:
+            if run.reason is not None:
+                raise run.reason from exc
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._active.discard(run)
 
     def _observe(self, requests: int, n: int, queue_s: list[float], compute_s: float) -> None:
         self.executions += 1
@@ -204,24 +270,24 @@ class AdaptiveBatcher:
             self._slots.release()
 
     async def _execute_group(self, group: list[_Waiting]) -> None:
-        loop = asyncio.get_running_loop()
         started = time.perf_counter()
         queue_s = [started - w.enqueued for w in group]
         try:
-            results = await loop.run_in_executor(
-                self._executor, run_merged, self._run, [w.inputs for w in group]
-            )
+            results = await self._call([w.inputs for w in group], [w.future for w in group])
         except Exception as exc:
             self._observe(len(group), sum(w.rows for w in group), queue_s,
                           time.perf_counter() - started)
-            if len(group) == 1:
-                _fail(group[0], exc)
+            if len(group) == 1 or isinstance(exc, (RunTimeout, ServiceUnavailable)):
+                for w in group:
+                    _fail(w, exc)
                 return
             # Isolate the faulty request(s): everyone else still gets an answer.
             for w in group:
+                if w.future.done():
+                    continue
                 t0 = time.perf_counter()
                 try:
-                    result = await loop.run_in_executor(self._executor, self._run, dict(w.inputs))
+                    (result,) = await self._call([w.inputs], [w.future])
                 except Exception as one_exc:
                     _fail(w, one_exc)
                 else:
@@ -236,9 +302,14 @@ class AdaptiveBatcher:
             if not w.future.done():
                 w.future.set_result(result)
 
-    async def close(self) -> None:
-        """Stop collecting; requests still queued get a 503, running batches finish."""
+    async def close(self, *, terminate: bool = False) -> None:
+        """Stop collecting; requests still queued get a 503. Running batches finish, or
+        with ``terminate`` (shutdown) are stopped and answer 503."""
         self._closed = True
+        if terminate:
+            for run in list(self._active):
+                run.stop(ServiceUnavailable(f"model {self.name!r} is shutting down; retry",
+                                            headers={"Retry-After": "1"}))
         if self._collector is not None:
             self._collector.cancel()
             try:

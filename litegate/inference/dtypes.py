@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+BYTES = "BYTES"
+"""Strings: object arrays of ``str`` (ONNX string tensors hold text)."""
+
 V2_TO_NUMPY: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
@@ -17,6 +20,7 @@ V2_TO_NUMPY: dict[str, np.dtype] = {
     "FP16": np.dtype(np.float16),
     "FP32": np.dtype(np.float32),
     "FP64": np.dtype(np.float64),
+    BYTES: np.dtype(object),
 }
 NUMPY_TO_V2: dict[np.dtype, str] = {v: k for k, v in V2_TO_NUMPY.items()}
 

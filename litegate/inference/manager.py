@@ -27,16 +27,19 @@ from typing import Any
 import numpy as np
 import structlog
 
-from litegate.errors import BadRequest, NotFound, ServiceUnavailable
+from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable
 from litegate.inference.batcher import AdaptiveBatcher
 from litegate.inference.memory import release_memory
 from litegate.inference.metrics import ModelMetrics
 from litegate.inference.signature import Signature, validate_inputs
+from litegate.inference.stats import Observers, VersionStats
 
 log = structlog.get_logger("litegate.inference")
 
 Key = tuple[str, str]
 Loader = Callable[..., Any]
+FAILED_RETRY_S = 5.0
+"""A version that failed to load answers 503 at once for this long before a retry."""
 
 
 @dataclass(slots=True)
@@ -46,6 +49,8 @@ class _Entry:
     sha256: str
     loaded: Any  # LoadedSession
     batcher: AdaptiveBatcher
+    executor: ThreadPoolExecutor  # this version's own threads: no model takes them all
+    hot: bool = False
     inflight: int = 0
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
@@ -81,13 +86,20 @@ class ModelManager:
         self._background: set[asyncio.Task[Any]] = set()
         self._tokenizers: dict[tuple[str, int], Any] = {}
         self._warmup: asyncio.Task[None] | None = None
-        self._ready = False
         self.load_count = 0
         n = workers or int(getattr(settings, "extra", {}).get("inference_workers", 0) or 0)
-        self._executor = ThreadPoolExecutor(max_workers=n or max(2, os.cpu_count() or 2),
+        self.workers = n or max(2, os.cpu_count() or 2)
+        # Tokenizers only; each loaded version runs on its own bounded executor.
+        self._executor = ThreadPoolExecutor(max_workers=self.workers,
                                             thread_name_prefix="litegate-onnx")
         self._load_executor = ThreadPoolExecutor(max_workers=2,
                                                  thread_name_prefix="litegate-onnx-load")
+        self._failed: dict[Key, tuple[float, LitegateError]] = {}
+        self._pins: dict[Key, int] = {}  # requests waiting for a load: not evictable
+        self._room = asyncio.Event()  # set whenever a version goes idle
+        self._budget_lock: asyncio.Lock | None = None
+        self._measured: dict[Key, int] = {}
+        self.stats: dict[Key, VersionStats] = {}
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self, snapshot: Any) -> None:
@@ -106,15 +118,16 @@ class ModelManager:
         for spec, result in zip(hot, results):
             if isinstance(result, BaseException):
                 log.error("onnx_hot_model_failed", model=spec.name, error=str(result))
-        self._ready = True
         log.info("onnx_warmup_done", models=[s.name for s in hot])
 
     def ready(self) -> bool:
-        """True once the start-up warm-up finished (or when there is nothing to warm)."""
-        if self._warmup is None:
-            snap = self._snapshot
-            return snap is None or not any(getattr(m, "hot", False) for m in snap.models.values())
-        return self._ready
+        """True when every hot model's active version is loaded: a hot model that
+        cannot load (bad file, timeout, checksum) keeps the gateway not ready."""
+        snap = self._snapshot
+        if snap is None:
+            return True
+        return all((m.name, m.active_version) in self._loaded for m in snap.models.values()
+                   if getattr(m, "hot", False) and m.active_version)
 
     @property
     def current_snapshot(self) -> Any:
@@ -127,6 +140,7 @@ class ModelManager:
     def on_snapshot(self, snapshot: Any) -> None:
         """Config changed: new requests see it at once; in-flight ones finish on their version."""
         old, self._snapshot = self._snapshot, snapshot
+        self._failed.clear()  # a changed configuration deserves a fresh try
         if self._warmup is None:  # never started: this snapshot is the start-up one
             try:
                 self._warmup = asyncio.get_running_loop().create_task(
@@ -176,7 +190,8 @@ class ModelManager:
                 task.cancel()
         for entry in list(self._loaded.values()):
             self._loaded.pop(entry.key, None)
-            await entry.batcher.close()
+            await entry.batcher.close(terminate=True)  # in-flight runs end now
+            entry.executor.shutdown(wait=False, cancel_futures=True)
             self._set_loaded_metric(entry, False)
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._load_executor.shutdown(wait=False, cancel_futures=True)
@@ -220,6 +235,9 @@ class ModelManager:
         if entry is not None and entry.path == str(vspec.path):
             self._loaded.move_to_end(key)
             return entry
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed[0] < FAILED_RETRY_S:
+            raise failed[1]
         task = self._loading.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load(spec, vspec))
@@ -229,51 +247,83 @@ class ModelManager:
         return await asyncio.shield(task)
 
     def _plan(self, spec: Any, vspec: Any) -> tuple[int, dict[str, Any]]:
-        """How many batches may run at once, and the session options to load with.
+        """How many runs of this version may go at once, and the session options.
 
         Batched models default to 2 concurrent runs: one computes while the next batch is
-        merged and the previous one split. Unbatched ones get one run per executor
-        thread. Intra-op threads stay at the setting (0 = ORT's default, all cores): a
-        lone request then uses every core, which the concurrency-1 latency needs. Set
-        ``instances`` / ``intra_op_threads`` per model to trade latency for throughput
-        (bench/inference.py measures both layouts).
+        merged and the previous one split; unbatched ones to one per worker. Each version
+        gets that many threads of its own, so a slow or hostile model can pin only its
+        own. Intra-op threads stay at the setting (0 = ORT's default, all cores).
         """
         options = dict(getattr(spec, "options", None) or {})
         signature = Signature.from_dict(vspec.signature or {})
-        batching = int(spec.max_batch_size or 1) > 1 and (
+        batching = int(spec.max_batch_size or 0) > 1 and (
             signature.batchable or not signature.inputs)
-        workers = self._executor._max_workers
+        workers = self.workers
         instances = int(options.get("instances") or (min(2, workers) if batching else workers))
-        return instances, options
+        return max(1, instances), options
 
     def _load_sync(self, spec: Any, vspec: Any, options: dict[str, Any]) -> Any:
-        from litegate.inference.session import warm_up
+        from litegate.inference.session import verify_file
 
         self.load_count += 1
-        loaded = self._loader(Path(vspec.path), self.settings, name=spec.name,
-                              version=str(vspec.version), options=options)
-        warm_up(loaded, runs=int(options.get("warmup_runs", 2)))
-        return loaded
+        verify_file(Path(vspec.path), str(vspec.sha256), name=spec.name,
+                    version=str(vspec.version))
+        return self._loader(Path(vspec.path), self.settings, name=spec.name,
+                            version=str(vspec.version), options=options)
 
     async def _load(self, spec: Any, vspec: Any) -> _Entry:
+        key = (spec.name, str(vspec.version))
+        try:
+            entry = await self._load_bounded(spec, vspec)
+        except LitegateError as exc:
+            self._failed[key] = (time.monotonic(), exc)
+            log.error("onnx_model_load_failed", model=key[0], version=key[1], error=exc.detail)
+            raise
+        self._failed.pop(key, None)
+        return entry
+
+    async def _load_bounded(self, spec: Any, vspec: Any) -> _Entry:
+        from litegate.inference.session import ModelUnavailable, new_run_options
+
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        instances, options = self._plan(spec, vspec)
-        loaded = await loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec,
-                                            options)
         key = (spec.name, str(vspec.version))
-        batching = int(spec.max_batch_size or 1) > 1 and loaded.signature.batchable
+        instances, options = self._plan(spec, vspec)
+        timeout = float(getattr(self.settings, "model_load_timeout_s", 120.0) or 120.0)
+        if self.budget_bytes > 0:
+            # One load at a time under a budget: each makes room first, so loads queue
+            # instead of evicting each other (and they are measured one by one).
+            if self._budget_lock is None:
+                self._budget_lock = asyncio.Lock()
+            async with self._budget_lock:
+                await self._make_room(key, int(self._measured.get(key, vspec.size_bytes or 0)),
+                                      timeout)
+                loaded = await self._run_load(loop, spec, vspec, options, timeout)
+        else:
+            loaded = await self._run_load(loop, spec, vspec, options, timeout)
+        if loaded is None:
+            raise ModelUnavailable(
+                f"model {spec.name!r} version {vspec.version!r} did not load within "
+                f"{timeout:g} s (model_load_timeout_s)")
+        self._measured[key] = int(loaded.size_bytes)
+        batching = int(spec.max_batch_size or 0) > 1 and loaded.signature.batchable
+        executor = ThreadPoolExecutor(max_workers=instances,
+                                      thread_name_prefix=f"litegate-onnx-{spec.name}")
+        stats = self.stats.setdefault(key, VersionStats())
         batcher = AdaptiveBatcher(
             loaded.run,
-            executor=self._executor,
+            executor=executor,
             max_batch_size=int(spec.max_batch_size or 1) if batching else 1,
             max_delay_s=float(spec.max_queue_delay_ms or 0) / 1000.0,
             max_queue=int(options.get("max_queue") or getattr(self.settings, "max_queue", 256)),
             concurrency=instances,
-            observer=self.metrics.observer(*key),
+            observer=Observers(self.metrics.observer(*key), stats),
             name=spec.name,
+            run_options=new_run_options,
+            timeout_s=float(getattr(self.settings, "infer_timeout_s", 30.0) or 0.0),
         )
-        entry = _Entry(key, str(vspec.path), str(vspec.sha256), loaded, batcher)
+        entry = _Entry(key, str(vspec.path), str(vspec.sha256), loaded, batcher, executor,
+                       hot=bool(getattr(spec, "hot", False)))
         previous = self._loaded.pop(key, None)
         if previous is not None:
             self._retire(previous)
@@ -283,6 +333,16 @@ class ModelManager:
         self._enforce_budget(keep=key)
         return entry
 
+    async def _run_load(self, loop: asyncio.AbstractEventLoop, spec: Any, vspec: Any,
+                        options: dict[str, Any], timeout: float) -> Any:
+        """The load on a loading thread, awaited at most ``timeout`` (None past it)."""
+        future = loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec,
+                                      options)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return None
+
     # ------------------------------------------------------------ memory budget
     @property
     def budget_bytes(self) -> int:
@@ -291,21 +351,48 @@ class ModelManager:
     def loaded_bytes(self) -> int:
         return sum(e.loaded.size_bytes for e in self._loaded.values())
 
-    def _enforce_budget(self, keep: Key) -> None:
-        budget = self.budget_bytes
-        if budget <= 0:
-            return
+    def _evictable(self, key: Key, entry: _Entry) -> bool:
+        return entry.idle and not entry.hot and not self._pins.get(key)
+
+    def _evict_until(self, budget: int, keep: Key | None) -> None:
         for key in list(self._loaded):
             if self.loaded_bytes() <= budget:
                 return
             entry = self._loaded[key]
-            if key != keep and entry.idle:
+            if key != keep and self._evictable(key, entry):
                 self.metrics.evictions.labels(*key).inc()
                 log.info("onnx_model_evicted", model=key[0], version=key[1])
                 self._retire(entry)
+
+    def _enforce_budget(self, keep: Key) -> None:
+        budget = self.budget_bytes
+        if budget <= 0:
+            return
+        self._evict_until(budget, keep)
         if self.loaded_bytes() > budget:
             log.warning("onnx_memory_budget_exceeded", loaded_bytes=self.loaded_bytes(),
                         budget_bytes=budget)
+
+    async def _make_room(self, key: Key, need: int, timeout: float) -> None:
+        """Evict idle versions until ``need`` more bytes fit; wait for busy ones to go
+        idle rather than overshooting. Alone in the budget, a version loads anyway."""
+        deadline = time.monotonic() + timeout
+        while True:
+            budget = self.budget_bytes - need
+            self._evict_until(budget, None)
+            if self.loaded_bytes() <= budget or not any(
+                    k != key for k in self._loaded):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ServiceUnavailable(
+                    f"model {key[0]!r}: the memory budget (model_memory_mb) is held by busy "
+                    "models; retry", headers={"Retry-After": "1"})
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), min(remaining, 0.5))
+            except asyncio.TimeoutError:
+                pass
 
     def _retire(self, entry: _Entry) -> None:
         """Stop routing to ``entry``; close it once its last request is done."""
@@ -320,6 +407,7 @@ class ModelManager:
 
     async def _close(self, entry: _Entry) -> None:
         await entry.batcher.close()
+        entry.executor.shutdown(wait=False)
         entry.loaded = None  # drop the session so its arena can be freed
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._load_executor, release_memory)
@@ -340,11 +428,21 @@ class ModelManager:
     async def _checkout(self, name: str, version: str | None) -> _Entry:
         for _ in range(3):
             spec, v = self.resolve(name, version)
-            entry = await self._ensure(spec, v)
-            if entry.retired:  # evicted between its load and our wake-up: load again
+            key = (spec.name, v)
+            # Pinned while waiting: the budget never evicts what a request is about to
+            # use, so loads never outnumber the requests that asked for them.
+            self._pins[key] = self._pins.get(key, 0) + 1
+            try:
+                entry = await self._ensure(spec, v)
+            finally:
+                self._pins[key] -= 1
+                if not self._pins[key]:
+                    del self._pins[key]
+            if entry.retired:  # unloaded by a config change meanwhile: load again
                 continue
             entry.inflight += 1  # same loop step as the check: eviction cannot race us now
             entry.last_used = time.monotonic()
+            self._loaded.move_to_end(entry.key)
             return entry
         raise ServiceUnavailable(
             f"model {name!r} was unloaded while loading (memory budget too small?); retry",
@@ -352,6 +450,8 @@ class ModelManager:
 
     def _release(self, entry: _Entry) -> None:
         entry.inflight -= 1
+        if entry.idle:
+            self._room.set()
         if entry.retired and entry.idle:
             self._spawn(self._close(entry))
 
@@ -359,9 +459,11 @@ class ModelManager:
                     version: str | None = None, outputs: list[str] | None = None
                     ) -> InferResult:
         """Validate against the signature, batch, run off the loop, return named outputs."""
+        started = time.perf_counter()
         entry = await self._checkout(name, version)
         requests = self.metrics.requests.labels(*entry.key)
         requests.inc()
+        stats = self.stats.setdefault(entry.key, VersionStats())
         try:
             loaded = entry.loaded
             signature: Signature = loaded.signature
@@ -375,9 +477,11 @@ class ModelManager:
             result = await entry.batcher.submit(inputs)
         except Exception as exc:
             self.metrics.failures.labels(*entry.key, str(getattr(exc, "status_code", 500))).inc()
+            stats.request_done(False, time.perf_counter() - started)
             raise
         finally:
             self._release(entry)
+        stats.request_done(True, time.perf_counter() - started)
         if outputs:
             result = {o: result[o] for o in outputs}
         return InferResult(entry.key[0], entry.key[1], result)
@@ -440,9 +544,12 @@ class ModelManager:
         models: dict[str, Any] = {}
         snapshot = self._snapshot
         for name, spec in (snapshot.models.items() if snapshot is not None else ()):
+            errors = {k[1]: exc.detail for k, (_, exc) in self._failed.items() if k[0] == name}
             models[name] = {
                 "active_version": spec.active_version,
                 "hot": bool(getattr(spec, "hot", False)),
+                "max_batch_size": int(spec.max_batch_size or 0),
+                "errors": errors,
                 "loaded": {
                     k[1]: {"providers": list(e.loaded.providers),
                            "fell_back": list(e.loaded.fell_back)}
@@ -451,7 +558,7 @@ class ModelManager:
             }
         ort = sys.modules.get("onnxruntime")
         return {
-            "ready": self._ready,
+            "ready": self.ready(),
             "models": models,
             "loaded_bytes": self.loaded_bytes(),
             "budget_bytes": self.budget_bytes,

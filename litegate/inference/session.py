@@ -6,6 +6,12 @@ inside functions, so a proxy-only gateway never pays for it.
 
 from __future__ import annotations
 
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +21,9 @@ from typing import Any
 import numpy as np
 import structlog
 
-from litegate.errors import BadRequest, LitegateError
-from litegate.inference.dtypes import V2_TO_NUMPY
+from litegate.errors import BadRequest, LitegateError, ServiceUnavailable
+from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
+from litegate.inference.files import external_data, model_digest
 from litegate.inference.providers import CPU, check_providers, select_providers
 from litegate.inference.signature import Signature, signature_from_session
 
@@ -38,37 +45,89 @@ class InferenceFailed(LitegateError):
     code = "inference_failed"
 
 
+class ModelUnavailable(ServiceUnavailable):
+    """This model version cannot be served now (the others still can)."""
+
+    code = "model_unavailable"
+
+
 def ort() -> Any:
     import onnxruntime
 
     return onnxruntime
 
 
-def _short(exc: BaseException, limit: int = 300) -> str:
+def _short(exc: BaseException, path: Path | None = None, limit: int = 300) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if path is not None:  # ORT and onnx quote full paths: keep only the file names
+        text = text.replace(str(path.parent.resolve()) + os.sep, "").replace(
+            str(path.parent) + os.sep, "")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_model_file(path: Path) -> Signature:
-    """ONNX checker, then a real CPU session. Raises :class:`InvalidModel` with the reason."""
+    """ONNX checker, then a real CPU session. Raises :class:`InvalidModel` with the reason.
+
+    Messages name the file, never the directory it is in (that is the server's business).
+    This runs in-process: registration calls it through :func:`check_model_file`.
+    """
     path = Path(path)
     if not path.is_file():
-        raise InvalidModel(f"{path}: no such file")
+        raise InvalidModel(f"{path.name}: no such file")
     if path.stat().st_size == 0:
         raise InvalidModel(f"{path.name}: the file is empty")
     import onnx
 
+    external_data(path)  # unsafe or missing external data: a clear error first
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx raises ValidationError, DecodeError, ...
-        raise InvalidModel(f"{path.name} is not a valid ONNX model: {_short(exc)}") from exc
+        raise InvalidModel(f"{path.name} is not a valid ONNX model: {_short(exc, path)}") from exc
+    options = ort().SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
     try:
-        session = ort().InferenceSession(str(path), providers=[CPU])
+        session = ort().InferenceSession(str(path), sess_options=options, providers=[CPU])
     except Exception as exc:
         raise InvalidModel(
-            f"{path.name}: onnxruntime {ort().__version__} cannot load the model: {_short(exc)}"
-        ) from exc
+            f"{path.name}: onnxruntime {ort().__version__} cannot load the model: "
+            f"{_short(exc, path)}") from exc
     return signature_from_session(session)
+
+
+def check_model_file(path: Path, settings: Any) -> Signature:
+    """Validate and warm up ``path`` in a child process with memory and time limits.
+
+    A model that needs more memory (constant folding, huge warm-up tensors) or time
+    (a graph that loops for ever) than allowed is refused; the calling process never
+    runs the model, so registering a hostile file cannot take a gateway down.
+    """
+    path = Path(path)
+    limit_mb = int(getattr(settings, "model_check_memory_mb", 2048) or 2048)
+    timeout = float(getattr(settings, "model_check_timeout_s", 60.0) or 60.0)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "litegate.inference.check", str(path),
+             str(limit_mb * 1024 * 1024), str(timeout * 0.8)],
+            capture_output=True, timeout=timeout, check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired as exc:
+        raise InvalidModel(
+            f"{path.name}: validation and warm-up did not finish within {timeout:g} s "
+            "(model_check_timeout_s); the model may loop for ever") from exc
+    try:
+        lines = proc.stdout.decode(errors="replace").strip().splitlines()
+        result = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        result = {}
+    if proc.returncode == 0 and "signature" in result:
+        return Signature.from_dict(result["signature"])
+    if "error" in result:
+        raise InvalidModel(str(result["error"]))
+    raise InvalidModel(
+        f"{path.name}: validation and warm-up needed more than {limit_mb} MB "
+        "(model_check_memory_mb) or crashed (exit status "
+        f"{proc.returncode})")
 
 
 @dataclass(slots=True)
@@ -86,17 +145,26 @@ class LoadedSession:
     load_seconds: float
     output_names: tuple[str, ...] = field(default=())
 
-    def run(self, inputs: Mapping[str, np.ndarray], outputs: list[str] | None = None
+    def run(self, inputs: Mapping[str, np.ndarray], run_options: Any = None
             ) -> dict[str, np.ndarray]:
-        names = outputs or list(self.output_names)
+        """One ``session.run``; ``run_options`` lets the caller terminate it (deadline)."""
+        names = list(self.output_names)
         try:
-            results = self.session.run(names, dict(inputs))
+            results = self.session.run(names, dict(inputs), run_options)
         except Exception as exc:
             kind = type(exc).__name__
             if kind in {"InvalidArgument", "InvalidProtobuf"}:
                 raise BadRequest(f"model {self.name!r} rejected the input: {_short(exc)}") from exc
             raise InferenceFailed(f"model {self.name!r} failed: {_short(exc)}") from exc
         return dict(zip(names, results))
+
+
+def new_run_options() -> Any:
+    """A ``RunOptions`` whose ``terminate`` flag stops the run between kernels (and loop
+    iterations); quiet, since a terminated run is expected, not an ORT error."""
+    ro = ort().RunOptions()
+    ro.log_severity_level = 4
+    return ro
 
 
 def session_options(settings: Any, options: Mapping[str, Any]) -> Any:
@@ -138,6 +206,36 @@ def provider_options(providers: list[str], options: Mapping[str, Any]) -> list[d
     return result
 
 
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# Loads are measured one at a time: two concurrent loads would see each other's memory.
+_measure = threading.Lock()
+
+
+def verify_file(path: Path, sha256: str, *, name: str, version: str) -> None:
+    """The file (and its external data) must be what was registered."""
+    try:
+        digest = model_digest(Path(path))
+    except OSError as exc:
+        raise ModelUnavailable(
+            f"model {name!r} version {version!r}: its stored file is missing or unreadable; "
+            "register the version again") from exc
+    except BadRequest as exc:
+        raise ModelUnavailable(f"model {name!r} version {version!r}: {exc.detail}") from exc
+    if digest != sha256:
+        log.error("onnx_model_checksum_mismatch", model=name, version=version)
+        raise ModelUnavailable(
+            f"model {name!r} version {version!r}: the stored file does not match its "
+            "registered SHA-256; register the version again")
+
+
 def load_session(
     path: Path,
     settings: Any,
@@ -146,7 +244,12 @@ def load_session(
     version: str,
     options: Mapping[str, Any] | None = None,
 ) -> LoadedSession:
-    """Create the session with the configured providers and read back what is in use."""
+    """Create the session with the configured providers and read back what is in use.
+
+    ``size_bytes`` is what the process really grew by while loading and warming up
+    (ORT's arena, pre-packed weights...), not the file size, unless ``memory_bytes``
+    is set or another load was being measured at the same time.
+    """
     options = options or {}
     rt = ort()
     started = time.perf_counter()
@@ -156,57 +259,77 @@ def load_session(
         rt.get_available_providers(),
         strict=strict,
     )
+    measured = _measure.acquire(blocking=False)
     try:
-        session = rt.InferenceSession(
-            str(path),
-            sess_options=session_options(settings, options),
-            providers=requested,
-            provider_options=provider_options(requested, options),
+        before = _rss_bytes()
+        try:
+            session = rt.InferenceSession(
+                str(path),
+                sess_options=session_options(settings, options),
+                providers=requested,
+                provider_options=provider_options(requested, options),
+            )
+        except Exception as exc:
+            raise ModelUnavailable(
+                f"model {name!r} version {version!r} failed to load: {_short(exc, Path(path))}"
+            ) from exc
+        actual = list(session.get_providers())
+        fell_back = check_providers(requested, actual, strict=strict, model=name)
+        signature = signature_from_session(session)
+        loaded = LoadedSession(
+            name=name, version=version, session=session, signature=signature,
+            providers=tuple(actual), requested_providers=tuple(requested),
+            fell_back=tuple(fell_back), size_bytes=0, load_seconds=0.0,
+            output_names=signature.output_names,
         )
-    except Exception as exc:
-        raise InferenceFailed(f"model {name!r} version {version!r} failed to load: {_short(exc)}"
-                              ) from exc
-    actual = list(session.get_providers())
-    fell_back = check_providers(requested, actual, strict=strict, model=name)
-    signature = signature_from_session(session)
-    loaded = LoadedSession(
-        name=name,
-        version=version,
-        session=session,
-        signature=signature,
-        providers=tuple(actual),
-        requested_providers=tuple(requested),
-        fell_back=tuple(fell_back),
-        size_bytes=int(options.get("memory_bytes", 0)) or Path(path).stat().st_size,
-        load_seconds=time.perf_counter() - started,
-        output_names=signature.output_names,
-    )
+        warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
+                timeout_s=float(getattr(settings, "model_load_timeout_s", 120.0) or 120.0))
+        grown = _rss_bytes() - before if measured else 0
+    finally:
+        if measured:
+            _measure.release()
+    loaded.size_bytes = int(options.get("memory_bytes", 0)) or max(grown, Path(path).stat().st_size)
+    loaded.load_seconds = time.perf_counter() - started
     log.info("onnx_model_loaded", model=name, version=version, providers=actual,
-             seconds=round(loaded.load_seconds, 3))
+             seconds=round(loaded.load_seconds, 3), size_bytes=loaded.size_bytes)
     return loaded
 
 
-def dummy_inputs(signature: Signature, *, batch: int = 1, dynamic: int = 8
-                 ) -> dict[str, np.ndarray]:
-    """Zero tensors shaped from the signature (first dynamic dim = batch, others = dynamic)."""
+def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
+    """The smallest tensors the signature allows: 1 for every dynamic dimension."""
     result: dict[str, np.ndarray] = {}
     for spec in signature.inputs:
-        dtype = V2_TO_NUMPY.get(spec.datatype, np.dtype(np.float32))
-        shape = [
-            (batch if i == 0 else dynamic) if d == -1 else d for i, d in enumerate(spec.shape)
-        ]
-        result[spec.name] = np.zeros(shape, dtype=dtype)
+        shape = [1 if d == -1 else d for d in spec.shape]
+        if spec.datatype == BYTES:
+            result[spec.name] = np.full(shape, "", dtype=object)
+        else:
+            dtype = V2_TO_NUMPY.get(spec.datatype, np.dtype(np.float32))
+            result[spec.name] = np.zeros(shape, dtype=dtype)
     return result
 
 
-def warm_up(loaded: LoadedSession, runs: int = 2) -> bool:
-    """A few dummy runs so the first real request does not pay for lazy init."""
+def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0) -> bool:
+    """A few dummy runs so the first real request does not pay for lazy init.
+
+    A model may reject zero-filled minimal inputs (that is only logged), but one that
+    does not finish within ``timeout_s`` is refused: its requests would never finish.
+    """
+    inputs = dummy_inputs(loaded.signature)
+    ro = new_run_options()
+    timer = threading.Timer(timeout_s, lambda: setattr(ro, "terminate", True))
+    timer.daemon = True
+    timer.start()
     try:
-        inputs = dummy_inputs(loaded.signature)
         for _ in range(runs):
-            loaded.session.run(None, inputs)
+            loaded.session.run(None, inputs, ro)
     except Exception as exc:
+        if ro.terminate:
+            raise ModelUnavailable(
+                f"model {loaded.name!r} version {loaded.version!r}: warm-up did not finish "
+                f"within {timeout_s:g} s (model_load_timeout_s)") from exc
         log.warning("onnx_warmup_failed", model=loaded.name, version=loaded.version,
                     error=_short(exc))
         return False
+    finally:
+        timer.cancel()
     return True

@@ -9,7 +9,10 @@ read from ``receive``. Every error is a typed :class:`LitegateError` rendered by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +22,7 @@ import structlog
 from litegate.context import read_body
 from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
+from litegate.inference.stats import VersionStats
 from litegate.responses import send_response
 
 log = structlog.get_logger("litegate.inference")
@@ -33,6 +37,8 @@ _MODEL = re.compile(
     r"(?:/(?P<action>ready|infer|config|stats))?/?$"
 )
 _REPO = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?$")
+OFF_LOOP_ELEMENTS = 65536
+"""Responses with more output elements than this are encoded on a worker thread."""
 
 
 class MethodNotAllowed(LitegateError):
@@ -64,7 +70,8 @@ class V2App:
         self._server_metadata = _encode({
             "name": server_name,
             "version": _version(),
-            "extensions": ["binary_tensor_data", "model_repository", "model_configuration"],
+            "extensions": ["binary_tensor_data", "model_repository", "model_configuration",
+                           "statistics"],
         })
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -103,6 +110,9 @@ class V2App:
             _expect(method, "GET")
             ready = self.manager.ready()
             return await _respond(send, 200 if ready else 503, b"")
+        if path.rstrip("/") == "/v2/models/stats":
+            _expect(method, "GET")
+            return await _respond(send, 200, _encode(self._stats(None, None)))
         match = _MODEL.match(path)
         if match:
             return await self._model(scope, receive, send, method, **match.groupdict())
@@ -147,7 +157,8 @@ class V2App:
                 "output": [_config_tensor(t) for t in signature.get("outputs", [])],
             }))
         if action == "stats":
-            raise NotFound("statistics are exported at /metrics")
+            return await _respond(send, 200, _encode(
+                self._stats(model, resolved if version is not None else None)))
         loaded = manager.loaded(model, resolved)
         return await _respond(send, 200, _encode({
             "name": model,
@@ -161,13 +172,15 @@ class V2App:
                 "loaded": loaded is not None,
                 "providers": ",".join(loaded.providers) if loaded is not None else "",
                 "max_batch_size": int(spec.max_batch_size or 0),
+                "batching": int(spec.max_batch_size or 0) > 1,
             },
         }))
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str,
                      version: str | None, resolved: str) -> None:
-        limit = int(getattr(getattr(self.gateway, "settings", None), "max_infer_body_bytes", 0)
-                    or 64 * 1024 * 1024)
+        settings = getattr(self.gateway, "settings", None)
+        limit = int(getattr(settings, "max_infer_body_bytes", 0) or 64 * 1024 * 1024)
+        max_response = int(getattr(settings, "max_infer_response_bytes", 0) or 64 * 1024 * 1024)
         body = await _read_body(scope, receive, limit)
         header_length = None
         for name, value in scope.get("headers", ()):
@@ -177,15 +190,39 @@ class V2App:
                 except ValueError as exc:
                     raise BadRequest("Inference-Header-Content-Length must be an integer"
                                      ) from exc
+        started = time.perf_counter()
         request = decode_request(body, header_length)
-        result = await self.manager.infer(
+        decoded = time.perf_counter()
+        result = await _unless_disconnected(receive, self.manager.infer(
             model, request.inputs, version=resolved,
-            outputs=[o.name for o in request.outputs] or None)
-        payload, headers = encode_response(
+            outputs=[o.name for o in request.outputs] or None))
+        if result is None:
+            return  # the client left; its run was stopped and nobody reads an answer
+        encode_started = time.perf_counter()
+        encode = lambda: encode_response(  # noqa: E731
             model=result.model, version=result.version, request_id=request.id,
             outputs=result.outputs, requested=request.outputs,
-            binary_output=request.binary_output)
+            binary_output=request.binary_output, max_bytes=max_response)
+        if sum(a.size for a in result.outputs.values()) > OFF_LOOP_ELEMENTS:
+            payload, headers = await asyncio.to_thread(encode)  # keep the loop responsive
+        else:
+            payload, headers = encode()
+        stats = self.manager.stats.setdefault((result.model, result.version), VersionStats())
+        stats.compute_input.add(decoded - started)
+        stats.compute_output.add(time.perf_counter() - encode_started)
         await _respond(send, 200, payload, headers)
+
+    def _stats(self, model: str | None, version: str | None) -> dict[str, Any]:
+        manager = self.manager
+        rows = []
+        for name, spec in manager.snapshot.models.items():
+            if model is not None and name != model:
+                continue
+            for v in spec.versions:
+                if version is None or v == version:
+                    stats = manager.stats.get((name, v)) or VersionStats()
+                    rows.append(stats.to_dict(name, v))
+        return {"model_stats": rows}
 
     def _index(self) -> list[dict[str, Any]]:
         manager = self.manager
@@ -227,6 +264,33 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     if body is not None:
         return bytes(body)
     return await read_body(scope, receive, limit)  # 413 past the limit, never unbounded
+
+
+async def _unless_disconnected(receive: Receive, work: Awaitable[Any]) -> Any:
+    """``await work``, cancelling it (None) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        with contextlib.suppress(Exception):
+            for _ in range(2):  # a replayed body may come first
+                if (await receive())["type"] == "http.disconnect":
+                    return
+        await asyncio.Event().wait()  # this receive cannot tell: never fire
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, LitegateError):
+        await task
+    return None
 
 
 async def _respond(send: Send, status: int, body: bytes,

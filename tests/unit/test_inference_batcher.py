@@ -24,7 +24,8 @@ class FakeModel:
         self.gate = gate
         self.lock = threading.Lock()
 
-    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def __call__(self, inputs: dict[str, np.ndarray], run_options: object = None
+                 ) -> dict[str, np.ndarray]:
         if self.gate is not None:
             self.gate.wait(5)
         with self.lock:

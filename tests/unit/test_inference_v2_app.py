@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +27,9 @@ async def call(app, method: str, path: str, body: bytes = b"", *, ctx=None, head
     sent = []
 
     async def receive():
-        return chunks.pop(0)
+        if chunks:
+            return chunks.pop(0)
+        await asyncio.Event().wait()  # ASGI: after the body, wait until the client leaves
 
     async def send(message):
         sent.append(message)

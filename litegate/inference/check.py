@@ -1,0 +1,52 @@
+"""``python -m litegate.inference.check MODEL MAX_BYTES TIMEOUT_S``: validate and warm up one model file.
+
+Run by :func:`litegate.inference.session.check_model_file` in a child process with an
+address-space limit and a timeout. Prints ``{"signature": ...}`` (exit 0) or
+``{"error": ...}`` (exit 2) as the last line on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+
+from litegate.errors import LitegateError
+
+
+def main(argv: list[str]) -> int:
+    limit = int(argv[1])
+    # Set here rather than in a preexec_fn: the parent is multi-threaded.
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    from litegate.inference.session import LoadedSession, validate_model_file, warm_up
+
+    path = Path(argv[0])
+    try:
+        signature = validate_model_file(path)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        session = ort.InferenceSession(str(path), sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+        loaded = LoadedSession(name=path.name, version="", session=session,
+                               signature=signature, providers=(), requested_providers=(),
+                               fell_back=(), size_bytes=0, load_seconds=0.0)
+        # The parent's timeout is the real bound; this one just ends a looping run early.
+        warm_up(loaded, runs=1, timeout_s=float(argv[2]))
+    except LitegateError as exc:
+        print(json.dumps({"error": exc.detail}))
+        return 2
+    except MemoryError:
+        print(json.dumps({"error": f"{path.name}: validation ran out of memory"}))
+        return 2
+    print(json.dumps({"signature": signature.to_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
+
