@@ -11,12 +11,13 @@ import asyncio
 import base64
 import functools
 import hashlib
+import heapq
 import hmac
 import os
 import re
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -205,25 +206,42 @@ class LoginThrottle:
     """Failed-login counter per (username, client IP) over a sliding window.
 
     After ``max_failures`` failures inside ``window_s`` the pair is locked until the
-    oldest of them leaves the window; a success clears the pair. In-memory, so the
-    lock is per process (a replica behind a load balancer counts on its own).
+    oldest of them leaves the window; a success clears the pair's failures.
+
+    Memory is bounded by two tables. Pairs still counting (``max_entries``) are
+    evicted least-recently-failed first, so a flood of failures for other names
+    only churns that table and never touches a lock. Locked pairs live in their own
+    table (``max_locked``) and leave it only when their lock expires. If that table
+    is full of live locks, the throttle fails closed: every pair not yet locked
+    waits until the first lock expires, and no existing lock is dropped early.
+    In-memory, so the lock is per process (each replica counts on its own).
     """
 
     max_failures: int = 5
     window_s: float = 300.0
     max_entries: int = 10_000
+    max_locked: int = 10_000
     clock: object = field(default=time.monotonic, repr=False)
-    _failures: dict[tuple[str, str], deque[float]] = field(default_factory=dict, repr=False)
+    _failures: OrderedDict[tuple[str, str], deque[float]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _locked: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    _expiries: list[tuple[float, tuple[str, str]]] = field(default_factory=list, repr=False)
 
     def _now(self) -> float:
         return self.clock()  # type: ignore[operator]
 
-    def _recent(self, key: tuple[str, str]) -> deque[float] | None:
+    def _expire_locks(self, now: float) -> None:
+        while self._expiries and self._expiries[0][0] <= now:
+            until, key = heapq.heappop(self._expiries)
+            if self._locked.get(key) == until:
+                del self._locked[key]
+
+    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
         times = self._failures.get(key)
         if times is None:
             return None
-        horizon = self._now() - self.window_s
-        while times and times[0] <= horizon:
+        while times and times[0] <= now - self.window_s:
             times.popleft()
         if not times:
             del self._failures[key]
@@ -232,20 +250,36 @@ class LoginThrottle:
 
     def retry_after(self, username: str, ip: str) -> float:
         """Seconds until the pair may try again; 0 when not locked."""
-        times = self._recent((username.lower(), ip))
+        key, now = (username.lower(), ip), self._now()
+        self._expire_locks(now)
+        until = self._locked.get(key)
+        if until is not None:
+            return until - now
+        if len(self._locked) >= self.max_locked:
+            return self._expiries[0][0] - now  # fail closed until a lock slot frees
+        times = self._recent(key, now)
         if times is None or len(times) < self.max_failures:
             return 0.0
-        return max(0.0, times[0] + self.window_s - self._now())
+        return max(0.0, times[0] + self.window_s - now)
 
     def failure(self, username: str, ip: str) -> None:
-        key = (username.lower(), ip)
-        if key not in self._failures and len(self._failures) >= self.max_entries:
-            # Bound memory under a spray of usernames: drop the oldest pair.
-            self._failures.pop(next(iter(self._failures)))
-        times = self._recent(key)
+        key, now = (username.lower(), ip), self._now()
+        self._expire_locks(now)
+        if key in self._locked:
+            return
+        times = self._recent(key, now)
         if times is None:
+            if len(self._failures) >= self.max_entries:
+                self._failures.popitem(last=False)  # least recently failed, never a lock
             times = self._failures[key] = deque()
-        times.append(self._now())
+        else:
+            self._failures.move_to_end(key)
+        times.append(now)
+        if len(times) >= self.max_failures and len(self._locked) < self.max_locked:
+            until = times[0] + self.window_s
+            self._locked[key] = until
+            heapq.heappush(self._expiries, (until, key))
+            del self._failures[key]
 
     def success(self, username: str, ip: str) -> None:
         self._failures.pop((username.lower(), ip), None)

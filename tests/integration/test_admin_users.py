@@ -54,10 +54,53 @@ def test_throttle_per_user_and_ip():
 
 
 def test_throttle_memory_is_bounded():
-    t = users.LoginThrottle(max_entries=10)
+    t = users.LoginThrottle(max_entries=10, max_locked=10)
     for i in range(100):
         t.failure(f"user{i}", "ip")
     assert len(t._failures) <= 10
+    for i in range(100):
+        for _ in range(5):
+            t.failure(f"locked{i}", "ip")
+    assert len(t._failures) <= 10 and len(t._locked) <= 10 and len(t._expiries) <= 10
+
+
+def test_throttle_lock_survives_a_flood_of_other_usernames():
+    """Before: 10,000 failures for other names evicted the lock on ``admin``."""
+    clock = FakeClock()
+    t = users.LoginThrottle(clock=clock)
+    for _ in range(5):
+        t.failure("admin", "6.6.6.6")
+    assert t.retry_after("admin", "6.6.6.6") == pytest.approx(300)
+    for i in range(25_000):  # one failure each for 25,000 other names, same attacker
+        t.failure(f"spray-{i}", "6.6.6.6")
+        clock.now += 0.001
+    for i in range(200):  # and some other names pushed to a lock of their own
+        for _ in range(5):
+            t.failure(f"locked-{i}", "7.7.7.7")
+    assert t.retry_after("admin", "6.6.6.6") > 250
+    assert len(t._failures) <= t.max_entries and len(t._locked) <= t.max_locked
+    clock.now += 300
+    assert t.retry_after("admin", "6.6.6.6") == 0  # locks still expire on time
+
+
+def test_throttle_fails_closed_when_the_lock_table_is_full():
+    clock = FakeClock()
+    t = users.LoginThrottle(max_failures=2, window_s=60, max_locked=3, clock=clock)
+    for _ in range(2):
+        t.failure("admin", "ip")
+    for name in ("x", "y", "z"):
+        clock.now += 1
+        for _ in range(2):
+            t.failure(name, "ip")
+    # 3 locks (admin, x, y) fill the table: admin's is kept, and neither z (which
+    # could not get a slot) nor a fresh pair slips through until a lock expires
+    assert t.retry_after("admin", "ip") == pytest.approx(57)
+    assert t.retry_after("y", "ip") == pytest.approx(59)
+    assert t.retry_after("z", "ip") == pytest.approx(57)
+    assert t.retry_after("fresh", "ip") == pytest.approx(57)
+    clock.now += 57.5  # admin's lock expires and frees a slot
+    assert t.retry_after("fresh", "ip") == 0 and t.retry_after("admin", "ip") == 0
+    assert t.retry_after("z", "ip") == pytest.approx(2.5)  # its own failures still count
 
 
 async def test_create_authenticate_and_audit(tmp_path):
@@ -123,3 +166,24 @@ def test_cli_prompts_with_getpass(tmp_path, monkeypatch):
     answers = iter(["one-password-1", "two-password-2"])
     monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
     assert main(["--home", str(tmp_path / "h"), "admin", "create-user", "frank"]) == 2
+
+
+async def test_login_lock_survives_a_username_flood_over_http(tmp_path):
+    """Through the console: the lock on alice holds after more failed logins for other
+    names than the throttle keeps counters for."""
+    from litestar.testing import AsyncTestClient
+
+    from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER, login, make_app
+
+    gw = await make_admin_gateway(tmp_path)
+    app, _ = make_app(gw, throttle=users.LoginThrottle(max_entries=20))
+    try:
+        async with AsyncTestClient(app) as client:
+            for _ in range(5):
+                assert (await login(client, ADMIN_USER, "wrong-password")).status_code == 401
+            for i in range(60):
+                assert (await login(client, f"spray-{i}", "wrong-password")).status_code == 401
+            r = await login(client, ADMIN_USER, ADMIN_PASSWORD)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) > 200
+    finally:
+        await gw.engine.dispose()
