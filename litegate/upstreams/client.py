@@ -32,9 +32,13 @@ RETRY_STATUSES = frozenset({502, 503})
 
 
 class UpstreamClient:
-    def __init__(self, *, metrics: Metrics, breaker_failures: int, breaker_reset_s: float) -> None:
+    def __init__(
+        self, *, metrics: Metrics, breaker_failures: int, breaker_reset_s: float,
+        max_body_bytes: int,
+    ) -> None:
         self._session: aiohttp.ClientSession | None = None
         self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
@@ -149,8 +153,19 @@ class UpstreamClient:
         return timeout
 
     async def read(self, upstream: UpstreamSpec, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole answer, refused (502) past ``max_body_bytes`` before it is held."""
+        limit = self.max_body_bytes
         try:
-            return await resp.read()
+            if resp.content_length is not None and resp.content_length > limit:
+                raise _too_large(upstream, limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(upstream, limit)
+                chunks.append(chunk)
+            return b"".join(chunks)
         except asyncio.TimeoutError as exc:
             self._record(upstream, self.breaker(upstream.name), False, "timeout")
             raise UpstreamTimeout(
@@ -161,6 +176,14 @@ class UpstreamClient:
             raise UpstreamError(f"upstream {upstream.name!r} failed mid-response: {exc}") from exc
         finally:
             resp.release()
+
+
+def _too_large(upstream: UpstreamSpec, limit: int) -> UpstreamError:
+    return UpstreamError(
+        f"upstream {upstream.name!r} answered more than {limit} bytes "
+        "(LITEGATE_MAX_UPSTREAM_BODY_BYTES); ask for less or use stream: true",
+        code="upstream_body_too_large",
+    )
 
 
 def forward_headers(scope_headers: Any, upstream: UpstreamSpec, request_id: str) -> dict[str, str]:

@@ -142,17 +142,17 @@ class FakeUpstream:
 
 
 @contextlib.contextmanager
-def run_fake_upstream(**options: Any) -> Iterator[FakeUpstream]:
-    fake = FakeUpstream(**options)
-    fake.port = free_port()
+def serve_aiohttp(app: web.Application) -> Iterator[int]:
+    """Serve an aiohttp app on 127.0.0.1 in a thread; yields its port."""
+    port = free_port()
     loop = asyncio.new_event_loop()
-    runner = web.AppRunner(fake.app())
+    runner = web.AppRunner(app)
     ready = threading.Event()
 
     def serve() -> None:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", fake.port)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         loop.run_until_complete(site.start())
         ready.set()
         loop.run_forever()
@@ -161,8 +161,16 @@ def run_fake_upstream(**options: Any) -> Iterator[FakeUpstream]:
     thread.start()
     ready.wait(10)
     try:
-        yield fake
+        yield port
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@contextlib.contextmanager
+def run_fake_upstream(**options: Any) -> Iterator[FakeUpstream]:
+    fake = FakeUpstream(**options)
+    with serve_aiohttp(fake.app()) as port:
+        fake.port = port
+        yield fake

@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 
 import httpx
+from aiohttp import web
 
 from tests.helpers.cli import apply_config, create_key
-from tests.helpers.servers import run_fake_upstream
+from tests.helpers.servers import run_fake_upstream, serve_aiohttp
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -102,3 +103,55 @@ def test_client_chosen_names_never_become_metric_labels(home, fake_upstream, mak
     assert 'route="chat"' in text and 'route="-"' in text
     # 400 unknown-name requests add one fixed series, not 400.
     assert text.count("litegate_requests_total{") <= 6
+
+
+def _huge_upstream(size: int) -> web.Application:
+    """Answers ``size`` bytes: with a Content-Length on /v1/chat/completions, chunked
+    (length unknown up front) on /v1/completions, and as a v2 infer answer."""
+    blob = b"x" * size
+
+    async def sized(request: web.Request) -> web.Response:
+        return web.Response(body=blob, content_type="application/json")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, size, 65536):
+            await resp.write(blob[i:i + 65536])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", sized)
+    app.router.add_post("/v1/completions", chunked)
+    app.router.add_post("/v2/models/big/infer", chunked)
+    return app
+
+
+def test_upstream_answers_are_bounded_or_streamed(home, make_gateway):
+    size = 3 * 1024 * 1024
+    with serve_aiohttp(_huge_upstream(size)) as port:
+        apply_config(home, {
+            "upstreams": [
+                {"name": "llm", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"},
+                {"name": "triton", "kind": "v2", "base_url": f"http://127.0.0.1:{port}"},
+            ],
+            "routes": [
+                {"name": "chat", "variants": [{"upstream": "llm", "model": "m"}]},
+                {"name": "big", "variants": [{"upstream": "triton", "model": "big"}]},
+            ],
+        })
+        key = create_key(home)
+        server = make_gateway(max_upstream_body_bytes=1024 * 1024)
+        h = {"Authorization": f"Bearer {key}"}
+        for path in ("/v1/chat/completions", "/v1/completions"):
+            r = httpx.post(server.url + path, headers=h,
+                           json={"model": "chat", "messages": MSGS, "prompt": "x"})
+            assert r.status_code == 502, (path, r.status_code)
+            err = r.json()["error"]
+            assert err["code"] == "upstream_body_too_large" and "1048576 bytes" in err["message"]
+        # A remote v2 answer is relayed as it arrives, so the bound does not apply to it.
+        r = httpx.post(server.url + "/v2/models/big/infer", headers=h, json={"inputs": []},
+                       timeout=30)
+        assert r.status_code == 200 and len(r.content) == size

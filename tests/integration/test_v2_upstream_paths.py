@@ -4,17 +4,15 @@ surface of the route's model: the upstream path is rebuilt from parsed parts, so
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
-import threading
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 
 from tests.helpers.cli import apply_config, create_key
-from tests.helpers.servers import free_port
+from tests.helpers.servers import serve_aiohttp
 
 
 @contextlib.contextmanager
@@ -28,27 +26,8 @@ def recording_v2_server() -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-    ready = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        ready.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with serve_aiohttp(app) as port:
         yield f"http://127.0.0.1:{port}", seen
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
 
 
 def raw_request(port: int, method: str, path: str, key: str) -> int:
