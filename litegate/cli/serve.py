@@ -5,14 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import os
+import socket
 import sys
+import threading
+import time
 from pathlib import Path
 
 from litegate.cli.common import actor, transaction
 from litegate.db import migrate
+from litegate.faults import EXIT_OPERATIONAL, OperationalFault, PortInUse
 from litegate.logging import configure_logging
 from litegate.settings import ENV_PREFIX, Settings
+
+URL_FILE = "serve-url"
+"""Under ``home``: the URL a running ``serve`` listens on (read by ``admin create-user``)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -62,7 +70,8 @@ def app_from_env():  # type: ignore[no-untyped-def]
     return app
 
 
-async def _prepare(settings: Settings) -> None:
+async def _prepare(settings: Settings) -> list[str]:
+    """Apply ``--config`` and set up the demo; the lines for the start-up block."""
     if settings.config is not None:
         from litegate.services import config as config_service
 
@@ -71,46 +80,105 @@ async def _prepare(settings: Settings) -> None:
             result = await config_service.apply_document(session, doc, actor="serve:--config")
         print(f"applied {settings.config} (config version {result['config_version']})", flush=True)
     if settings.demo:
-        await setup_demo(settings)
+        return await setup_demo(settings)
+    return []
 
 
-async def setup_demo(settings: Settings) -> None:
-    from litegate.services import keys as key_service
-
+def local_command(name: str) -> str:
+    """How to run this installation's ``python``/``litegate`` from the current shell:
+    ``.venv/bin/python`` inside the checkout, an absolute path elsewhere."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
     try:
-        from litegate.demo import setup_demo_model
-    except ImportError:
-        setup_demo_model = None
-    if setup_demo_model is not None:
-        await setup_demo_model(settings)
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+async def setup_demo(settings: Settings) -> list[str]:
+    from litegate.demo import setup_demo_model
+    from litegate.services import keys as key_service
+    from litegate.services import users
+
+    await setup_demo_model(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    litegate, python = local_command("litegate"), local_command("python")
     async with transaction(settings) as session:
         existing = [k for k in await key_service.list_keys(session, include_revoked=False) if k.name == "demo"]
+        secret = None
         if not existing:
             _key, secret = await key_service.create_key(
                 session, name="demo", actor=actor(), limits=["600/minute"]
             )
-            base = f"http://{settings.host}:{settings.port}"
-            print(
-                f"\n  Demo API key (shown once): {secret}\n\n"
-                f"  Try it:\n"
-                f"    curl -s {base}/v1/embeddings -H 'Authorization: Bearer {secret}' \\\n"
-                f"         -H 'Content-Type: application/json' -d '{{\"model\": \"minilm\", \"input\": \"hello\"}}'\n"
-                f"    python -c \"import openai; c = openai.OpenAI(base_url='{base}/v1', api_key='{secret}'); "
-                f"print(len(c.embeddings.create(model='minilm', input='hello').data[0].embedding))\"\n",
-                flush=True,
-            )
-        else:
-            print("\n  Demo API key already exists (it was printed on the first run);"
-                  " create another with: litegate keys create --name me\n", flush=True)
-    try:
-        from litegate.services import users
-    except ImportError:
-        return
     async with transaction(settings) as session:
         password = await users.ensure_demo_user(session)
-    if password:
-        print(f"  Admin console: http://{settings.host}:{settings.port}/admin"
-              f"  user: admin  password (shown once): {password}\n", flush=True)
+    key = secret or "lg-..."
+    lines = [
+        f"API key (shown once):  {secret}" if secret else
+        f"API key: shown on the first run; make another: {litegate} keys create --name me",
+        f"Admin console:         {base}/admin   user admin   password {password}  (shown once)"
+        if password else
+        f"Admin console:         {base}/admin   user admin   "
+        f"(forgot the password? {litegate} admin set-password admin)",
+        "",
+        "Try it from this directory, in another shell:",
+        f"  curl -s {base}/v1/embeddings -H 'Authorization: Bearer {key}' \\",
+        "       -H 'Content-Type: application/json' -d '{\"model\": \"minilm\", \"input\": \"hello\"}'",
+        f"  {python} -c \"import openai; c = openai.OpenAI(base_url='{base}/v1', api_key='{key}'); "
+        "print(len(c.embeddings.create(model='minilm', input='hello').data[0].embedding))\"",
+        f"  {litegate} keys create --name me          # another API key",
+        f"  {litegate} admin set-password admin       # reset the console password",
+    ]
+    return lines
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before anything starts, so a busy port is one line and nothing else."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use: stop the other process "
+                            "or choose another with --port N (LITEGATE_PORT)") from None
+        raise OperationalFault(f"cannot listen on {host}:{port} ({exc.strerror}): "
+                               "choose another --host / --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _announce(url: str, lines: list[str]) -> str:
+    width = max(len(line) for line in [url, *lines]) + 4
+    rule = "  " + "-" * min(width, 100)
+    body = [f"  litegate is serving on {url}", *(f"    {line}" if line else "" for line in lines),
+            "  Stop it with Ctrl+C."]
+    return "\n".join(["", rule, *body, rule, ""])
+
+
+def _print_when_started(server: object, text: str, url_file: Path, url: str) -> None:
+    """uvicorn has no started hook: a watcher thread prints once it is really serving."""
+    def watch() -> None:
+        while not getattr(server, "started", False):
+            if getattr(server, "should_exit", False):
+                return
+            time.sleep(0.02)
+        url_file.write_text(url + "\n")
+        print(text, flush=True)
+
+    threading.Thread(target=watch, name="litegate-announce", daemon=True).start()
+
+
+async def _check_database(settings: Settings) -> None:
+    from litegate.db.engine import make_engine
+
+    engine = make_engine(settings.db_url, timeout_s=settings.db_timeout_s)
+    try:
+        await migrate.check_schema(engine, settings.db_url)
+    finally:
+        await engine.dispose()
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -122,7 +190,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         migrate.upgrade(settings.db_url)
     elif settings.db_url.startswith("sqlite"):
         migrate.upgrade_if_needed(settings.db_url)
-    asyncio.run(_prepare(settings))
+    else:
+        asyncio.run(_check_database(settings))
+    sock = _bind(settings.host, settings.port)
+    lines = asyncio.run(_prepare(settings))
+    url = f"http://{settings.host}:{settings.port}"
+    if settings.admin_enabled and not settings.demo:
+        lines.append(f"Admin console: {url}{settings.admin_path}")
     common = dict(
         host=settings.host,
         port=settings.port,
@@ -144,11 +218,25 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr, flush=True,
             )
         _export_env(settings.replace(config=None, demo=False))
-        uvicorn.run("litegate.cli.serve:app_from_env", factory=True, workers=settings.workers, **common)
+        config = uvicorn.Config("litegate.cli.serve:app_from_env", factory=True,
+                                workers=settings.workers, **common)
     else:
         from litegate.app import create_app
 
-        app = create_app(settings)
+        config = uvicorn.Config(create_app(settings), **common)
         _tune_gc()
-        uvicorn.run(app, **common)
+    server = uvicorn.Server(config)
+    url_file = settings.home / URL_FILE
+    if settings.workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        url_file.write_text(url + "\n")
+        print(_announce(url, [f"{settings.workers} worker processes", *lines]), flush=True)
+        Multiprocess(config, target=server.run, sockets=[sock]).run()
+    else:
+        _print_when_started(server, _announce(url, lines), url_file, url)
+        server.run(sockets=[sock])
+    url_file.unlink(missing_ok=True)
+    if settings.workers == 1 and not server.started:
+        return EXIT_OPERATIONAL  # uvicorn logged why (one line for an operational fault)
     return 0
