@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,5 +94,19 @@ async def export_document(session: AsyncSession) -> dict[str, Any]:
     return {"upstreams": ups, "routes": routes}
 
 
-def validate(raw: Any) -> ConfigDocument:
-    return parse_document(raw)
+async def known_names(session: AsyncSession) -> tuple[set[str], set[str]]:
+    """(upstream names, route names) in the database: what a ``--merge`` patch may use."""
+    return ({u.name for u in await list_upstreams(session)},
+            {r.name for r in await list_routes(session)})
+
+
+def validate(
+    raw: Any, *, known_upstreams: set[str] | None = None, known_routes: set[str] | None = None
+) -> ConfigDocument:
+    return parse_document(raw, known_upstreams=known_upstreams, known_routes=known_routes)
+
+
+def unset_key_variables(doc: ConfigDocument) -> dict[str, str]:
+    """Upstream name -> its ``api_key_env`` variable that is not set in this process."""
+    return {u.name: u.api_key_env for u in doc.upstreams
+            if u.api_key_env and u.api_key_env not in os.environ}

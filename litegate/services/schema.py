@@ -129,8 +129,11 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
     return errors
 
 
-def parse_document(raw: Any, *, known_upstreams: set[str] | None = None) -> ConfigDocument:
-    """Convert and validate a decoded YAML/JSON document; raise ValidationFailed with all errors."""
+def parse_document(
+    raw: Any, *, known_upstreams: set[str] | None = None, known_routes: set[str] | None = None
+) -> ConfigDocument:
+    """Convert and validate a decoded YAML/JSON document; raise ValidationFailed with all
+    errors. ``known_*``: names that exist already (a patch may refer to them)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -161,7 +164,7 @@ def parse_document(raw: Any, *, known_upstreams: set[str] | None = None) -> Conf
             errors.append(f"upstreams[{i}].name: duplicate upstream {u.name!r}")
         names.add(u.name)
     all_upstreams = names | (known_upstreams or set())
-    route_names = {r.name for r in routes}
+    route_names = {r.name for r in routes} | (known_routes or set())
     seen: set[str] = set()
     for i, r in enumerate(routes):
         errors += check_route(r, f"routes[{i}]", all_upstreams)
