@@ -29,7 +29,8 @@ _FILENAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def _service(request: Request[Any, Any, Any], session: Any) -> ModelService:
-    return ModelService(session, context_of(request).settings.models_dir)
+    settings = context_of(request).settings
+    return ModelService(session, settings.models_dir, settings)
 
 
 async def _models_page(

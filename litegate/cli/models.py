@@ -1,4 +1,4 @@
-"""``litegate models add|list|activate|rollback|remove``."""
+"""``litegate models add|list|update|activate|rollback|remove|example``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from litegate.cli.common import actor, print_json, print_table, transaction
+from litegate.inference.examples import EXAMPLES
 from litegate.services.models import ModelService, model_dict
 from litegate.settings import Settings
+
+
+def _service(session: Any, settings: Settings) -> ModelService:
+    return ModelService(session, settings.models_dir, settings)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--activate", action="store_true",
                    help="serve this version now (the first version is always activated)")
     a.add_argument("--max-batch", type=int, dest="max_batch",
-                   help="dynamic batching: max rows per session.run (1 = off)")
+                   help="dynamic batching: max rows per session.run; off unless > 1, and only "
+                        "for models whose first dimension is a batch (rows independent)")
     a.add_argument("--max-queue-delay-ms", type=float, dest="max_queue_delay_ms",
                    help="dynamic batching: how long a request may wait for a batch")
     a.add_argument("--hot", action="store_true", default=None,
@@ -36,6 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "memory_bytes, max_length, warmup_runs ...; VALUE is JSON or a string")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_add)
+
+    up = s.add_parser("update", help="change a model's batching or hot setting")
+    up.add_argument("name")
+    up.add_argument("--max-batch", type=int, dest="max_batch",
+                    help="max rows per session.run; 0 turns batching off")
+    up.add_argument("--max-queue-delay-ms", type=float, dest="max_queue_delay_ms")
+    hot = up.add_mutually_exclusive_group()
+    hot.add_argument("--hot", action="store_true", default=None)
+    hot.add_argument("--cold", action="store_false", dest="hot")
+    up.set_defaults(func=_update)
+
+    ex = s.add_parser("example", help="write a small real ONNX model to try the server with")
+    ex.add_argument("kind", choices=sorted(EXAMPLES), help="mlp: x FP32 [-1,256] -> y [-1,16]")
+    ex.add_argument("path", type=Path)
+    ex.set_defaults(func=_example)
 
     ls = s.add_parser("list", help="models, versions and which one is active")
     ls.add_argument("--json", action="store_true")
@@ -74,11 +95,11 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
     if args.tokenizer:
         options["tokenizer"] = args.tokenizer
     async with transaction(settings) as session:
-        mv = await ModelService(session, settings.models_dir).add(
+        mv = await _service(session, settings).add(
             args.name, args.path, actor=actor(), version=args.version, activate=args.activate,
             max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
             hot=args.hot, options=options or None)
-        model = await ModelService(session, settings.models_dir).get(args.name)
+        model = await _service(session, settings).get(args.name)
         active = model.active_version
     if args.json:
         print_json({"name": args.name, "version": mv.version, "sha256": mv.sha256,
@@ -91,9 +112,26 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _update(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        model = await _service(session, settings).update(
+            args.name, actor=actor(), max_batch_size=args.max_batch,
+            max_queue_delay_ms=args.max_queue_delay_ms, hot=args.hot)
+        batch, hot = model.max_batch_size, model.hot
+    print(f"{args.name}: max_batch {batch}" + (" (batching off)" if batch <= 1 else "")
+          + f", hot {'yes' if hot else 'no'}")
+    return 0
+
+
+def _example(args: argparse.Namespace, settings: Settings) -> int:
+    EXAMPLES[args.kind](args.path)
+    print(f"wrote {args.path} ({args.kind})")
+    return 0
+
+
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
-        rows = [model_dict(m) for m in await ModelService(session, settings.models_dir).list()]
+        rows = [model_dict(m) for m in await _service(session, settings).list()]
     if args.json:
         print_json(rows)
         return 0
@@ -115,7 +153,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _activate(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
-        await ModelService(session, settings.models_dir).activate(
+        await _service(session, settings).activate(
             args.name, args.version, actor=actor())
     print(f"{args.name}: version {args.version} is active")
     return 0
@@ -123,7 +161,7 @@ async def _activate(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
-        model = await ModelService(session, settings.models_dir).rollback(args.name, actor=actor())
+        model = await _service(session, settings).rollback(args.name, actor=actor())
         version = model.active_version
     print(f"{args.name}: rolled back to version {version}")
     return 0
@@ -131,7 +169,7 @@ async def _rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _remove(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
-        await ModelService(session, settings.models_dir).remove(
+        await _service(session, settings).remove(
             args.name, args.version, actor=actor())
     print(f"{args.name}: version {args.version} removed")
     return 0

@@ -159,7 +159,8 @@ class Model(TimestampMixin, Base):
     active_version: Mapped[str | None] = mapped_column(String(100), default=None)
     # Previously active versions, most recent last: ``rollback`` pops from here.
     history: Mapped[list[str]] = mapped_column(JSON, default=list)
-    max_batch_size: Mapped[int] = mapped_column(Integer, default=8)
+    # Triton semantics: 0 (or 1) = no batching; > 1 only when the operator says so.
+    max_batch_size: Mapped[int] = mapped_column(Integer, default=0)
     max_queue_delay_ms: Mapped[float] = mapped_column(Float, default=2.0)
     hot: Mapped[bool] = mapped_column(Boolean, default=False)
     # Free-form serving options (tokenizer path for embedding models, pooling...).

@@ -2,21 +2,24 @@
 
 Every operation runs inside the caller's transaction and records an audit entry and a
 config-version bump in it, so gateways pick the change up on their next snapshot.
-Files live in ``<home>/models/NAME/VERSION/model.onnx``; they are written only after
-validation succeeded and removed again if the transaction rolls back.
+Files live in ``<home>/models/NAME/VERSION/model.onnx`` (external-data files beside
+it); they are written only after validation succeeded and removed again if the
+transaction rolls back. Validation and warm-up run in a child process with memory and
+time limits. Versions are canonical positive integers (Triton's rule), and names
+differing only in case are refused (``Model`` and ``model`` would be one directory on
+case-insensitive file systems and confuse clients).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import Model, ModelVersion
@@ -25,6 +28,7 @@ from litegate.services.audit import bump_config_version, record_audit
 
 # Names become directory names: no separators, no dot-dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 MODEL_FILE = "model.onnx"
 HISTORY_LIMIT = 50
 
@@ -36,12 +40,12 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _check_version(value: str) -> str:
+    if not VERSION.match(value or ""):
+        raise BadRequest(
+            f"version {value!r} is invalid: use a positive integer without leading zeros "
+            "(1, 2, 3...)")
+    return value
 
 
 def version_dict(v: ModelVersion) -> dict[str, Any]:
@@ -89,9 +93,10 @@ def _on_commit(session: AsyncSession, action: Any) -> None:
 class ModelService:
     """Registry operations on one session (the caller owns the transaction)."""
 
-    def __init__(self, session: AsyncSession, models_dir: Path) -> None:
+    def __init__(self, session: AsyncSession, models_dir: Path, settings: Any = None) -> None:
         self.session = session
         self.models_dir = Path(models_dir)
+        self.settings = settings  # limits of the validation child (defaults when None)
 
     async def list(self) -> list[Model]:
         return list(await self.session.scalars(select(Model).order_by(Model.name)))
@@ -122,29 +127,35 @@ class ModelService:
 
         A file that is not a loadable ONNX model raises :class:`InvalidModel` (400) and
         nothing is written. The first version of a model is activated automatically.
+        Batching is off unless ``max_batch_size`` > 1 is given (Triton's rule: only the
+        operator knows whether the first dimension is a batch).
         """
-        from litegate.inference.session import validate_model_file
+        from litegate.inference.files import copy_model
+        from litegate.inference.session import check_model_file
 
         _check_name(name, "model name")
         source = Path(source)
-        if max_batch_size is not None and max_batch_size < 1:
-            raise BadRequest("max_batch_size must be at least 1")
+        if max_batch_size is not None and max_batch_size < 0:
+            raise BadRequest("max_batch_size must not be negative (0 = no batching)")
         if max_queue_delay_ms is not None and max_queue_delay_ms < 0:
             raise BadRequest("max_queue_delay_ms must not be negative")
         model = await self._find(name)
-        version = _check_name(version or _next_version(model), "version")
+        if model is None:
+            await self._refuse_case_duplicate(name)
+        version = _check_version(version or _next_version(model))
         if model is not None and any(v.version == version for v in model.versions):
             raise Conflict(f"model {name!r} already has version {version!r}")
 
-        signature = await asyncio.to_thread(validate_model_file, source)
+        signature = await asyncio.to_thread(check_model_file, source, self.settings)
         target_dir = self.models_dir / name / version
         target = target_dir / MODEL_FILE
-        digest = await asyncio.to_thread(self._copy, source, target_dir)
+        digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE)
         _on_rollback(self.session, lambda: shutil.rmtree(target_dir, ignore_errors=True))
         try:
             before = _summary(model) if model is not None else None
             if model is None:
-                model = Model(name=name, history=[], options={}, versions=[])
+                model = Model(name=name, history=[], options={}, versions=[],
+                              max_batch_size=0)
                 self.session.add(model)
             if max_batch_size is not None:
                 model.max_batch_size = max_batch_size
@@ -155,7 +166,7 @@ class ModelService:
             if options:
                 model.options = {**(model.options or {}), **dict(options)}
             mv = ModelVersion(version=version, path=str(target.resolve()), sha256=digest,
-                              size_bytes=target.stat().st_size, signature=signature.to_dict())
+                              size_bytes=size, signature=signature.to_dict())
             model.versions.append(mv)
             if activate or not model.active_version:
                 self._switch(model, version)
@@ -169,17 +180,11 @@ class ModelService:
             raise
         return mv
 
-    @staticmethod
-    def _copy(source: Path, target_dir: Path) -> str:
-        target_dir.mkdir(parents=True, exist_ok=True)
-        partial = target_dir / (MODEL_FILE + ".part")
-        digest = hashlib.sha256()
-        with open(source, "rb") as src, open(partial, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 20), b""):
-                digest.update(chunk)
-                dst.write(chunk)
-        partial.replace(target_dir / MODEL_FILE)
-        return digest.hexdigest()
+    async def _refuse_case_duplicate(self, name: str) -> None:
+        other = await self.session.scalar(
+            select(Model.name).where(func.lower(Model.name) == name.lower()))
+        if other is not None:
+            raise Conflict(f"model {other!r} already exists; names differ only in case")
 
     @staticmethod
     def _switch(model: Model, version: str) -> None:
@@ -246,8 +251,8 @@ class ModelService:
         model = await self.get(name)
         before = model_dict(model)
         if max_batch_size is not None:
-            if max_batch_size < 1:
-                raise BadRequest("max_batch_size must be at least 1")
+            if max_batch_size < 0:
+                raise BadRequest("max_batch_size must not be negative (0 = no batching)")
             model.max_batch_size = max_batch_size
         if max_queue_delay_ms is not None:
             if max_queue_delay_ms < 0:

@@ -50,15 +50,15 @@ async def test_upload_activate_rollback_remove(admin, gateway, tmp_path):
     r = await _upload(admin, good1)
     assert r.status_code == 200 and "Model adder version 1 uploaded and validated" in r.text
     assert 'data-version="1"' in r.text and "in <code>x</code> FP32" in r.text
-    r = await _upload(admin, good2, version="v2")
+    r = await _upload(admin, good2, version="2")
     model = await _model(gateway)
-    assert model.active_version == "v2" and model.history == ["1"]
+    assert model.active_version == "2" and model.history == ["1"]
     html = r.text
     v2 = model.versions[1]
     assert v2.sha256[:12] in html
     assert re.search(r'class="num">\d+(\.\d)? (B|KiB)</td>', html)
     # files land under <home>/models/NAME/VERSION
-    assert (gateway.settings.models_dir / "adder" / "v2" / "model.onnx").is_file()
+    assert (gateway.settings.models_dir / "adder" / "2" / "model.onnx").is_file()
 
     token = csrf_of(html)
     r = await admin.post(f"/admin/models/{model.id}/rollback", data={"_csrf": token, "row_version": str(model.row_version)})
@@ -67,20 +67,20 @@ async def test_upload_activate_rollback_remove(admin, gateway, tmp_path):
     assert model.active_version == "1"
 
     # a stale page (old row_version) cannot activate over someone else's change
-    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "v2", "row_version": "1"})
+    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "2", "row_version": "1"})
     assert "changed by someone else" in r.text
     assert (await _model(gateway)).active_version == "1"
-    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "v2", "row_version": str(model.row_version)})
-    assert "version v2 is now active" in r.text
+    r = await admin.post(f"/admin/models/{model.id}/activate", data={"_csrf": token, "version": "2", "row_version": str(model.row_version)})
+    assert "version 2 is now active" in r.text
 
-    active_id = next(v.id for v in model.versions if v.version == "v2")
+    active_id = next(v.id for v in model.versions if v.version == "2")
     old_id = next(v.id for v in model.versions if v.version == "1")
     r = await admin.post(f"/admin/models/{model.id}/versions/{active_id}/delete", data={"_csrf": token})
     assert "is active" in r.text
     r = await admin.post(f"/admin/models/{model.id}/versions/{old_id}/delete", data={"_csrf": token})
     assert "version 1 removed" in r.text
     model = await _model(gateway)
-    assert [v.version for v in model.versions] == ["v2"]
+    assert [v.version for v in model.versions] == ["2"]
     async with gateway.sessionmaker() as s:
         actions = list(await s.scalars(select(AuditEntry.action).where(AuditEntry.entity_type == "model").order_by(AuditEntry.id)))
     assert actions == ["add_version", "add_version", "rollback", "activate", "remove_version"]

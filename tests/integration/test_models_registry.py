@@ -126,12 +126,20 @@ def test_names_and_duplicate_versions_are_refused(tmp_path, home) -> None:
     src = matmul_add_model(tmp_path / "a.onnx")
     code, _, err = run_cli("models", "add", "../evil", str(src), home=home)
     assert code == 1 and "model name '../evil' is invalid" in err
-    assert run_cli("models", "add", "m", str(src), "--version", "v1", home=home)[0] == 0
-    code, _, err = run_cli("models", "add", "m", str(src), "--version", "v1", home=home)
-    assert code == 1 and "already has version 'v1'" in err
-    code, _, err = run_cli("models", "add", "m", str(src), "--version", "a/b", home=home)
-    assert code == 1 and "invalid" in err
+    assert run_cli("models", "add", "m", str(src), "--version", "1", home=home)[0] == 0
+    code, _, err = run_cli("models", "add", "m", str(src), "--version", "1", home=home)
+    assert code == 1 and "already has version '1'" in err
+    # Versions are canonical positive integers: before, "01", "1.0" and "v1" were
+    # registered as three more versions next to "1".
+    for label in ("01", "1.0", "v1", "0", "-1", "a/b"):
+        code, _, err = run_cli("models", "add", "m", str(src), "--version", label, home=home)
+        assert code == 1 and "positive integer" in err, (label, err)
+    # "M" next to "m" was a second model before; now refused by name.
+    code, _, err = run_cli("models", "add", "M", str(src), home=home)
+    assert code == 1 and "'m' already exists; names differ only in case" in err
     assert not (home.parent / "evil").exists()
+    assert sorted(_models_json(home)) == ["m"]
+    assert [v["version"] for v in _models_json(home)["m"]["versions"]] == ["1"]
 
 
 def test_serving_options_are_stored_with_the_model(tmp_path, home) -> None:
