@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test bench bench-inference clean
+.PHONY: install system-deps run test bench bench-inference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,11 +15,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Redis, PostgreSQL and Chromium for the suite: installed with apt-get as root (or
+# passwordless sudo), else the exact command to run is printed.
+system-deps:
+	@bash tests/system_deps.sh
+
+# serve migrates the embedded SQLite database itself and prints one block with the URL,
+# the demo key and the console login.
 run: install
-	$(VENV)/bin/litegate db upgrade
 	$(VENV)/bin/litegate serve --demo --host $(HOST) --port $(PORT)
 
-test: install
+test: system-deps install
 	$(PY) -m pytest -q
 
 bench: install
