@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -35,7 +36,7 @@ from litegate.errors import (
 )
 from litegate.middleware.routing import choose_variant, sticky_value
 from litegate.responses import send_response
-from litegate.snapshot import RouteSpec, VariantSpec
+from litegate.snapshot import KeySpec, RouteSpec, VariantSpec
 from litegate.upstreams.client import forward_headers, response_headers
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ _encode = msgspec.json.encode
 _JSON = [(b"content-type", b"application/json")]
 MAX_FALLBACKS = 3
 MAX_SHADOW_INFLIGHT = 64
+MODELS_PREFIX = "/v1/models/"
+MAX_UPSTREAM_ERROR_TEXT = 1000
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own bound per request
 
 
 class _Usage(msgspec.Struct):
@@ -86,6 +90,9 @@ class OpenAIProxy:
         path, method = scope["path"], scope["method"]
         if path == "/v1/models" and method == "GET":
             await self._list_models(scope, send)
+            return
+        if path.startswith(MODELS_PREFIX) and method == "GET":
+            await self._retrieve_model(scope, send, path[len(MODELS_PREFIX):])
             return
         if path not in OPENAI_BODY_PATHS:
             raise NotFound(f"Unknown endpoint {method} {path}", code="unknown_url")
@@ -150,16 +157,22 @@ class OpenAIProxy:
         finally:
             self.gateway.metrics.shadow.labels(route, variant.name, status).inc()
 
-    async def _list_models(self, scope: Scope, send: Send) -> None:
+    def _visible_routes(self, scope: Scope) -> tuple[Mapping[str, RouteSpec], KeySpec | None]:
         info = get_info(scope)
         snapshot = info.snapshot if info else self.gateway.snapshots.current
-        key = info.key if info else None
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "litegate"}
-            for name in sorted(snapshot.routes)
-            if key is None or key.allows(name)
-        ]
+        return snapshot.routes, info.key if info else None
+
+    async def _list_models(self, scope: Scope, send: Send) -> None:
+        routes, key = self._visible_routes(scope)
+        data = [_model_object(name) for name in sorted(routes) if key is None or key.allows(name)]
         await send_json(send, 200, {"object": "list", "data": data})
+
+    async def _retrieve_model(self, scope: Scope, send: Send, name: str) -> None:
+        """``client.models.retrieve``: a route the key may use, else 404 (as OpenAI)."""
+        routes, key = self._visible_routes(scope)
+        if name not in routes or (key is not None and not key.allows(name)):
+            raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
+        await send_json(send, 200, _model_object(name))
 
     async def _dispatch(
         self,
@@ -197,6 +210,11 @@ class OpenAIProxy:
             info.upstream_s += time.perf_counter() - t0
             if resp.status == 200:
                 info.tokens, info.prompt_tokens = usage_tokens(body)
+            elif resp.status >= 400 and not _is_openai_error(body):
+                # A plain-text or foreign error body: the client still gets the OpenAI
+                # shape (the openai client maps the status), with the upstream's words.
+                await send_json(send, resp.status, _upstream_error(upstream.name, resp.status, body))
+                return
             await send_response(send, resp.status, body, response_headers(resp))
             return
         info.upstream_s += time.perf_counter() - t0
@@ -241,7 +259,7 @@ class OpenAIProxy:
                 log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
                 event = {
                     "error": {
-                        "message": f"upstream stream interrupted: {exc or type(exc).__name__}",
+                        "message": "upstream stream interrupted",
                         "type": "upstream_error",
                         "code": "stream_interrupted",
                     }
@@ -266,19 +284,20 @@ class OpenAIProxy:
         self, send: Send, info: RequestInfo, route: RouteSpec, variant: VariantSpec
     ) -> None:
         assert info.json is not None
-        raw = info.json.get("input")
-        texts = [raw] if isinstance(raw, str) else raw
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise BadRequest("'input' must be a non-empty string or list of strings", code="invalid_input")
+        inputs = _embedding_inputs(info.json.get("input"))
         fmt = info.json.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise BadRequest("'encoding_format' must be 'float' or 'base64'")
+        dimensions = info.json.get("dimensions")
+        if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
+            raise BadRequest("'dimensions' must be a positive integer", code="invalid_dimensions")
         t0 = time.perf_counter()
-        try:
-            vectors, prompt_tokens = await self.gateway.models.embed(variant.model, texts)
-        except LitegateError:
-            raise
+        vectors, prompt_tokens = await self.gateway.models.embed(variant.model, inputs)
         info.upstream_s += time.perf_counter() - t0
+        if dimensions is not None and vectors and len(vectors[0]) != dimensions:
+            raise BadRequest(
+                f"model {route.name!r} produces {len(vectors[0])}-dimensional embeddings and "
+                f"cannot honour dimensions={dimensions}", code="invalid_dimensions")
         if fmt == "base64":
             import numpy as np
 
@@ -303,6 +322,41 @@ class OpenAIProxy:
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             },
         )
+
+
+def _embedding_inputs(raw: Any) -> list[str] | list[list[int]]:
+    """OpenAI's ``input``: a string, strings, a token-id list, or token-id lists."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and 0 < len(raw) <= MAX_EMBEDDING_INPUTS:
+        if all(isinstance(t, str) for t in raw):
+            return raw
+        if all(type(t) is int for t in raw):
+            return [raw]
+        if all(isinstance(row, list) and row and all(type(t) is int for t in row) for row in raw):
+            return raw
+    raise BadRequest(
+        f"'input' must be a string, or 1 to {MAX_EMBEDDING_INPUTS} strings or non-empty "
+        "token-id lists", code="invalid_input")
+
+
+def _is_openai_error(body: bytes) -> bool:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    return isinstance(error, dict) and isinstance(error.get("message"), str)
+
+
+def _upstream_error(upstream: str, status: int, body: bytes) -> dict[str, Any]:
+    text = body[:MAX_UPSTREAM_ERROR_TEXT].decode("utf-8", "replace").strip()
+    return {"error": {"message": f"upstream {upstream!r} answered {status}: {text}",
+                      "type": "upstream_error", "code": f"upstream_{status}"}}
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "litegate"}
 
 
 def _stream_usage(chunk: bytes) -> int:

@@ -56,6 +56,28 @@ class EmbeddingTokenizer:
         }
 
 
+    def encode_ids(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+        """The same arrays as :meth:`encode` from token ids a client tokenized itself."""
+        vocab = self.tokenizer.get_vocab_size()
+        for row in ids:
+            if len(row) > self.max_length:
+                raise BadRequest(f"an input has {len(row)} tokens; this model takes at most "
+                                 f"{self.max_length}", code="invalid_input")
+            if any(not 0 <= t < vocab for t in row):
+                raise BadRequest(f"token ids must be in [0, {vocab})", code="invalid_input")
+        longest = max(len(row) for row in ids)
+        multiple = (self.tokenizer.padding or {}).get("pad_to_multiple_of") or 1
+        width = -(-longest // multiple) * multiple
+        pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
+        input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, :len(row)] = row
+            mask[i, :len(row)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask,
+                "token_type_ids": np.zeros_like(input_ids)}
+
+
 def mean_pool(hidden: np.ndarray, mask: np.ndarray, *, normalize: bool = True) -> np.ndarray:
     """Mean over tokens where ``mask`` is 1, then L2 normalisation (sentence-transformers)."""
     m = mask.astype(np.float32)[..., None]

@@ -486,8 +486,11 @@ class ModelManager:
             result = {o: result[o] for o in outputs}
         return InferResult(entry.key[0], entry.key[1], result)
 
-    async def embed(self, name: str, texts: list[str]) -> tuple[list[list[float]], int]:
-        """``/v1/embeddings`` for an ``onnx`` upstream: (vectors, prompt_tokens)."""
+    async def embed(
+        self, name: str, texts: list[str] | list[list[int]]
+    ) -> tuple[list[list[float]], int]:
+        """``/v1/embeddings`` for an ``onnx`` upstream: (vectors, prompt_tokens); the input
+        is texts, or token ids already produced by the model's tokenizer."""
         from litegate.inference.embeddings import mean_pool
 
         if not texts:
@@ -496,7 +499,8 @@ class ModelManager:
         options = dict(getattr(spec, "options", None) or {})
         tokenizer = await self._tokenizer(name, options)
         loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(self._executor, tokenizer.encode, list(texts))
+        encode = tokenizer.encode if isinstance(texts[0], str) else tokenizer.encode_ids
+        encoded = await loop.run_in_executor(self._executor, encode, list(texts))
         _, version = self.resolve(name)
         signature = spec.versions[version].signature or {}
         wanted = {t["name"] for t in signature.get("inputs", ())} or set(encoded)
@@ -556,11 +560,12 @@ class ModelManager:
                     for k, e in self._loaded.items() if k[0] == name and e.loaded is not None
                 },
             }
-        ort = sys.modules.get("onnxruntime")
+        # Another thread may be importing onnxruntime right now (partially initialised).
+        providers = getattr(sys.modules.get("onnxruntime"), "get_available_providers", None)
         return {
             "ready": self.ready(),
             "models": models,
             "loaded_bytes": self.loaded_bytes(),
             "budget_bytes": self.budget_bytes,
-            "available_providers": list(ort.get_available_providers()) if ort else None,
+            "available_providers": list(providers()) if providers else None,
         }

@@ -123,10 +123,13 @@ class UpstreamClient:
                     attempt += 1
                     await asyncio.sleep(0.05 * 2 ** (attempt - 1))
                     continue
-                raise UpstreamError(f"upstream {upstream.name!r} unreachable: {exc}") from exc
+                # The address and the OS error go to the log, never to the client.
+                log.warning("upstream_unreachable", upstream=upstream.name, error=str(exc))
+                raise UpstreamError(f"upstream {upstream.name!r} is unreachable") from exc
             except aiohttp.ClientError as exc:
                 self._record(upstream, breaker, False, "protocol")
-                raise UpstreamError(f"upstream {upstream.name!r} failed: {exc}") from exc
+                log.warning("upstream_protocol_error", upstream=upstream.name, error=str(exc))
+                raise UpstreamError(f"upstream {upstream.name!r} failed") from exc
             if resp.status in RETRY_STATUSES and attempt < upstream.max_retries:
                 self._record(upstream, breaker, False, f"http_{resp.status}")
                 resp.release()
@@ -173,7 +176,8 @@ class UpstreamClient:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             self._record(upstream, self.breaker(upstream.name), False, "read")
-            raise UpstreamError(f"upstream {upstream.name!r} failed mid-response: {exc}") from exc
+            log.warning("upstream_read_error", upstream=upstream.name, error=str(exc))
+            raise UpstreamError(f"upstream {upstream.name!r} failed mid-response") from exc
         finally:
             resp.release()
 
