@@ -14,6 +14,9 @@ from pathlib import Path
 
 from litegate.errors import LitegateError
 
+# How ONNX Runtime reports an allocation refused by the address-space limit.
+_OUT_OF_MEMORY = ("Failed to allocate", "bad_alloc", "Out of memory")
+
 
 def main(argv: list[str]) -> int:
     limit = int(argv[1])
@@ -36,12 +39,15 @@ def main(argv: list[str]) -> int:
                                signature=signature, providers=(), requested_providers=(),
                                fell_back=(), size_bytes=0, load_seconds=0.0)
         # The parent's timeout is the real bound; this one just ends a looping run early.
-        warm_up(loaded, runs=1, timeout_s=float(argv[2]))
+        error = warm_up(loaded, runs=1, timeout_s=float(argv[2]))
+        if error and any(m in error for m in _OUT_OF_MEMORY):
+            raise MemoryError
     except LitegateError as exc:
         print(json.dumps({"error": exc.detail}))
         return 2
     except MemoryError:
-        print(json.dumps({"error": f"{path.name}: validation ran out of memory"}))
+        print(json.dumps({"error": f"{path.name}: validation and warm-up need more than "
+                          f"{limit // 2**20} MB (model_check_memory_mb)"}))
         return 2
     print(json.dumps({"signature": signature.to_dict()}))
     return 0

@@ -308,11 +308,12 @@ def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
     return result
 
 
-def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0) -> bool:
+def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0) -> str | None:
     """A few dummy runs so the first real request does not pay for lazy init.
 
-    A model may reject zero-filled minimal inputs (that is only logged), but one that
-    does not finish within ``timeout_s`` is refused: its requests would never finish.
+    Returns None, or why the runs failed: a model may reject zero-filled minimal inputs
+    (only logged). One that does not finish within ``timeout_s`` is refused: its
+    requests would never finish either.
     """
     inputs = dummy_inputs(loaded.signature)
     ro = new_run_options()
@@ -329,7 +330,7 @@ def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0) -> b
                 f"within {timeout_s:g} s (model_load_timeout_s)") from exc
         log.warning("onnx_warmup_failed", model=loaded.name, version=loaded.version,
                     error=_short(exc))
-        return False
+        return _short(exc)
     finally:
         timer.cancel()
-    return True
+    return None
