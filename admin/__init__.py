@@ -32,6 +32,7 @@ from .auth import (
     SessionSigner,
     admin_guard,
     context_of,
+    ids_guard,
     session_of,
 )
 from .config import STATIC_DIR, AdminContext, make_environment, resolve_secret
@@ -162,7 +163,7 @@ def create_admin_router(
         path=path or "/",
         route_handlers=[*ROUTE_HANDLERS, static],
         middleware=[DefineMiddleware(AdminSessionMiddleware, context=context)],
-        guards=[admin_guard],
+        guards=[admin_guard, ids_guard],
         exception_handlers={
             AdminAuthRequired: _auth_required,
             HTTPException: _http_error,

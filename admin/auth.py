@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
 
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+)
 
 from litegate.services import admin_sessions
 
@@ -220,6 +224,17 @@ def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionState:
 
 def context_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminContext:
     return connection.scope[SCOPE_CONTEXT]  # type: ignore[literal-required]
+
+
+MAX_ROW_ID = 2**31 - 1
+"""Ids are ``Integer`` columns (32-bit on PostgreSQL): larger values cannot exist."""
+
+
+async def ids_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Path ids outside the column's range are unknown rows (404), never a driver error."""
+    for name, value in connection.path_params.items():
+        if name.endswith("_id") and isinstance(value, int) and not 1 <= value <= MAX_ROW_ID:
+            raise NotFoundException(f"no {name[:-3]} with id {value}")
 
 
 async def admin_guard(

@@ -17,6 +17,8 @@ from typing import Any
 
 from litegate.services.schema import CacheIn, RouteIn, UpstreamIn, VariantIn
 
+from .auth import MAX_ROW_ID
+
 ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.S)
 EXTRA_VARIANT_ROWS = 2
 GENERAL = "__all__"
@@ -357,6 +359,9 @@ def parse_quota(form: Mapping[str, Any]) -> FormResult:
     key_id = None
     if values["key_id"]:
         key_id = _int(result, "key_id", values["key_id"])
+        if key_id is not None and not 1 <= key_id <= MAX_ROW_ID:
+            result.add("key_id", "unknown key")
+            key_id = None
     if not values["rate"]:
         result.add("rate", "required")
     if not values["key_id"] and not values["route"]:

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import structlog
 from litestar import Request, Response, get, post
 from litestar.enums import MediaType
-from litestar.exceptions import NotFoundException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.response import Redirect
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
@@ -91,6 +91,19 @@ def actor(request: Request[Any, Any, Any]) -> str:
 
 def client_ip(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
+
+
+def query_int(
+    request: Request[Any, Any, Any], name: str, *, default: int, maximum: int = 10**9
+) -> int:
+    """A positive whole-number query parameter; anything else is a 400 page, not a 500."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    text = str(raw).strip()
+    if not text.isdigit() or len(text) > 10 or not 1 <= int(text) <= maximum:
+        raise ValidationException(f"{name} must be a whole number from 1 to {maximum}")
+    return int(text)
 
 
 def _safe_next(request: Request[Any, Any, Any], target: str) -> str:
@@ -583,10 +596,7 @@ async def audit_page(request: Request[Any, Any, Any]) -> Response[Any]:
     actor_filter, entity_type, action, q = (
         str(params.get(name) or "") for name in ("actor", "entity_type", "action", "q")
     )
-    try:
-        page = max(1, int(params.get("page") or 1))
-    except ValueError:
-        page = 1
+    page = query_int(request, "page", default=1)
     stmt = select(AuditEntry)
     if actor_filter:
         stmt = stmt.where(AuditEntry.actor == actor_filter)
