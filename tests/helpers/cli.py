@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +48,31 @@ def chat_config(base_url: str, **route: Any) -> dict[str, Any]:
         "upstreams": [{"name": "mock", "kind": "openai", "base_url": base_url, "timeout_s": 5}],
         "routes": [r],
     }
+
+
+LITEGATE_BIN = str(Path(sys.executable).parent / "litegate")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without LITEGATE_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITEGATE_")}
+    env.update(extra)
+    return env
+
+
+def run_litegate(*argv: str, home: Path, timeout: float = 60, cwd: Path | None = None,
+                 **env: str) -> subprocess.CompletedProcess[str]:
+    """The installed ``litegate`` command in a child process: exit status, stdout and
+    stderr exactly as a user sees them (a traceback would show up in stderr)."""
+    return subprocess.run(
+        [LITEGATE_BIN, *argv], capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or home.parent, env=clean_env(LITEGATE_HOME=str(home), **env),
+    )
+
+
+def one_line_error(code: int, stderr: str) -> str:
+    """The single ``error: ...`` line of an operational failure (exit status 3)."""
+    lines = stderr.strip().splitlines()
+    assert code == 3, (code, stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
