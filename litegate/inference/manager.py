@@ -335,12 +335,17 @@ class ModelManager:
 
     async def _run_load(self, loop: asyncio.AbstractEventLoop, spec: Any, vspec: Any,
                         options: dict[str, Any], timeout: float) -> Any:
-        """The load on a loading thread, awaited at most ``timeout`` (None past it)."""
+        """The load on a loading thread, awaited at most about ``timeout`` (None past it).
+
+        Warm-up stops itself at ``timeout`` with a precise error; the margin leaves it
+        that chance, and this bound catches a session creation that never returns.
+        """
         future = loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec,
                                       options)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await asyncio.wait_for(asyncio.shield(future), timeout * 1.5 + 1.0)
         except asyncio.TimeoutError:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consumed
             return None
 
     # ------------------------------------------------------------ memory budget
