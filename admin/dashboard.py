@@ -10,6 +10,7 @@ from markupsafe import Markup
 from .charts import line_chart
 
 UNROUTED = "(unrouted)"
+NO_VARIANT = "(none)"
 WINDOWS = {"10m": (10, 60), "1h": (60, 60)}
 
 
@@ -53,7 +54,7 @@ def _label(name: str) -> str:
     if name.startswith("-/"):
         name = UNROUTED + name[1:]
     if name.endswith("/-"):
-        name = name[:-1] + "(none)"
+        name = name[:-1] + NO_VARIANT
     return name
 
 
@@ -103,23 +104,33 @@ def _ratio(num: str, den: Sequence[str]) -> Any:
     return fn
 
 
-def _share(
+def _split_rows(
     routes: Mapping[str, Any], variants: Mapping[str, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Each variant's share of its route's requests (the observed A/B split)."""
-    rows = []
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The observed A/B split, and apart from it what never reached a variant.
+
+    Rate-limited requests, cache hits and errors before routing carry no variant;
+    counting them in the split would skew it, so they get their own rows.
+    """
+    rows, outside = [], []
     totals: dict[str, int] = {}
     for label, pts in variants.items():
         owners = [r for r in routes if label.startswith(r + "/")]
         route = max(owners, key=len) if owners else label.split("/", 1)[0]
         row = summarize(label, pts)
         row["route"], row["variant"] = route, label[len(route) + 1:]
+        if row["variant"] == NO_VARIANT:
+            row["cache_hits"] = int(sum(_n(p, "cache_hits") for p in pts))
+            row["other"] = max(0, row["requests"] - row["limited"] - row["cache_hits"])
+            if row["requests"]:
+                outside.append(row)
+            continue
         totals[route] = totals.get(route, 0) + row["requests"]
         rows.append(row)
     for row in rows:
         total = totals.get(row["route"])
         row["share"] = row["requests"] / total if total else None
-    return rows
+    return rows, outside
 
 
 def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
@@ -133,6 +144,8 @@ def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
         except TypeError:
             raw = stats.series()
     routes, variants = normalize(raw)
+    variant_rows, outside_rows = _split_rows(routes, variants)
+    split = {k: v for k, v in variants.items() if not k.endswith("/" + NO_VARIANT)}
     charts: list[Markup] = [
         line_chart(
             "Requests / s (per route)",
@@ -156,14 +169,14 @@ def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
     variant_charts: list[Markup] = [
         line_chart(
             "Requests / s (per variant)",
-            _series(variants, lambda p: _n(p, "requests") / bucket_s),
+            _series(split, lambda p: _n(p, "requests") / bucket_s),
         ),
         line_chart(
             "Error rate (per variant)",
-            _series(variants, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
+            _series(split, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
         ),
         line_chart(
-            "p99 latency (per variant)", _series(variants, lambda p: _opt(p, "p99_ms")), unit=" ms"
+            "p99 latency (per variant)", _series(split, lambda p: _opt(p, "p99_ms")), unit=" ms"
         ),
     ]
     return {
@@ -173,7 +186,8 @@ def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
         "charts": charts,
         "variant_charts": variant_charts,
         "route_rows": [summarize(name, pts) for name, pts in routes.items()],
-        "variant_rows": _share(routes, variants),
+        "variant_rows": variant_rows,
+        "outside_rows": outside_rows,
         "providers": model_status(models),
         "stats_available": stats is not None,
     }

@@ -56,3 +56,34 @@ async def login(client: Any, username: str = ADMIN_USER, password: str = ADMIN_P
         data={"_csrf": csrf_of(page.text), "username": username, "password": password},
         follow_redirects=False,
     )
+
+
+def create_console_user(home: Path, name: str, password: str) -> None:
+    """``litegate admin create-user NAME --password-stdin`` through the real CLI."""
+    import contextlib
+    import io
+    import sys
+
+    from tests.helpers.cli import run_cli
+
+    stdin, sys.stdin = sys.stdin, io.StringIO(password + "\n")
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            code, _, _ = run_cli("admin", "create-user", name, "--password-stdin", home=home)
+    finally:
+        sys.stdin = stdin
+    assert code == 0, err.getvalue()
+
+
+def http_login(url: str, username: str, password: str) -> Any:
+    """An ``httpx.Client`` signed in to the console of the server at ``url``."""
+    import httpx
+
+    client = httpx.Client(base_url=url, timeout=10)
+    page = client.get("/admin/login")
+    r = client.post(
+        "/admin/login",
+        data={"_csrf": csrf_of(page.text), "username": username, "password": password},
+    )
+    assert r.status_code == 303, r.text
+    return client

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import csrf_of
+from tests.e2e.support import create_console_user, csrf_of, http_login
 from tests.helpers.cli import run_cli
 
 PASSWORD = "first-password-1"
@@ -25,14 +25,7 @@ def _cli_with_stdin(monkeypatch: pytest.MonkeyPatch, home: Path, text: str, *arg
 
 
 def _login(url: str, user: str, password: str = PASSWORD) -> httpx.Client:
-    client = httpx.Client(base_url=url, timeout=10)
-    page = client.get("/admin/login")
-    r = client.post(
-        "/admin/login",
-        data={"_csrf": csrf_of(page.text), "username": user, "password": password},
-    )
-    assert r.status_code == 303, r.text
-    return client
+    return http_login(url, user, password)
 
 
 def _opens_console(url: str, cookie: str) -> bool:
@@ -47,7 +40,7 @@ def replicas(home: Path, make_gateway, monkeypatch) -> Iterator[tuple[str, str]]
     home.mkdir(parents=True, exist_ok=True)
     a, b = make_gateway(), make_gateway()  # one SQLite database, two servers
     for user in ("alice", "bob"):
-        _cli_with_stdin(monkeypatch, home, PASSWORD, "admin", "create-user", user, "--password-stdin")
+        create_console_user(home, user, PASSWORD)
     yield a.url, b.url
 
 
