@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import errno
+import faulthandler
 import os
 import socket
 import sys
@@ -65,6 +66,7 @@ def app_from_env():  # type: ignore[no-untyped-def]
 
     settings = Settings.load()
     configure_logging(settings.log_format, settings.log_level, cache=True)
+    faulthandler.enable()
     app = create_app(settings)
     _tune_gc()
     return app
@@ -185,6 +187,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     configure_logging(settings.log_format, settings.log_level, cache=True)
+    faulthandler.enable()  # a fatal signal (SIGSEGV, SIGBUS) still says where, on stderr
     settings.home.mkdir(parents=True, exist_ok=True)
     if args.migrate:
         migrate.upgrade(settings.db_url)

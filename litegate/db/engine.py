@@ -21,8 +21,14 @@ def make_engine(url: str, *, timeout_s: float = 5.0, **kwargs: object) -> AsyncE
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
+            # A rollback journal, not WAL: WAL maps its -shm file into memory, and a
+            # truncated or unwritable -shm then kills the process with SIGBUS. Here a
+            # broken file is an ordinary error, and the gateway keeps its last snapshot.
             cur.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            try:
+                cur.execute("PRAGMA journal_mode=DELETE")
+            except Exception:  # noqa: BLE001 - a database still open in WAL mode elsewhere
+                pass  # (an older gateway) keeps working; the next sole opener converts it
             cur.close()
 
         return engine
