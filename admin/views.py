@@ -17,12 +17,11 @@ from litestar.response import Redirect
 from sqlalchemy import func, select
 from sqlalchemy.orm.exc import StaleDataError
 
-from litegate.db.models import ApiKey, AuditEntry, Model, Quota, Route, Upstream, utcnow
+from litegate.db.models import AuditEntry, Model, Quota, Route, Upstream, utcnow
 from litegate.errors import Conflict, LitegateError
-from litegate.services import admin_sessions
+from litegate.services import admin_sessions, routing
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
-from litegate.services import routing
 from litegate.services import users as user_service
 from litegate.services.schema import ValidationFailed, check_route
 
@@ -520,7 +519,7 @@ async def _keys_page(
     request: Request[Any, Any, Any],
     result: forms.FormResult | None = None,
     *,
-    created: tuple[ApiKey, str] | None = None,
+    created: tuple[str, str] | None = None,  # (name, secret) of a key just created
     status_code: int = 200,
 ) -> Response[Any]:
     async with context_of(request).sessionmaker() as session:
@@ -537,7 +536,7 @@ async def _keys_page(
     return render(
         request, "keys.html", title="API keys", active="keys", keys=keys, routes=routes,
         key_quotas=key_quotas, values=result.values, errors=result.errors,
-        created_key=created[0] if created else None, created_secret=created[1] if created else None,
+        created_name=created[0] if created else None, created_secret=created[1] if created else None,
         now=_now(), status_code=status_code,
     )
 
@@ -548,7 +547,15 @@ def _now() -> Any:
 
 @get("/keys")
 async def keys_page(request: Request[Any, Any, Any]) -> Response[Any]:
-    return await _keys_page(request)
+    created = None
+    session_id = session_of(request).session_id
+    if session_id is not None:
+        async with context_of(request).sessionmaker() as session, session.begin():
+            flash = await admin_sessions.pop_flash(session, session_id)
+        new_key = (flash or {}).get("new_key")
+        if isinstance(new_key, dict):
+            created = (str(new_key.get("name", "")), str(new_key.get("secret", "")))
+    return await _keys_page(request, created=created)
 
 
 @post("/keys", status_code=200)
@@ -566,8 +573,15 @@ async def key_create(request: Request[Any, Any, Any]) -> Response[Any]:
         except LitegateError as exc:
             result.add(forms.GENERAL, exc.detail)
         else:
-            # Rendered directly (never redirected or stored): the secret exists only here.
-            return await _keys_page(request, created=(key, secret), status_code=201)
+            # Post-redirect-get: the secret waits in this session's one-time server-side
+            # flash, so a reload of the next page neither shows it again nor re-creates.
+            async with ctx.sessionmaker() as session, session.begin():
+                await admin_sessions.set_flash(
+                    session, session_of(request).session_id or "",
+                    {"new_key": {"id": key.id, "name": key.name, "secret": secret}},
+                )
+            session_of(request).flash(f"Key {key.name} created.")
+            return redirect(request, "/keys")
     return await _keys_page(request, result, status_code=400)
 
 

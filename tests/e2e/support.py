@@ -7,9 +7,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from litegate.admin import create_admin_router
 from litestar import Litestar
 
-from litegate.admin import create_admin_router
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.db.models import Base
 from litegate.services import users

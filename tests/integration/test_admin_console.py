@@ -280,8 +280,11 @@ async def test_csrf_required_on_every_write(admin, gateway):
     assert await _count(gateway, ApiKey) == 0
     assert await _count(gateway, Route) == 1
     # the header form works too (htmx / fetch)
-    r = await admin.post("/admin/keys", data={"name": "via-header"}, headers={"X-CSRF-Token": token})
-    assert r.status_code == 201
+    r = await admin.post(
+        "/admin/keys", data={"name": "via-header"}, headers={"X-CSRF-Token": token},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
 
 
 async def test_login_form_requires_csrf(client):
@@ -500,8 +503,8 @@ async def test_xss_payloads_are_escaped(admin, gateway):
         route.description = XSS
     gateway.stats.record(XSS, XSS, 200, 0.01, None)
     # key names and quota labels are free text
-    r = await admin.post("/admin/keys", data={"_csrf": token, "name": XSS})
-    assert r.status_code == 201
+    r = await admin.post("/admin/keys", data={"_csrf": token, "name": XSS}, follow_redirects=False)
+    assert r.status_code == 303
     for path in ["/admin/routes", "/admin/routes/1", "/admin/keys", "/admin/audit", "/admin/",
                  "/admin/quotas", "/admin/upstreams"]:
         html = (await admin.get(path)).text
@@ -515,13 +518,16 @@ async def test_key_secret_shown_once_and_revoke(admin, gateway):
     token = await _token(admin)
     r = await admin.post("/admin/keys", data={
         "_csrf": token, "name": "team", "routes": ["chat"], "limits": "10/minute\n100/hour",
-        "token_limits": "1000/day", "expires_at": "2099-01-01T00:00"})
-    assert r.status_code == 201
+        "token_limits": "1000/day", "expires_at": "2099-01-01T00:00"}, follow_redirects=False)
+    # post-redirect-get: the secret is on the next GET, once, from a server-side flash
+    assert r.status_code == 303 and r.headers["location"] == "/admin/keys"
+    assert "lg-" not in r.headers.get("set-cookie", "")
+    r = await admin.get("/admin/keys")
     secret = re.search(r'id="new-key-secret" value="([^"]+)"', r.text).group(1)
     assert secret.startswith("lg-") and "data-copy" in r.text
     assert r.headers["cache-control"] == "no-store"
-    listing = (await admin.get("/admin/keys")).text
-    assert secret not in listing
+    listing = (await admin.get("/admin/keys")).text  # a reload
+    assert secret not in listing and "new-key-secret" not in listing
     assert secret[:9] in listing  # the prefix
     assert "10/minute requests" in listing and "1000/day tokens" in listing
     assert "2099-01-01 00:00:00 UTC" in listing and ">never<" in listing
