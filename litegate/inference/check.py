@@ -39,7 +39,14 @@ def main(argv: list[str]) -> int:
                                signature=signature, providers=(), requested_providers=(),
                                fell_back=(), size_bytes=0, load_seconds=0.0)
         # The parent's timeout is the real bound; this one just ends a looping run early.
-        error = warm_up(loaded, runs=1, timeout_s=float(argv[2]))
+        timeout = float(argv[2])
+        try:
+            error = warm_up(loaded, runs=1, timeout_s=timeout)
+        except LitegateError:  # the deadline: say which setting bounds registration
+            print(json.dumps({"error": f"{path.name}: warm-up did not finish within "
+                              f"{timeout:g} s (model_check_timeout_s); the model may loop "
+                              "for ever"}))
+            return 2
         if error and any(m in error for m in _OUT_OF_MEMORY):
             raise MemoryError
     except LitegateError as exc:
