@@ -7,6 +7,7 @@ import getpass
 import sys
 
 from litegate.cli.common import actor, transaction
+from litegate.cli.serve import URL_FILE
 from litegate.services import users as user_service
 from litegate.settings import Settings
 
@@ -31,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=_end_sessions)
 
 
+def serving_url(settings: Settings) -> str:
+    """The URL a running ``serve`` with this home wrote down, else the configured one."""
+    try:
+        return (settings.home / URL_FILE).read_text().strip()
+    except OSError:
+        return f"http://{settings.host}:{settings.port}"
+
+
 def read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         line = sys.stdin.readline()
@@ -47,7 +56,7 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
         user = await user_service.create_user(session, args.name, password, actor=actor())
         username = user.username
-    print(f"Created admin user {username!r}. Sign in at http://{settings.host}:{settings.port}/admin")
+    print(f"Created admin user {username!r}. Sign in at {serving_url(settings)}{settings.admin_path}")
     return 0
 
 

@@ -230,16 +230,18 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _tune_gc()
     server = uvicorn.Server(config)
     url_file = settings.home / URL_FILE
-    if settings.workers > 1:
-        from uvicorn.supervisors import Multiprocess
+    try:  # uvicorn re-raises Ctrl+C once it has shut down
+        if settings.workers > 1:
+            from uvicorn.supervisors import Multiprocess
 
-        url_file.write_text(url + "\n")
-        print(_announce(url, [f"{settings.workers} worker processes", *lines]), flush=True)
-        Multiprocess(config, target=server.run, sockets=[sock]).run()
-    else:
-        _print_when_started(server, _announce(url, lines), url_file, url)
-        server.run(sockets=[sock])
-    url_file.unlink(missing_ok=True)
+            url_file.write_text(url + "\n")
+            print(_announce(url, [f"{settings.workers} worker processes", *lines]), flush=True)
+            Multiprocess(config, target=server.run, sockets=[sock]).run()
+        else:
+            _print_when_started(server, _announce(url, lines), url_file, url)
+            server.run(sockets=[sock])
+    finally:
+        url_file.unlink(missing_ok=True)
     if settings.workers == 1 and not server.started:
         return EXIT_OPERATIONAL  # uvicorn logged why (one line for an operational fault)
     return 0

@@ -1,4 +1,4 @@
-"""Drive the real ``litegate`` CLI in-process."""
+"""Drive the real ``litegate`` CLI: in-process, or as the installed command in a child process."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +81,58 @@ def one_line_error(code: int, stderr: str) -> str:
     assert code == 3, (code, stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     return lines[0]
+
+
+@dataclass
+class Served:
+    """A ``litegate serve`` child process; ``stdout``/``stderr`` as read so far."""
+
+    proc: subprocess.Popen[str]
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+
+@contextlib.contextmanager
+def serving(*argv: str, home: Path, cwd: Path | None = None, timeout: float = 60,
+            **env: str) -> Iterator[Served]:
+    """``litegate serve ARGV`` until it prints its start-up block (it does so only once it
+    accepts connections); interrupted with Ctrl+C (SIGINT) afterwards."""
+    proc = subprocess.Popen(
+        [LITEGATE_BIN, "serve", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=cwd or home.parent, env=clean_env(LITEGATE_HOME=str(home), **env),
+    )
+    served, announced = Served(proc), threading.Event()
+
+    def pump(stream: Any, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            if line.strip() == "Stop it with Ctrl+C.":
+                announced.set()
+
+    threads = [threading.Thread(target=pump, args=(s, lines), daemon=True)
+               for s, lines in ((proc.stdout, served.out), (proc.stderr, served.err))]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not announced.wait(0.05):
+            assert proc.poll() is None, f"serve exited {proc.returncode}: {served.stderr[-3000:]}"
+            assert time.monotonic() < deadline, f"serve did not announce itself: {served.stderr[-3000:]}"
+        yield served
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        for t in threads:
+            t.join(5)
