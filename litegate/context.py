@@ -6,9 +6,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from litegate.errors import BadRequest, PayloadTooLarge
+from litegate.jsonbody import parse_json
 
 if TYPE_CHECKING:
     from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
@@ -21,8 +20,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "litegate"
 OPENAI_BODY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
-
-_decode = msgspec.json.decode
 
 
 class RequestInfo:
@@ -146,10 +143,7 @@ async def resolve_route(
     if scope["method"] == "POST" and path in OPENAI_BODY_PATHS:
         body = await read_body(scope, receive, max_bytes)
         info.body = body
-        try:
-            data = _decode(body)
-        except msgspec.DecodeError as exc:
-            raise BadRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+        data = parse_json(body)
         if not isinstance(data, dict):
             raise BadRequest("the JSON body must be an object", code="invalid_json")
         model = data.get("model")
