@@ -21,6 +21,7 @@ from .auth import MAX_ROW_ID
 
 ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.S)
 EXTRA_VARIANT_ROWS = 2
+MAX_VARIANT_ROWS = 100
 GENERAL = "__all__"
 
 
@@ -31,6 +32,7 @@ class FormResult:
     data: Any = None
     row_map: list[int] = field(default_factory=list)
     """Index in ``data.variants`` -> index of the submitted row (blank rows are dropped)."""
+    submitted_rows: int = 0
 
     def add(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
@@ -174,7 +176,7 @@ def _pad_variants(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> FormResult:
     """Parse the route form; ``fixed_name`` is the stored name when editing."""
     count = _int(FormResult({}), "variant_rows", _text(form, "variant_rows"), default=0) or 0
-    count = max(0, min(count, 100))
+    count = max(0, min(count, MAX_VARIANT_ROWS))
     rows = []
     for i in range(count):
         rows.append(
@@ -199,7 +201,7 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
         "row_version": _text(form, "row_version"),
         "variants": rows,
     }
-    result = FormResult(values)
+    result = FormResult(values, submitted_rows=len(rows))
     if not values["name"]:
         result.add("name", "required")
     variants: list[VariantIn] = []
@@ -246,6 +248,14 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
         description=values["description"],
     )
     return result
+
+
+def add_variant_row(result: FormResult) -> None:
+    """One more blank variant row (the form's "Add variant" without JavaScript)."""
+    rows = result.values["variants"][: result.submitted_rows]
+    if len(rows) < MAX_VARIANT_ROWS:
+        rows.append(_pad_variants([])[0])
+    result.values["variants"] = rows
 
 
 def _blank_tail(rows: list[dict[str, Any]]) -> int:

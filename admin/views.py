@@ -363,7 +363,7 @@ async def _route_form(
         request, "route_form.html", title="Route", active="routes", values=result.values,
         errors=result.errors, route=route, upstreams=upstreams, local_models=local_models,
         fallbacks=[n for n in route_names if route is None or n != route.name],
-        status_code=status_code,
+        max_variant_rows=forms.MAX_VARIANT_ROWS, status_code=status_code,
     )
 
 
@@ -402,6 +402,10 @@ async def _save_route(request: Request[Any, Any, Any], route_id: int | None) -> 
         async with ctx.sessionmaker() as session:
             current = await _route(session, route_id)
     result = forms.parse_route(form, fixed_name=current.name if current else None)
+    if form.get("add_variant"):
+        # "Add variant" without JavaScript: the same form back with one more row, unsaved.
+        forms.add_variant_row(result)
+        return await _route_form(request, forms.FormResult(result.values), route=current)
     if not result.ok:
         # Report the service's rules too, so every problem shows in one round trip.
         async with ctx.sessionmaker() as session:

@@ -31,6 +31,34 @@
     }
   });
 
+  // "Add variant" on the route form: clone the last row with the next index. Without
+  // JavaScript the same button posts the form back with one more row (nothing saved).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-add-variant]");
+    if (!button) return;
+    var form = button.form;
+    var body = form && form.querySelector("table.variants tbody");
+    var counter = form && form.querySelector("input[name=variant_rows]");
+    if (!body || !counter || !body.lastElementChild) return;
+    var index = body.children.length;
+    if (index >= parseInt(button.getAttribute("data-max-rows") || "100", 10)) return;
+    event.preventDefault();
+    var row = body.lastElementChild.cloneNode(true);
+    row.setAttribute("data-row", String(index));
+    row.querySelectorAll(".field-error").forEach(function (el) { el.remove(); });
+    row.querySelectorAll("input, select").forEach(function (field) {
+      field.name = field.name.replace(/^variants-\d+-/, "variants-" + index + "-");
+      field.removeAttribute("aria-invalid");
+      field.classList.remove("invalid");
+      if (field.type === "checkbox") field.checked = false;
+      else if (field.tagName === "SELECT") field.selectedIndex = 0;
+      else field.value = "";
+    });
+    body.appendChild(row);
+    counter.value = String(index + 1);
+    row.querySelector("input").focus();
+  });
+
   function refresh(panel) {
     var url = panel.getAttribute("data-refresh");
     var seconds = parseFloat(panel.getAttribute("data-refresh-seconds") || "5");

@@ -77,6 +77,7 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     migrate.upgrade(settings.db_url)
     asyncio.run(_create_user(settings, ADMIN_USER, ADMIN_PASSWORD))
     asyncio.run(_create_user(settings, "bob", "bob-password-1"))
+    asyncio.run(_create_user(settings, "carol", "carol-password-1"))
     with ThreadServer(create_app(settings)) as server:
         yield server.url
 
@@ -438,3 +439,113 @@ def test_concurrent_edit_conflict(new_context: Callable[[], BrowserContext], ups
     expect(two.locator("input[name=variants-0-weight]")).to_have_value("9")
     two.goto(edit_url)
     expect(two.locator("input[name=variants-0-weight]")).to_have_value("5")
+
+
+# -- post-redirect-get, variant rows, sessions ----------------------------------------
+
+
+def _new_upstream(page: Page, name: str, base_url: str) -> None:
+    page.goto("/admin/upstreams/new")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=base_url]", base_url)
+    page.click("form.form button[type=submit]")
+    expect(page.locator(".flash")).to_have_text(f"Upstream {name} saved.")
+
+
+def test_reload_after_create_key_creates_no_second_key(
+    new_context: Callable[[], BrowserContext],
+) -> None:
+    page = new_context().new_page()
+    _login(page)
+    page.goto("/admin/keys")
+    page.fill("#key-form input[name=name]", "reload-me")
+    page.click("#key-form button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/admin/keys$"))  # redirected after the POST
+    secret = page.input_value("#new-key-secret")
+    assert secret.startswith("lg-")
+    page.reload()  # a plain GET: no "resubmit the form?" and no second key
+    expect(page.locator("#new-key-secret")).to_have_count(0)
+    assert secret not in page.content()
+    expect(page.locator("#keys tr[data-key-name='reload-me']")).to_have_count(1)
+
+
+def test_route_form_adds_variant_rows_with_javascript(
+    new_context: Callable[[], BrowserContext], upstream: FakeUpstream,
+) -> None:
+    page = new_context().new_page()
+    _login(page)
+    _new_upstream(page, "js-up", upstream.base_url)
+    page.goto("/admin/routes/new")
+    rows = page.locator("#route-form table.variants tbody tr")
+    expect(rows).to_have_count(2)
+    page.click("button[data-add-variant]")
+    page.click("button[data-add-variant]")
+    expect(rows).to_have_count(4)
+    page.fill("input[name=name]", "three-way")
+    for i, weight in enumerate(["50", "30", "20"]):
+        page.fill(f"input[name=variants-{i}-name]", f"v{i}")
+        page.select_option(f"select[name=variants-{i}-upstream]", "js-up")
+        page.fill(f"input[name=variants-{i}-model]", f"model-{i}")
+        page.fill(f"input[name=variants-{i}-weight]", weight)
+    page.click("#route-form button[type=submit]:text-is('Save route')")
+    expect(page.locator(".flash")).to_have_text("Route three-way saved.")
+    for i, weight in enumerate(["50", "30", "20"]):
+        expect(page.locator(f"input[name=variants-{i}-weight]")).to_have_value(weight)
+
+
+def test_route_form_adds_variant_rows_without_javascript(
+    browser: Browser, gateway_url: str, upstream: FakeUpstream,
+) -> None:
+    ctx = browser.new_context(base_url=gateway_url, java_script_enabled=False)
+    ctx.set_default_timeout(10_000)
+    try:
+        page = ctx.new_page()
+        _login(page)
+        _new_upstream(page, "nojs-up", upstream.base_url)
+        page.goto("/admin/routes/new")
+        page.fill("input[name=name]", "no-js")
+        for i in range(2):
+            page.select_option(f"select[name=variants-{i}-upstream]", "nojs-up")
+            page.fill(f"input[name=variants-{i}-model]", f"m{i}")
+            page.fill(f"input[name=variants-{i}-weight]", "1")
+        page.click("button[data-add-variant]")  # posts back: same values, one more row
+        expect(page.locator("#route-form table.variants tbody tr")).to_have_count(3)
+        expect(page.locator("input[name=variants-1-model]")).to_have_value("m1")
+        page.select_option("select[name=variants-2-upstream]", "nojs-up")
+        page.fill("input[name=variants-2-model]", "m2")
+        page.fill("input[name=variants-2-weight]", "1")
+        page.click("#route-form button[type=submit]:text-is('Save route')")
+        expect(page.locator(".flash")).to_have_text("Route no-js saved.")
+        expect(page.locator("input[name=variants-2-model]")).to_have_value("m2")
+    finally:
+        ctx.close()
+
+
+def test_logout_and_end_all_sessions_kill_captured_cookies(
+    new_context: Callable[[], BrowserContext],
+) -> None:
+    alice, thief, carol = new_context(), new_context(), new_context()
+    page = alice.new_page()
+    _login(page)
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    thief.add_cookies(alice.cookies())  # a cookie captured while alice is signed in
+    stolen = thief.new_page()
+    stolen.goto("/admin/keys")
+    expect(stolen.locator("h1")).to_have_text("API keys")
+    page.click("form.logout button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/admin/login$"))
+    stolen.goto("/admin/keys")
+    expect(stolen).to_have_url(re.compile(r"/admin/login\?next="))
+
+    other = carol.new_page()
+    _login(other, "carol", "carol-password-1")
+    expect(other.locator("h1")).to_have_text("Dashboard")
+    _login(page)
+    page.click("#account-link")
+    expect(page.locator("h1")).to_have_text("Account")
+    page.on("dialog", lambda d: d.accept())
+    page.click("#end-all-sessions button")
+    expect(page).to_have_url(re.compile(r"/admin/login$"))
+    expect(page.locator(".flash")).to_have_text("Every console session was signed out.")
+    other.goto("/admin/")
+    expect(other).to_have_url(re.compile(r"/admin/login\?next="))
