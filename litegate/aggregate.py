@@ -23,6 +23,7 @@ from litegate.context import (
     read_body,
 )
 from litegate.errors import BadRequest, LitegateError, error_body
+from litegate.jsonbody import parse_json
 from litegate.middleware.cache import CacheMiddleware
 from litegate.middleware.limits import RateLimitMiddleware
 from litegate.middleware.routing import ABRoutingMiddleware
@@ -61,8 +62,10 @@ class AggregateHandler:
             raise RuntimeError("AggregateHandler runs behind the context and auth middleware")
         body = info.body if info.body is not None else await read_body(scope, receive, self.max_body)
         try:
-            req = msgspec.json.decode(body, type=AggregateRequest)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            req = msgspec.convert(
+                parse_json(body, what="aggregate request", code="invalid_request"), AggregateRequest
+            )
+        except msgspec.ValidationError as exc:
             raise BadRequest(f"invalid aggregate request: {exc}", code="invalid_request") from None
         if not 1 <= len(req.routes) <= MAX_BRANCHES:
             raise BadRequest(f"'routes' must name 1 to {MAX_BRANCHES} routes")
@@ -121,8 +124,8 @@ class AggregateHandler:
             result["status"] = status
             raw = b"".join(chunks)
             try:
-                result["body"] = msgspec.json.decode(raw)
-            except msgspec.DecodeError:
+                result["body"] = parse_json(raw)  # bounded depth: it is re-encoded below
+            except BadRequest:
                 result["body"] = raw.decode("utf-8", "replace")
         except asyncio.TimeoutError:
             result["status"] = 504

@@ -24,6 +24,7 @@ import numpy as np
 
 from litegate.errors import BadRequest
 from litegate.inference.dtypes import BYTES, NUMPY_TO_V2, V2_TO_NUMPY
+from litegate.jsonbody import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 32
@@ -31,7 +32,6 @@ MAX_DIM = 2**31 - 1  # ORT and numpy index with int64; this keeps every product 
 _CHUNK = 65536  # elements encoded per step, so the size bound is checked as we go
 _LENGTH = struct.Struct("<I")
 
-_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
@@ -162,10 +162,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         header, binary = body[:header_length], memoryview(body)[header_length:]
     else:
         header, binary = body, memoryview(b"")
-    try:
-        doc = _decoder.decode(header)
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"malformed JSON in inference request: {exc}") from exc
+    doc = parse_json(header, what="JSON in inference request", code=None)
     if not isinstance(doc, dict):
         raise BadRequest("the inference request must be a JSON object")
     raw_inputs = doc.get("inputs")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from litegate.app import create_app
 from litegate.db import migrate
+from litegate.jsonbody import MAX_JSON_DEPTH
 from litegate.settings import Settings
-from tests.helpers.cli import apply_config, chat_config, create_key
+from tests.fixtures.onnx_models import matmul_add_model
+from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -59,3 +63,53 @@ def test_random_requests_never_500(home, tmp_path_factory):
         loop.run_until_complete(client.aclose())
         loop.run_until_complete(app.gateway.stop())
         loop.close()
+
+
+@pytest.fixture
+def live(tmp_path, home, make_gateway, fake_upstream):
+    """The real server: route ``chat`` to the fake upstream, local ONNX model ``add``."""
+    apply_config(home, chat_config(fake_upstream.base_url))
+    code, _, err = run_cli("models", "add", "add", str(matmul_add_model(tmp_path / "add.onnx")),
+                           home=home)
+    assert code == 0, err
+    key = create_key(home)
+    return make_gateway(), key, fake_upstream
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def _deep_bodies(depth: int) -> dict[str, str]:
+    deep = _nested(depth)
+    return {
+        "/v1/chat/completions": f'{{"model": "chat", "messages": [], "metadata": {deep}}}',
+        "/v1/aggregate": f'{{"routes": ["chat"], "request": {{"messages": {deep}}}}}',
+        "/v2/models/add/infer":
+            f'{{"inputs": [{{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": {deep}}}]}}',
+    }
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 900, 5_000, 300_000])
+def test_deeply_nested_json_is_a_400_not_a_500(live, depth):
+    # Before: from ~1,000 levels msgspec raised RecursionError -> 500 on /v1 and /v2.
+    server, key, _ = live
+    auth = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    for path, body in _deep_bodies(depth).items():
+        r = httpx.post(server.url + path, content=body, headers=auth, timeout=30)
+        assert r.status_code == 400, (path, depth, r.status_code, r.text[:300])
+        message = r.json()["error"]
+        message = message["message"] if isinstance(message, dict) else message
+        assert f"nested deeper than {MAX_JSON_DEPTH} levels" in message, (path, message)
+
+
+def test_nesting_up_to_the_bound_is_served(live):
+    server, key, fake = live
+    auth = {"authorization": f"Bearer {key}"}
+    body = f'{{"model": "chat", "messages": [], "metadata": {_nested(MAX_JSON_DEPTH - 1)}}}'
+    r = httpx.post(server.url + "/v1/chat/completions", content=body, headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
+    assert fake.calls[-1]["metadata"] == json.loads(_nested(MAX_JSON_DEPTH - 1))
+    shaped = '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [[1, 2, 3, 4]]}]}'
+    r = httpx.post(server.url + "/v2/models/add/infer", content=shaped, headers=auth, timeout=30)
+    assert r.status_code == 200, r.text
