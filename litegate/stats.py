@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from litegate.key_usage import KeyUsage
+
 # Latency histogram edges in ms (log-ish); the last bucket is open-ended.
 EDGES_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 
@@ -46,6 +48,7 @@ class Stats:
         """Bound on (route, variant) series; names are configured ones, but configurations
         churn: past it the series idle the longest is dropped."""
         self._series: dict[tuple[str, str], deque[Bucket]] = {}
+        self.keys = KeyUsage()  # per-API-key hourly usage (the console's key page)
 
     def record(
         self,

@@ -51,4 +51,6 @@ class MetricsMiddleware:
                 m.stream_errors.labels(route).inc()
             self.stats.record(name, info.variant.name if info.variant else None,
                               502 if info.stream_error else status, elapsed, info.cache)
+            if info.key is not None:
+                self.stats.keys.record(info.key.id, status, info.tokens)
 
