@@ -28,8 +28,8 @@ import numpy as np
 import structlog
 
 from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable
-from litegate.inference.batcher import AdaptiveBatcher
-from litegate.inference.memory import release_memory
+from litegate.inference.batcher import AdaptiveBatcher, QueueFull
+from litegate.inference.memory import MEASURING, release_memory
 from litegate.inference.metrics import ModelMetrics
 from litegate.inference.signature import Signature, validate_inputs
 from litegate.inference.stats import Observers, VersionStats
@@ -277,6 +277,7 @@ class ModelManager:
             entry = await self._load_bounded(spec, vspec)
         except LitegateError as exc:
             self._failed[key] = (time.monotonic(), exc)
+            self.metrics.load_failures.labels(*key).inc()
             log.error("onnx_model_load_failed", model=key[0], version=key[1], error=exc.detail)
             raise
         self._failed.pop(key, None)
@@ -296,8 +297,7 @@ class ModelManager:
             if self._budget_lock is None:
                 self._budget_lock = asyncio.Lock()
             async with self._budget_lock:
-                await self._make_room(key, int(self._measured.get(key, vspec.size_bytes or 0)),
-                                      timeout)
+                await self._make_room(key, self._estimate(key, vspec), timeout)
                 loaded = await self._run_load(loop, spec, vspec, options, timeout)
         else:
             loaded = await self._run_load(loop, spec, vspec, options, timeout)
@@ -310,8 +310,9 @@ class ModelManager:
         executor = ThreadPoolExecutor(max_workers=instances,
                                       thread_name_prefix=f"litegate-onnx-{spec.name}")
         stats = self.stats.setdefault(key, VersionStats())
+        holder: list[_Entry] = []  # the batcher reaches the session only through the entry
         batcher = AdaptiveBatcher(
-            loaded.run,
+            lambda inputs, options: holder[0].loaded.run(inputs, options),
             executor=executor,
             max_batch_size=int(spec.max_batch_size or 1) if batching else 1,
             max_delay_s=float(spec.max_queue_delay_ms or 0) / 1000.0,
@@ -324,6 +325,7 @@ class ModelManager:
         )
         entry = _Entry(key, str(vspec.path), str(vspec.sha256), loaded, batcher, executor,
                        hot=bool(getattr(spec, "hot", False)))
+        holder.append(entry)
         previous = self._loaded.pop(key, None)
         if previous is not None:
             self._retire(previous)
@@ -353,6 +355,12 @@ class ModelManager:
     def budget_bytes(self) -> int:
         return int(getattr(self.settings, "model_memory_mb", 0) or 0) * 1024 * 1024
 
+    def queue_states(self) -> list[tuple[str, str, int, int, int]]:
+        """(model, version, waiting requests, max_queue, bytes) per loaded version, for
+        the scrape-time gauges."""
+        return [(k[0], k[1], e.batcher.pending, e.batcher.max_queue, e.loaded.size_bytes)
+                for k, e in list(self._loaded.items()) if e.loaded is not None]
+
     def loaded_bytes(self) -> int:
         return sum(e.loaded.size_bytes for e in self._loaded.values())
 
@@ -377,6 +385,14 @@ class ModelManager:
         if self.loaded_bytes() > budget:
             log.warning("onnx_memory_budget_exceeded", loaded_bytes=self.loaded_bytes(),
                         budget_bytes=budget)
+
+    def _estimate(self, key: Key, vspec: Any) -> int:
+        """Bytes a version will hold once loaded: its last measurement, else the largest
+        measured version of the same model (versions are alike), else its file size."""
+        if key in self._measured:
+            return self._measured[key]
+        same = [n for k, n in self._measured.items() if k[0] == key[0]]
+        return max([*same, int(vspec.size_bytes or 0)])
 
     async def _make_room(self, key: Key, need: int, timeout: float) -> None:
         """Evict idle versions until ``need`` more bytes fit; wait for busy ones to go
@@ -413,9 +429,15 @@ class ModelManager:
     async def _close(self, entry: _Entry) -> None:
         await entry.batcher.close()
         entry.executor.shutdown(wait=False)
-        entry.loaded = None  # drop the session so its arena can be freed
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._load_executor, release_memory)
+        await loop.run_in_executor(self._load_executor, self._free, entry)
+
+    @staticmethod
+    def _free(entry: _Entry) -> None:
+        """Free the session (its arena) and trim, never while a load is being measured."""
+        with MEASURING:
+            entry.loaded = None
+            release_memory()
 
     def _set_loaded_metric(self, entry: _Entry, on: bool) -> None:
         if entry.loaded is None:
@@ -482,6 +504,8 @@ class ModelManager:
             result = await entry.batcher.submit(inputs)
         except Exception as exc:
             self.metrics.failures.labels(*entry.key, str(getattr(exc, "status_code", 500))).inc()
+            if isinstance(exc, QueueFull):
+                self.metrics.queue_rejections.labels(*entry.key).inc()
             stats.request_done(False, time.perf_counter() - started)
             raise
         finally:

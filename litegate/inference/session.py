@@ -24,6 +24,7 @@ import structlog
 from litegate.errors import BadRequest, LitegateError, ServiceUnavailable
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.inference.files import external_data, model_digest
+from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.providers import CPU, check_providers, select_providers
 from litegate.inference.signature import Signature, signature_from_session
 
@@ -206,17 +207,16 @@ def provider_options(providers: list[str], options: Mapping[str, Any]) -> list[d
     return result
 
 
-def _rss_bytes() -> int:
-    """Resident memory of this process (Linux; 0 elsewhere)."""
+def _memory_in_use() -> int:
+    """Heap bytes in use (glibc), else resident memory (Linux), else 0."""
+    heap = heap_in_use()
+    if heap is not None:
+        return heap
     try:
         with open("/proc/self/statm") as fh:
             return int(fh.read().split()[1]) * resource.getpagesize()
     except (OSError, ValueError, IndexError):
         return 0
-
-
-# Loads are measured one at a time: two concurrent loads would see each other's memory.
-_measure = threading.Lock()
 
 
 def verify_file(path: Path, sha256: str, *, name: str, version: str) -> None:
@@ -259,9 +259,10 @@ def load_session(
         rt.get_available_providers(),
         strict=strict,
     )
-    measured = _measure.acquire(blocking=False)
+    # Bounded wait: a load that cannot be measured falls back to the file size.
+    measured = MEASURING.acquire(timeout=10)
     try:
-        before = _rss_bytes()
+        before = _memory_in_use()
         try:
             session = rt.InferenceSession(
                 str(path),
@@ -284,10 +285,10 @@ def load_session(
         )
         warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
                 timeout_s=float(getattr(settings, "model_load_timeout_s", 120.0) or 120.0))
-        grown = _rss_bytes() - before if measured else 0
+        grown = _memory_in_use() - before if measured else 0
     finally:
         if measured:
-            _measure.release()
+            MEASURING.release()
     loaded.size_bytes = int(options.get("memory_bytes", 0)) or max(grown, Path(path).stat().st_size)
     loaded.load_seconds = time.perf_counter() - started
     log.info("onnx_model_loaded", model=name, version=version, providers=actual,
