@@ -62,6 +62,8 @@ ROUTE_HANDLERS = [
     views.quota_delete,
     views.keys_page,
     views.key_create,
+    views.key_edit,
+    views.key_update,
     views.key_revoke,
     views.audit_page,
     *models_views.ROUTE_HANDLERS,

@@ -69,6 +69,7 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
         undefined=jinja2.StrictUndefined,
     )
     env.filters["dt"] = _format_dt
+    env.filters["hour"] = _format_hour
     env.filters["size"] = _format_size
     env.filters["pct"] = _format_pct
     env.filters["ms"] = _format_ms
@@ -115,6 +116,12 @@ def _format_dt(value: Any) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%S UTC")
     except AttributeError:
         return str(value)
+
+
+def _format_hour(epoch: Any) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:00")
 
 
 def _format_size(value: Any) -> str:

@@ -321,10 +321,23 @@ def parse_upstream(form: Mapping[str, Any], *, fixed_name: str | None = None) ->
 # -- keys -----------------------------------------------------------------------------
 
 
-def parse_key(form: Any) -> FormResult:
+def key_values(key: Any, limits: Mapping[str, list[str]]) -> dict[str, Any]:
+    """Form values for editing a stored key (its name is fixed)."""
+    expires = key.expires_at
+    return {
+        "name": key.name,
+        "routes": list(key.routes or []),
+        "limits": "\n".join(limits.get("requests", [])),
+        "token_limits": "\n".join(limits.get("tokens", [])),
+        "expires_at": expires.strftime("%Y-%m-%dT%H:%M") if expires else "",
+    }
+
+
+def parse_key(form: Any, *, fixed_name: str | None = None) -> FormResult:
+    """The key form; ``fixed_name`` when editing (the name is not changed)."""
     routes = [r for r in form.getall("routes", []) if isinstance(r, str) and r]
     values = {
-        "name": _text(form, "name"),
+        "name": fixed_name if fixed_name is not None else _text(form, "name"),
         "routes": routes,
         "limits": _text(form, "limits"),
         "token_limits": _text(form, "token_limits"),

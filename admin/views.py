@@ -14,7 +14,7 @@ from litestar import Request, Response, get, post
 from litestar.enums import MediaType
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.response import Redirect
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm.exc import StaleDataError
 
 from litegate.db.models import AuditEntry, Model, Quota, Route, Upstream, utcnow
@@ -50,6 +50,7 @@ NAV = (
     ("audit", "/audit", "Audit log"),
 )
 AUDIT_PAGE_SIZE = 50
+MAX_CHOICES = 200
 
 
 def render(
@@ -519,6 +520,22 @@ async def quota_delete(request: Request[Any, Any, Any]) -> Redirect:
 # -- API keys -----------------------------------------------------------------------
 
 
+KEYS_PAGE_SIZE = 50
+
+
+def _pages(page: int, total: int, size: int, **query: str) -> dict[str, Any]:
+    """``pages`` and prev/next query strings; a page past the last one is a 400."""
+    pages = max(1, math.ceil(total / size))
+    if page > pages:
+        raise ValidationException(f"page must be a whole number from 1 to {pages}")
+    kept = {k: v for k, v in query.items() if v}
+    return {
+        "page": page, "pages": pages,
+        "prev_query": urlencode({**kept, "page": page - 1}) if page > 1 else None,
+        "next_query": urlencode({**kept, "page": page + 1}) if page < pages else None,
+    }
+
+
 async def _keys_page(
     request: Request[Any, Any, Any],
     result: forms.FormResult | None = None,
@@ -526,14 +543,24 @@ async def _keys_page(
     created: tuple[str, str] | None = None,  # (name, secret) of a key just created
     status_code: int = 200,
 ) -> Response[Any]:
+    q = str(request.query_params.get("q") or "")[:200]
+    status = str(request.query_params.get("status") or "all")
+    if status not in key_service.STATUSES:
+        raise ValidationException(f"status must be one of {', '.join(key_service.STATUSES)}")
+    page = query_int(request, "page", default=1)
     async with context_of(request).sessionmaker() as session:
-        keys = await key_service.list_keys(session)
+        keys, total = await key_service.search_keys(
+            session, query=q, status=status, offset=(page - 1) * KEYS_PAGE_SIZE,
+            limit=KEYS_PAGE_SIZE,
+        )
         routes = [r for r in await session.scalars(select(Route.name).order_by(Route.name))]
-        quotas = await quota_service.list_quotas(session)
+        quotas = list(await session.scalars(
+            select(Quota).where(Quota.key_id.in_([k.id for k in keys]))
+        ))
+    paging = _pages(page, total, KEYS_PAGE_SIZE, q=q, status="" if status == "all" else status)
     key_quotas: dict[int, list[Quota]] = {}
-    for q in quotas:
-        if q.key_id is not None:
-            key_quotas.setdefault(q.key_id, []).append(q)
+    for quota in quotas:
+        key_quotas.setdefault(quota.key_id or 0, []).append(quota)
     result = result or forms.FormResult(
         {"name": "", "routes": [], "limits": "", "token_limits": "", "expires_at": ""}
     )
@@ -541,7 +568,8 @@ async def _keys_page(
         request, "keys.html", title="API keys", active="keys", keys=keys, routes=routes,
         key_quotas=key_quotas, values=result.values, errors=result.errors,
         created_name=created[0] if created else None, created_secret=created[1] if created else None,
-        now=_now(), status_code=status_code,
+        now=_now(), q=q, status=status, statuses=key_service.STATUSES, total=total,
+        status_code=status_code, **paging,
     )
 
 
@@ -560,6 +588,57 @@ async def keys_page(request: Request[Any, Any, Any]) -> Response[Any]:
         if isinstance(new_key, dict):
             created = (str(new_key.get("name", "")), str(new_key.get("secret", "")))
     return await _keys_page(request, created=created)
+
+
+async def _key_form(
+    request: Request[Any, Any, Any], key_id: int, result: forms.FormResult | None = None,
+    status_code: int = 200,
+) -> Response[Any]:
+    ctx = context_of(request)
+    async with ctx.sessionmaker() as session:
+        key = await key_service.get_key(session, key_id)
+        limits = await key_service.own_limits(session, key_id)
+        routes = [r for r in await session.scalars(select(Route.name).order_by(Route.name))]
+        route_quotas = list(await session.scalars(
+            select(Quota).where(Quota.key_id == key_id, Quota.route_id.is_not(None))
+        ))
+    stats = getattr(ctx.gateway, "stats", None)
+    usage = getattr(stats, "keys", None)
+    result = result or forms.FormResult(forms.key_values(key, limits))
+    return render(
+        request, "key_edit.html", title=f"Key {key.name}", active="keys", key=key,
+        routes=routes, route_quotas=route_quotas, values=result.values, errors=result.errors,
+        usage_hours=usage.hourly(key_id) if usage is not None else [],
+        usage_total=usage.totals(key_id) if usage is not None else None,
+        now=_now(), status_code=status_code,
+    )
+
+
+@get("/keys/{key_id:int}")
+async def key_edit(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _key_form(request, int(request.path_params["key_id"]))
+
+
+@post("/keys/{key_id:int}", status_code=200)
+async def key_update(request: Request[Any, Any, Any]) -> Response[Any]:
+    key_id = int(request.path_params["key_id"])
+    ctx = context_of(request)
+    async with ctx.sessionmaker() as session:
+        current = await key_service.get_key(session, key_id)
+    result = forms.parse_key(await request.form(), fixed_name=current.name)
+    if result.ok:
+        data = {k: v for k, v in result.data.items() if k != "name"}
+        try:
+            async with ctx.sessionmaker() as session, session.begin():
+                await key_service.update_key(session, key_id, actor=actor(request), **data)
+        except ValidationFailed as exc:
+            forms.map_errors(exc.errors, result, aliases=forms.KEY_ALIASES)
+        except LitegateError as exc:
+            result.add(forms.GENERAL, exc.detail)
+        else:
+            session_of(request).flash(f"Key {current.name} updated.")
+            return redirect(request, f"/keys/{key_id}")
+    return await _key_form(request, key_id, result, status_code=400)
 
 
 @post("/keys", status_code=200)
@@ -623,24 +702,24 @@ async def audit_page(request: Request[Any, Any, Any]) -> Response[Any]:
     if action:
         stmt = stmt.where(AuditEntry.action == action)
     if q:
-        stmt = stmt.where(AuditEntry.entity_name.contains(q, autoescape=True))
+        stmt = stmt.where(or_(
+            AuditEntry.entity_name.contains(q, autoescape=True),
+            AuditEntry.actor.contains(q, autoescape=True),
+        ))
     async with context_of(request).sessionmaker() as session:
         total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
         entries = list(await session.scalars(
             stmt.order_by(AuditEntry.id.desc())
             .offset((page - 1) * AUDIT_PAGE_SIZE).limit(AUDIT_PAGE_SIZE)
         ))
-        choices = [
-            list(await session.scalars(select(col).distinct().order_by(col)))
+        choices = [  # bounded: the filter drop-downs list at most MAX_CHOICES values
+            list(await session.scalars(select(col).distinct().order_by(col).limit(MAX_CHOICES)))
             for col in (AuditEntry.actor, AuditEntry.entity_type, AuditEntry.action)
         ]
         actors, types, actions = choices
     filters = {"actor": actor_filter, "entity_type": entity_type, "action": action, "q": q}
-    pages = max(1, math.ceil(total / AUDIT_PAGE_SIZE))
-    query = {k: v for k, v in filters.items() if v}
     return render(
         request, "audit.html", title="Audit log", active="audit", entries=entries, total=total,
-        page=page, pages=pages, filters=filters, actors=actors, types=types, actions=actions,
-        prev_query=urlencode({**query, "page": page - 1}) if page > 1 else None,
-        next_query=urlencode({**query, "page": page + 1}) if page < pages else None,
+        filters=filters, actors=actors, types=types, actions=actions,
+        **_pages(page, total, AUDIT_PAGE_SIZE, **filters),
     )

@@ -1,4 +1,4 @@
-"""``litegate keys create|list|revoke``."""
+"""``litegate keys create|list|update|revoke``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ls = s.add_parser("list", help="list keys (never their secrets)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
+    u = s.add_parser("update", help="change a key's scopes, own limits or expiry")
+    u.add_argument("id", type=int)
+    u.add_argument("--routes", help='comma-separated routes the key may use; "*" for all')
+    u.add_argument("--limit", action="append", help='request limit (repeatable; replaces the '
+                   'key\'s request limits; "none" removes them)')
+    u.add_argument("--token-limit", action="append", help='token quota (repeatable; replaces; "none")')
+    u.add_argument("--expires", help='30d, 12h, an ISO timestamp, or "never"')
+    u.set_defaults(func=_update)
     r = s.add_parser("revoke", help="revoke a key by id")
     r.add_argument("id", type=int)
     r.set_defaults(func=_revoke)
@@ -84,4 +92,32 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
         key = await key_service.revoke_key(session, args.id, actor=actor())
     print(f"revoked key {key.id} ({key.name})")
+    return 0
+
+
+def _rates(values: list[str] | None) -> list[str] | object:
+    if values is None:
+        return key_service.KEEP
+    return [] if [v.strip().lower() for v in values] == ["none"] else values
+
+
+async def _update(args: argparse.Namespace, settings: Settings) -> int:
+    changes: dict[str, object] = {
+        "limits": _rates(args.limit), "token_limits": _rates(args.token_limit),
+    }
+    if args.routes is not None:
+        routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+        changes["routes"] = [] if routes == ["*"] else routes
+    if args.expires is not None:
+        changes["expires_at"] = None if args.expires == "never" else parse_expiry(args.expires)
+    async with transaction(settings) as session:
+        key = await key_service.update_key(session, args.id, actor=actor(), **changes)
+        limits = await key_service.own_limits(session, key.id)
+        row = key_service.key_dict(key)
+    print(
+        f"updated key {row['id']} ({row['name']}): routes {','.join(row['routes']) or '*'}; "
+        f"limits {', '.join(limits['requests']) or 'none'}; "
+        f"token limits {', '.join(limits['tokens']) or 'none'}; "
+        f"expires {row['expires_at'] or 'never'}"
+    )
     return 0

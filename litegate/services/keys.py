@@ -7,11 +7,11 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
-from litegate.errors import NotFound
+from litegate.errors import Conflict, NotFound
 from litegate.services.audit import bump_config_version, record_audit
 from litegate.services.schema import ValidationFailed, check_rates
 
@@ -41,6 +41,41 @@ def key_dict(k: ApiKey) -> dict[str, Any]:
     }
 
 
+async def _check(
+    session: AsyncSession,
+    *,
+    routes: list[str] | None,
+    limits: list[str] | None,
+    token_limits: list[str] | None,
+    expires_at: datetime | None,
+) -> list[str]:
+    """The rules shared by create and update (CLI and console alike)."""
+    errors = check_rates(limits or [], "limit") + check_rates(token_limits or [], "token_limit")
+    if expires_at is not None and expires_at <= utcnow():
+        errors.append("expires_at: must be in the future")
+    if routes:
+        known = set(await session.scalars(select(Route.name)))
+        missing = [r for r in routes if r not in known]
+        if missing:
+            errors.append(f"routes: unknown route(s) {missing}")
+    return errors
+
+
+async def own_limits(session: AsyncSession, key_id: int) -> dict[str, list[str]]:
+    """The key's own limits (all routes); per-route quotas live on the quotas page."""
+    rows = await session.scalars(
+        select(Quota).where(Quota.key_id == key_id, Quota.route_id.is_(None)).order_by(Quota.id)
+    )
+    out: dict[str, list[str]] = {"requests": [], "tokens": []}
+    for q in rows:
+        out.setdefault(q.kind, []).append(q.rate)
+    return out
+
+
+def _state(k: ApiKey, limits: dict[str, list[str]]) -> dict[str, Any]:
+    return key_dict(k) | {"limits": limits["requests"], "token_limits": limits["tokens"]}
+
+
 async def create_key(
     session: AsyncSession,
     *,
@@ -56,16 +91,10 @@ async def create_key(
     errors = []
     if not name or len(name) > 200:
         errors.append("name: must be 1-200 characters")
-    errors += check_rates(limits or [], "limit")
-    errors += check_rates(token_limits or [], "token_limit")
     expires_at = as_utc(expires_at)
-    if expires_at is not None and expires_at <= utcnow():
-        errors.append("expires_at: must be in the future")
-    if routes:
-        known = set(await session.scalars(select(Route.name)))
-        missing = [r for r in routes if r not in known]
-        if missing:
-            errors.append(f"routes: unknown route(s) {missing}")
+    errors += await _check(
+        session, routes=routes, limits=limits, token_limits=token_limits, expires_at=expires_at
+    )
     if errors:
         raise ValidationFailed(errors)
     secret = new_secret()
@@ -92,11 +121,95 @@ async def create_key(
     return key, secret
 
 
+KEEP: Any = object()
+"""``update_key`` default: leave this field as it is."""
+
+
+async def update_key(
+    session: AsyncSession,
+    key_id: int,
+    *,
+    actor: str,
+    routes: list[str] | Any = KEEP,
+    limits: list[str] | Any = KEEP,
+    token_limits: list[str] | Any = KEEP,
+    expires_at: datetime | None | Any = KEEP,
+) -> ApiKey:
+    """Change a key's scopes, own limits or expiry (``KEEP`` leaves a field alone; an
+    empty ``routes`` list means every route, ``expires_at=None`` never expires)."""
+    key = await get_key(session, key_id)
+    if key.revoked_at is not None:
+        raise Conflict(f"API key {key_id} is revoked; create a new key instead")
+    current = await own_limits(session, key.id)
+    before = _state(key, current)
+    new_expiry = key.expires_at if expires_at is KEEP else as_utc(expires_at)
+    errors = await _check(
+        session,
+        routes=None if routes is KEEP else routes,
+        limits=None if limits is KEEP else limits,
+        token_limits=None if token_limits is KEEP else token_limits,
+        expires_at=None if expires_at is KEEP else new_expiry,
+    )
+    if errors:
+        raise ValidationFailed(errors)
+    if routes is not KEEP:
+        key.routes = list(routes)
+    key.expires_at = new_expiry
+    for kind, rates in (("requests", limits), ("tokens", token_limits)):
+        if rates is KEEP:
+            continue
+        await session.execute(
+            delete(Quota).where(
+                Quota.key_id == key.id, Quota.route_id.is_(None), Quota.kind == kind
+            )
+        )
+        for rate in rates:
+            session.add(Quota(key_id=key.id, kind=kind, rate=rate))
+    await session.flush()
+    after = _state(key, await own_limits(session, key.id))
+    if after != before:
+        await record_audit(
+            session, actor=actor, action="update", entity_type="api_key",
+            entity_name=key.name, before=before, after=after,
+        )
+        await bump_config_version(session)
+    return key
+
+
 async def list_keys(session: AsyncSession, *, include_revoked: bool = True) -> list[ApiKey]:
     stmt = select(ApiKey).order_by(ApiKey.id)
     if not include_revoked:
         stmt = stmt.where(ApiKey.revoked_at.is_(None))
     return list(await session.scalars(stmt))
+
+
+STATUSES = ("all", "active", "revoked", "expired")
+
+
+async def search_keys(
+    session: AsyncSession, *, query: str = "", status: str = "all", offset: int = 0, limit: int = 50
+) -> tuple[list[ApiKey], int]:
+    """One page of keys whose name or prefix contains ``query``, newest first, and
+    how many match in all. ``status`` is one of :data:`STATUSES`."""
+    stmt = select(ApiKey)
+    if query:
+        stmt = stmt.where(or_(
+            ApiKey.name.contains(query, autoescape=True),
+            ApiKey.prefix.contains(query, autoescape=True),
+        ))
+    now = utcnow()
+    if status == "revoked":
+        stmt = stmt.where(ApiKey.revoked_at.is_not(None))
+    elif status == "active":
+        stmt = stmt.where(
+            ApiKey.revoked_at.is_(None),
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        )
+    elif status == "expired":
+        stmt = stmt.where(ApiKey.revoked_at.is_(None), ApiKey.expires_at <= now)
+    total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    rows = await session.scalars(stmt.order_by(ApiKey.id.desc()).offset(offset).limit(limit))
+    return list(rows), total
 
 
 async def get_key(session: AsyncSession, key_id: int) -> ApiKey:

@@ -305,13 +305,16 @@ async def test_all_pages_render(admin, gateway):
     for path in ["/admin/", "/admin/?window=1h", "/admin/dashboard/panel", "/admin/routes",
                  "/admin/routes/new", f"/admin/routes/{route_id}", "/admin/upstreams",
                  "/admin/upstreams/new", "/admin/upstreams/1", "/admin/quotas", "/admin/keys",
-                 "/admin/models", "/admin/audit", "/admin/audit?entity_type=route&page=2"]:
+                 "/admin/models", "/admin/audit", "/admin/audit?entity_type=route&page=1",
+                 "/admin/keys?q=x&status=revoked&page=1"]:
         r = await admin.get(path)
         assert r.status_code == 200, (path, r.text[:500])
         assert r.headers["cache-control"] == "no-store"
         assert "default-src 'self'" in r.headers["content-security-policy"]
     r = await admin.get("/admin/routes/999")
     assert r.status_code == 404
+    r = await admin.get("/admin/audit?entity_type=route&page=2")  # past the last page
+    assert r.status_code == 400 and "page must be a whole number from 1 to 1" in r.text
 
 
 async def test_dashboard_shows_routes_variants_and_charts(admin, gateway):
