@@ -19,6 +19,7 @@ from litegate.errors import NotFound
 from litegate.faults import explain_db_error
 from litegate.limiting import Limiter, storage_uri
 from litegate.metrics import Metrics
+from litegate.ops.runtime_metrics import register_runtime
 from litegate.middleware import (
     ABRoutingMiddleware,
     AuthMiddleware,
@@ -74,6 +75,8 @@ class Gateway:
         """Last Redis ping (None without Redis); checked at start and every few seconds."""
         self.missing_api_key_env: dict[str, str] = {}
         """Upstream name -> its unset ``api_key_env`` variable (requests go without a key)."""
+        register_runtime(self.metrics.registry, redis_up=lambda: self.redis_ok,
+                         queues=lambda: self._models.queue_states() if self._models else ())
         self.snapshots.subscribe(self._on_snapshot)
 
     # -- lifecycle ---------------------------------------------------------

@@ -17,9 +17,10 @@ command -v chromium >/dev/null || missing+=(chromium)
 if [ ! -x .venv/bin/python ] && ! python3 -c 'import ensurepip' 2>/dev/null; then
   missing+=(python3-venv)
 fi
-# promtool (Debian's prometheus package) only once a test checks /metrics with it.
+# promtool and the prometheus server (both in Debian's prometheus package) only once a
+# test runs them: the alert-rule checks and the live-scrape test.
 if grep -rqs promtool --include='*.py' "$(dirname "$0")"; then
-  command -v promtool >/dev/null || missing+=(prometheus)
+  { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

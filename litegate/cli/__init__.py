@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "litegate.cli.config",
     "litegate.cli.models",
     "litegate.cli.admin",
+    "litegate.cli.ops",
+    "litegate.cli.loadtest",
 )
 
 

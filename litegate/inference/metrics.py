@@ -39,6 +39,12 @@ class ModelMetrics:
             "litegate_model_load_seconds", "Session creation plus warm-up time",
             ["model", "version"], buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
             registry=r)
+        self.load_failures = Counter(
+            "litegate_model_load_failures", "Failed loads (bad file, checksum, timeout) per model version",
+            ["model", "version"], registry=r)
+        self.queue_rejections = Counter(
+            "litegate_model_queue_rejections", "Requests refused with 503 because the queue was full",
+            ["model", "version"], registry=r)
         self.evictions = Counter(
             "litegate_model_evictions", "Sessions unloaded by the memory budget or a config change",
             ["model", "version"], registry=r)
