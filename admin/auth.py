@@ -11,6 +11,8 @@ only (no row), so the login form is CSRF-protected without filling the table.
 Litestar's ``ServerSideSessionConfig`` was not used: its stores are opaque
 key-value blobs (memory, file, Redis), so "end every session of this user" would
 need a second index, and it creates a stored session for every anonymous visitor.
+Its ``CSRFConfig`` (a double-submit cookie) is not used either: the token here
+lives in the signed session, so it changes at login and covers the login form.
 
 The cookie is ``HttpOnly``, ``SameSite=Lax``, scoped to the admin path, and
 ``Secure`` when the request came over HTTPS. :class:`AdminSessionMiddleware` is
@@ -154,6 +156,7 @@ class AdminSessionMiddleware:
         self.cookie_name = context.cookie_name
         self.cookie_path = context.base_path or "/"
         self._cookie_key = context.cookie_name.encode("latin-1")
+        self._static_prefix = f"{context.base_path}/static/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -166,7 +169,10 @@ class AdminSessionMiddleware:
                 if data is not None:
                     break
         user = None
-        if data is not None and isinstance(data.get("sid"), str):
+        if (
+            data is not None and isinstance(data.get("sid"), str)
+            and not scope["path"].startswith(self._static_prefix)  # public; no lookup
+        ):
             async with self.context.sessionmaker() as session:
                 user = await admin_sessions.user_of(session, data["sid"])
             if user is None:  # ended (logout, password change, end-sessions) or expired

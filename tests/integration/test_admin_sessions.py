@@ -142,3 +142,48 @@ def test_admin_sessions_migration_up_and_down_on_sqlite(tmp_path):
     assert "admin_sessions" not in tables() and "admin_users" in tables()
     migrate.upgrade(url)
     assert "admin_sessions" in tables()
+
+
+def test_new_key_secret_flash_is_one_time_across_replicas(replicas):
+    a, b = replicas
+    client = _login(a, "alice")
+    token = csrf_of(client.get("/admin/keys").text)
+    r = client.post("/admin/keys", data={"_csrf": token, "name": "from-a"})
+    assert r.status_code == 303 and r.headers["location"] == "/admin/keys"
+    cookie = client.cookies["litegate_admin"]
+    # the redirect lands on the other replica: it shows the secret, once
+    first = httpx.get(f"{b}/admin/keys", cookies={"litegate_admin": cookie}, timeout=10).text
+    assert 'id="new-key-secret" value="lg-' in first
+    again = httpx.get(f"{a}/admin/keys", cookies={"litegate_admin": cookie}, timeout=10).text
+    assert "new-key-secret" not in again and again.count('data-key-name="from-a"') == 1
+
+
+async def test_session_table_is_bounded_per_user_and_purged(tmp_path):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from litegate.db.models import AdminSession
+    from litegate.services import admin_sessions
+    from tests.e2e.support import make_admin_gateway
+
+    gw = await make_admin_gateway(tmp_path)  # user alice, id 1
+    try:
+        limit = admin_sessions.MAX_SESSIONS_PER_USER
+        async with gw.sessionmaker() as s, s.begin():
+            ids = [await admin_sessions.start(s, 1, max_age_s=3600) for _ in range(limit + 5)]
+        async with gw.sessionmaker() as s:
+            assert await s.scalar(select(func.count()).select_from(AdminSession)) == limit
+            assert await admin_sessions.user_of(s, ids[0]) is None  # the oldest were ended
+            assert await admin_sessions.user_of(s, ids[-1]) == (1, "alice")
+        async with gw.sessionmaker() as s, s.begin():  # all of them expire...
+            await s.execute(update(AdminSession).values(
+                expires_at=AdminSession.expires_at - timedelta(hours=2)))
+        async with gw.sessionmaker() as s:
+            assert await admin_sessions.user_of(s, ids[-1]) is None
+        async with gw.sessionmaker() as s, s.begin():  # ...and the next sign-in purges them
+            await admin_sessions.start(s, 1, max_age_s=3600)
+        async with gw.sessionmaker() as s:
+            assert await s.scalar(select(func.count()).select_from(AdminSession)) == 1
+    finally:
+        await gw.engine.dispose()
