@@ -49,6 +49,14 @@ class Settings:
     cache_max_bytes: int = 64 * 1024 * 1024
     cache_streams: bool = False
 
+    header_timeout_s: float = 10.0
+    """A request's head (request line and headers) must arrive within this many seconds
+    of its first byte or of the connection opening; else 408 and the connection closes."""
+    body_timeout_s: float = 60.0
+    """A request's whole body must arrive within this many seconds after its head."""
+    max_connections: int = 2048
+    """Open client connections per worker process; more are answered 503 and closed."""
+
     upstream_timeout_s: float = 30.0
     upstream_connect_timeout_s: float = 5.0
     breaker_failures: int = 5

@@ -186,6 +186,8 @@ async def _check_database(settings: Settings) -> None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
+    from litegate.connections import protocol_for
+
     configure_logging(settings.log_format, settings.log_level, cache=True)
     faulthandler.enable()  # a fatal signal (SIGSEGV, SIGBUS) still says where, on stderr
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -204,7 +206,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_for(settings),  # httptools plus read deadlines and a connection cap
         ws="none",  # the gateway serves no websockets
         server_header=False,  # do not advertise the server software
         log_level="warning",

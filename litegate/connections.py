@@ -1,0 +1,104 @@
+"""Connection guard for ``litegate serve``: slow clients cannot pin the event loop.
+
+uvicorn bounds only idle keep-alive time: a client that opens a connection and sends
+its request head (or body) a byte at a time holds a socket, a parser and buffers for
+as long as it likes, and a few thousand of them exhaust file descriptors. This
+protocol closes a connection whose request head is not complete ``header_timeout_s``
+after it started (408), or whose body is not complete ``body_timeout_s`` after the
+head, and refuses connections beyond ``max_connections`` per process (503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from litegate.settings import Settings
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+def _raw_response(status: bytes, message: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"content-length: " + str(len(message)).encode() + b"\r\n\r\n" + message
+    )
+
+
+_TOO_MANY = _raw_response(b"503 Service Unavailable", b'{"error":"too many connections"}')
+_TIMEOUT = _raw_response(b"408 Request Timeout", b'{"error":"request not received in time"}')
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus read deadlines and a connection cap."""
+
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = True
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self._limits.max_connections:
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._arm(self._limits.header_timeout_s)  # silent connections too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        # First byte of a request (also the next one on a keep-alive connection).
+        self._in_head = True
+        self._arm(self._limits.header_timeout_s)
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self._limits.body_timeout_s)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, delay: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(delay, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        if self._in_head or not self.cycle.response_started:
+            # Nobody is answering this request yet: say why before closing. (When the
+            # app is already answering, its response must not be interleaved.)
+            self.transport.write(_TIMEOUT)
+        self.transport.close()
+
+
+def protocol_for(settings: Settings) -> Any:
+    """The ``http=`` protocol for uvicorn (a picklable partial, so workers get it too)."""
+    limits = ConnectionLimits(
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
+    return functools.partial(GuardedHttpToolsProtocol, limits=limits)
