@@ -609,3 +609,27 @@ async def test_custom_mount_path(gateway):
             follow_redirects=False)
         assert r.headers["location"] == "/ops/console/"
         assert (await client.get("/ops/console/routes")).status_code == 200
+
+
+async def test_every_successful_write_redirects_to_a_get(admin, gateway):
+    """Post-redirect-get everywhere: a reload after any successful save is a plain GET."""
+    await _seed(gateway)
+    token = await _token(admin)
+    writes = [
+        ("/admin/upstreams/new", {"name": "up2", "kind": "openai", "base_url": "http://x",
+                                  "timeout_s": "5", "connect_timeout_s": "1", "max_retries": "0"}),
+        ("/admin/routes/new", _route_form(token)),
+        ("/admin/quotas", {"route": "chat", "kind": "requests", "rate": "9/minute"}),
+        ("/admin/keys", {"name": "prg"}),
+        ("/admin/keys/1", {"limits": "4/minute"}),
+        ("/admin/keys/1/revoke", {}),
+        ("/admin/quotas/1/delete", {}),
+        ("/admin/routes/2/delete", {}),
+        ("/admin/upstreams/2/delete", {}),
+    ]
+    for url, data in writes:
+        r = await admin.post(url, data={"_csrf": token, **data}, follow_redirects=False)
+        assert r.status_code == 303, (url, r.status_code, r.text[:300])
+        follow = await admin.get(r.headers["location"])
+        assert follow.status_code == 200, (url, r.headers["location"])
+        assert "flash-ok" in follow.text, (url, follow.text[:300])
