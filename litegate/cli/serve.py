@@ -99,6 +99,7 @@ def local_command(name: str) -> str:
 
 
 async def setup_demo(settings: Settings) -> list[str]:
+    """Demo model, route, key and console user (idempotent); the lines to print."""
     from litegate.demo import setup_demo_model
     from litegate.services import keys as key_service
     from litegate.services import users
@@ -116,23 +117,22 @@ async def setup_demo(settings: Settings) -> list[str]:
     async with transaction(settings) as session:
         password = await users.ensure_demo_user(session)
     key = secret or "lg-..."
-    lines = [
-        f"API key (shown once):  {secret}" if secret else
-        f"API key: shown on the first run; make another: {litegate} keys create --name me",
-        f"Admin console:         {base}/admin   user admin   password {password}  (shown once)"
-        if password else
-        f"Admin console:         {base}/admin   user admin   "
-        f"(forgot the password? {litegate} admin set-password admin)",
+    console = f"{base}{settings.admin_path}   user admin   " + (
+        f"password {password}  (shown once)" if password
+        else f"(forgot the password? {litegate} admin set-password admin)")
+    embed = "print(len(c.embeddings.create(model='minilm', input='hello').data[0].embedding))"
+    return [
+        f"API key (shown once):  {secret}" if secret
+        else f"API key: shown on the first run; make another: {litegate} keys create --name me",
+        f"Admin console:         {console}",
         "",
         "Try it from this directory, in another shell:",
         f"  curl -s {base}/v1/embeddings -H 'Authorization: Bearer {key}' \\",
         "       -H 'Content-Type: application/json' -d '{\"model\": \"minilm\", \"input\": \"hello\"}'",
-        f"  {python} -c \"import openai; c = openai.OpenAI(base_url='{base}/v1', api_key='{key}'); "
-        "print(len(c.embeddings.create(model='minilm', input='hello').data[0].embedding))\"",
+        f"  {python} -c \"import openai; c = openai.OpenAI(base_url='{base}/v1', api_key='{key}'); {embed}\"",
         f"  {litegate} keys create --name me          # another API key",
         f"  {litegate} admin set-password admin       # reset the console password",
     ]
-    return lines
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -214,36 +214,29 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    if settings.workers > 1:
-        if not settings.redis:
-            # Each worker would count on its own: N workers would allow N x every quota.
-            print(
-                "warning: --workers > 1 without --redis: limits, token quotas and the cache are "
-                "per worker process; use --redis redis://... for one global quota",
-                file=sys.stderr, flush=True,
-            )
-        _export_env(settings.replace(config=None, demo=False))
-        config = uvicorn.Config("litegate.cli.serve:app_from_env", factory=True,
-                                workers=settings.workers, **common)
-    else:
-        from litegate.app import create_app
-
-        config = uvicorn.Config(create_app(settings), **common)
-        _tune_gc()
-    server = uvicorn.Server(config)
     url_file = settings.home / URL_FILE
     try:  # uvicorn re-raises Ctrl+C once it has shut down
         if settings.workers > 1:
-            from uvicorn.supervisors import Multiprocess
-
+            if not settings.redis:
+                # Each worker would count on its own: N workers would allow N x every quota.
+                print(
+                    "warning: --workers > 1 without --redis: limits, token quotas and the cache "
+                    "are per worker process; use --redis redis://... for one global quota",
+                    file=sys.stderr, flush=True,
+                )
+            _export_env(settings.replace(config=None, demo=False))
+            sock.close()  # uvicorn's supervisor binds the port itself; ours proved it is free
             url_file.write_text(url + "\n")
             print(_announce(url, [f"{settings.workers} worker processes", *lines]), flush=True)
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
-        else:
-            _print_when_started(server, _announce(url, lines), url_file, url)
-            server.run(sockets=[sock])
+            uvicorn.run("litegate.cli.serve:app_from_env", factory=True,
+                        workers=settings.workers, **common)
+            return 0
+        from litegate.app import create_app
+
+        server = uvicorn.Server(uvicorn.Config(create_app(settings), **common))
+        _tune_gc()
+        _print_when_started(server, _announce(url, lines), url_file, url)
+        server.run(sockets=[sock])
     finally:
         url_file.unlink(missing_ok=True)
-    if settings.workers == 1 and not server.started:
-        return EXIT_OPERATIONAL  # uvicorn logged why (one line for an operational fault)
-    return 0
+    return 0 if server.started else EXIT_OPERATIONAL  # uvicorn logged why, in one line

@@ -83,11 +83,13 @@ def test_busy_port_is_one_line_before_anything_starts(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         # Before: gateway_started was logged, then uvicorn's bind error.
-        result = run_litegate("serve", "--port", str(port), home=tmp_path / "home")
-    line = one_line_error(result.returncode, result.stderr)
-    assert line == (f"error: port {port} on 127.0.0.1 is already in use: stop the other "
-                    "process or choose another with --port N (LITEGATE_PORT)")
-    assert result.stdout == ""
+        results = [run_litegate("serve", "--port", str(port), *workers, home=tmp_path / "home")
+                   for workers in ((), ("--workers", "2"))]
+    for result in results:
+        line = one_line_error(result.returncode, result.stderr)
+        assert line == (f"error: port {port} on 127.0.0.1 is already in use: stop the other "
+                        "process or choose another with --port N (LITEGATE_PORT)")
+        assert result.stdout == ""
 
 
 def test_global_flags_before_or_after_the_command_and_version(tmp_path, capsys):
