@@ -7,11 +7,14 @@ import json
 import re
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import httpx
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import update
 
+from litegate.db.models import ApiKey, utcnow
 from litegate.services import keys as key_service
 from tests.e2e.support import (
     create_console_user,
@@ -142,6 +145,9 @@ async def test_keys_search_status_and_pagination(console):
             await key_service.create_key(s, name=f"{'web' if i % 2 else 'batch'}-{i:03d}", actor="t")
         for key_id in (1, 3, 5):
             await key_service.revoke_key(s, key_id, actor="t")
+        await s.execute(  # expired a minute ago (the service refuses past expiries)
+            update(ApiKey).where(ApiKey.id == 7).values(expires_at=utcnow() - timedelta(minutes=1))
+        )
 
     def names(html: str) -> list[str]:
         return re.findall(r'<tr data-key="\d+" data-key-name="([^"]+)">', html)
@@ -158,7 +164,9 @@ async def test_keys_search_status_and_pagination(console):
     revoked = (await client.get("/admin/keys", params={"status": "revoked"})).text
     assert sorted(names(revoked)) == ["batch-000", "batch-002", "batch-004"]
     active = (await client.get("/admin/keys", params={"status": "active", "q": "batch-00"})).text
-    assert sorted(names(active)) == ["batch-006", "batch-008"]
+    assert sorted(names(active)) == ["batch-008"]  # 000/002/004 revoked, 006 expired
+    expired = (await client.get("/admin/keys", params={"status": "expired"})).text
+    assert names(expired) == ["batch-006"]
     assert (await client.get("/admin/keys", params={"status": "bogus"})).status_code == 400
     # the audit log: 120 creations + 3 revocations + the admin user, searchable and paged
     audit = (await client.get("/admin/audit", params={"q": "web-1"})).text
