@@ -115,12 +115,12 @@ class Gateway:
             fault = explain_db_error(exc, url, timeout_s=self.settings.db_timeout_s)
             if fault is None:
                 raise
-            raise fault from None
+            raise fault from exc
 
     async def _check_redis(self, *, at_start: bool = False) -> None:
         try:
             ok = bool(await asyncio.wait_for(self.limiter.storage.check(), 1.0))
-        except Exception:
+        except Exception:  # whatever the client raises, Redis is not usable now
             ok = False
         if not ok and (at_start or self.redis_ok):
             log.warning("redis_unreachable", fail_open=self.settings.limit_fail_open,

@@ -68,7 +68,7 @@ async def check_schema(engine: AsyncEngine, url: str) -> None:
     except DBAPIError as exc:
         message = str(exc)
         if "alembic_version" in message and ("no such table" in message or "does not exist" in message):
-            raise not_migrated(url) from None
+            raise not_migrated(url) from exc
         raise
     head = head_revision()
     if row is None:
