@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import delete, null, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import AdminSession, AdminUser, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 MAX_SESSIONS_PER_USER = 20
 
@@ -55,19 +58,23 @@ async def user_of(session: AsyncSession, session_id: str) -> tuple[int, str] | N
     return (int(row[0]), str(row[1])) if row is not None else None
 
 
+async def _changed(session: AsyncSession, stmt: Any) -> int:
+    """Rows a DELETE/UPDATE touched."""
+    result = cast("CursorResult[Any]", await session.execute(stmt))
+    return int(result.rowcount or 0)
+
+
 async def end(session: AsyncSession, session_id: str) -> None:
     await session.execute(delete(AdminSession).where(AdminSession.id_hash == _hash(session_id)))
 
 
 async def end_for_user(session: AsyncSession, user_id: int) -> int:
     """End every session of one user; returns how many were live."""
-    result = await session.execute(delete(AdminSession).where(AdminSession.user_id == user_id))
-    return int(result.rowcount or 0)
+    return await _changed(session, delete(AdminSession).where(AdminSession.user_id == user_id))
 
 
 async def end_all(session: AsyncSession) -> int:
-    result = await session.execute(delete(AdminSession))
-    return int(result.rowcount or 0)
+    return await _changed(session, delete(AdminSession))
 
 
 async def count_for_user(session: AsyncSession, user_id: int) -> int:
@@ -91,9 +98,10 @@ async def pop_flash(session: AsyncSession, session_id: str) -> dict[str, Any] | 
     if not data:
         return None
     # Only the request whose UPDATE clears the value shows it (two concurrent GETs race).
-    result = await session.execute(
+    cleared = await _changed(
+        session,
         update(AdminSession)
         .where(AdminSession.id_hash == id_hash, AdminSession.flash.is_not(None))
-        .values(flash=null())  # SQL NULL, not the JSON 'null' a Python None would store
+        .values(flash=null()),  # SQL NULL, not the JSON 'null' a Python None would store
     )
-    return data if result.rowcount == 1 else None
+    return data if cleared == 1 else None
