@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Redis, PostgreSQL and Chromium for the suite: installed with apt-get as root (or
+# Redis, PostgreSQL, Chromium and promtool for the suite: installed with apt-get as root (or
 # passwordless sudo), else the exact command to run is printed.
 system-deps:
 	@bash tests/system_deps.sh
