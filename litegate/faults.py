@@ -72,6 +72,11 @@ def explain_db_error(exc: BaseException, url: str, *, timeout_s: float) -> Datab
                     f"cannot open the SQLite database {where}: check --home / --db and that "
                     "its directory is writable"
                 )
+        if url.startswith("sqlite") and isinstance(err, OSError) and err.filename is not None:
+            return DatabaseUnreachable(
+                f"cannot create the SQLite database {where} ({err.strerror}: {err.filename}): "
+                "choose a writable --home (LITEGATE_HOME) or --db"
+            )
         if name == "UndefinedTableError":  # asyncpg: relation does not exist
             return not_migrated(url)
         if name in _PG_CONNECT_ERRORS or _is_connect_error(err):

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -64,6 +65,12 @@ def test_unreachable_postgres_is_one_line(tmp_path):
         code, _, err = run_cli(*argv, "--db", url, home=tmp_path / "home")
         line = one_line_error(code, err)
         assert "cannot connect to the database at 127.0.0.1:" in line and "check --db" in line
+
+
+def test_unusable_sqlite_home_is_one_line(tmp_path):
+    code, _, err = run_cli("keys", "list", home=Path("/proc/litegate-cannot-live-here"))
+    assert "cannot create the SQLite database /proc/litegate-cannot-live-here/litegate.db" \
+        in one_line_error(code, err)  # before: a FileNotFoundError traceback from mkdir
 
 
 def test_unmigrated_postgres_names_db_upgrade_and_serve_refuses_before_starting(pg_url, tmp_path):
