@@ -51,14 +51,16 @@ class LitegateMiddleware:
             return
         fault = await self.starter.start()  # WSGI bridges and some servers skip lifespan
         path = scope["path"]
+        ours = path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/")
         if path in self.health_paths:
             await send_health(self.gateway, path, send, fault=str(fault) if fault else None)
-        elif fault is not None and not path.startswith(self.public_paths):
-            await send_error(send, ServiceUnavailable(str(fault)), path=path)
-        elif path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
+        elif fault is not None:  # litegate is down: only the host's public routes work
+            if not ours and path.startswith(self.public_paths):
+                await self.app(scope, receive, send)
+            else:
+                await send_error(send, ServiceUnavailable(str(fault)), path=path)
+        elif ours:
             await self.inference(scope, receive, send)
-        elif fault is not None:
-            await self.app(scope, receive, send)
         else:
             await self.protected_host(scope, receive, send)
 
