@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from litegate.cli import litellm
 from litegate.cli.common import actor, print_json, transaction
 from litegate.services import config as config_service
 from litegate.services.schema import ConfigDocument, ValidationFailed
@@ -35,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = s.add_parser("export", help="print upstreams and routes as YAML (never keys, models or users)")
     e.add_argument("--format", choices=["yaml", "json"], default="yaml")
     e.set_defaults(func=_export)
+    litellm.register(s)
 
 
 WHOLE_MODE = ("mode: whole configuration (the default): the file must define every upstream "
