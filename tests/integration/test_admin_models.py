@@ -10,7 +10,12 @@ from sqlalchemy import select
 
 from litegate.db.models import AuditEntry, Model
 from tests.e2e.support import csrf_of, login, make_app, make_admin_gateway
-from tests.fixtures.onnx_models import corrupt_file, matmul_add_model, not_onnx_file
+from tests.fixtures.onnx_models import (
+    corrupt_file,
+    expand_bomb_model,
+    matmul_add_model,
+    not_onnx_file,
+)
 
 
 @pytest.fixture
@@ -114,3 +119,18 @@ async def test_upload_form_errors(admin, gateway, tmp_path):
     token = csrf_of(r.text)
     r = await admin.post("/admin/models", data={"_csrf": token, "name": "x"})
     assert r.status_code == 400 and 'data-field="file"' in r.text
+
+
+async def test_console_upload_of_a_memory_bomb_is_refused_and_shows_batching(admin, gateway,
+                                                                            tmp_path):
+    # Before: accepted (validation never ran the graph), its first run then allocated
+    # 3.6 GB inside the serving gateway. Now the capped child refuses it; the upload's
+    # temporary directory is gone and its path is never shown.
+    r = await _upload(admin, expand_bomb_model(tmp_path / "bomb.onnx"))
+    assert r.status_code == 400
+    error = re.findall(r'data-field="file">([^<]*)<', r.text)[0]
+    assert "model_check_memory_mb" in error and str(gateway.settings.home) not in error
+    assert await _model(gateway) is None
+    assert not any((gateway.settings.home / "uploads").iterdir())
+    await _upload(admin, matmul_add_model(tmp_path / "good.onnx"))
+    assert "batching off" in (await admin.get("/admin/models")).text
