@@ -240,7 +240,7 @@ class AdaptiveBatcher:
                             if timeout <= 0:
                                 break
                             item = await asyncio.wait_for(queue.get(), timeout)
-                    except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    except (TimeoutError, asyncio.QueueEmpty):
                         break
                     held.append(item)
                     if total + item.rows > self.max_batch_size:

@@ -346,7 +346,7 @@ class ModelManager:
                                       options)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout * 1.5 + 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())  # consumed
             return None
 
@@ -412,7 +412,7 @@ class ModelManager:
             self._room.clear()
             try:
                 await asyncio.wait_for(self._room.wait(), min(remaining, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def _retire(self, entry: _Entry) -> None:

@@ -199,7 +199,7 @@ class V2App:
         if result is None:
             return  # the client left; its run was stopped and nobody reads an answer
         encode_started = time.perf_counter()
-        encode = lambda: encode_response(  # noqa: E731
+        encode = lambda: encode_response(
             model=result.model, version=result.version, request_id=request.id,
             outputs=result.outputs, requested=request.outputs,
             binary_output=request.binary_output, max_bytes=max_response)
