@@ -395,7 +395,7 @@ def test_xss_payload_rendered_as_text(new_context: Callable[[], BrowserContext])
     page.fill("#key-form input[name=name]", XSS)
     page.click("#key-form button[type=submit]")
     page.goto("/admin/keys")
-    expect(page.locator(f"#keys tr td:text-is('{XSS}')")).to_have_count(1)
+    expect(page.locator(f"#keys tr td a.key-link:text-is('{XSS}')")).to_have_count(1)
     page.goto("/admin/audit")
     page.goto("/admin/quotas")
     assert dialogs == []
