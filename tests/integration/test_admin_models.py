@@ -9,7 +9,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from litegate.db.models import AuditEntry, Model
-from tests.e2e.support import csrf_of, login, make_app, make_admin_gateway
+from tests.e2e.support import csrf_of, login, make_admin_gateway, make_app
 from tests.fixtures.onnx_models import (
     corrupt_file,
     expand_bomb_model,
