@@ -178,9 +178,9 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         if name in inputs:
             raise BadRequest(f"input {name!r} appears twice")
         datatype = raw.get("datatype")
-        dtype = V2_TO_NUMPY.get(datatype) if isinstance(datatype, str) else None
-        if dtype is None:
+        if not isinstance(datatype, str) or datatype not in V2_TO_NUMPY:
             raise BadRequest(f"input {name!r}: unsupported datatype {datatype!r}")
+        dtype = V2_TO_NUMPY[datatype]
         shape = _shape(raw.get("shape"), name)
         count = math.prod(shape)
         params = _params(raw, f"input {name!r}")
