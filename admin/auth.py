@@ -36,7 +36,9 @@ from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
+    ServiceUnavailableException,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from litegate.services import admin_sessions
 
@@ -173,8 +175,14 @@ class AdminSessionMiddleware:
             data is not None and isinstance(data.get("sid"), str)
             and not scope["path"].startswith(self._static_prefix)  # public; no lookup
         ):
-            async with self.context.sessionmaker() as session:
-                user = await admin_sessions.user_of(session, data["sid"])
+            try:
+                async with self.context.sessionmaker() as session:
+                    user = await admin_sessions.user_of(session, data["sid"])
+            except SQLAlchemyError as exc:  # a clear 503, not a 500 with a traceback
+                raise ServiceUnavailableException(
+                    "the console cannot read its sessions from the database; "
+                    "check the database (and run `litegate db upgrade`)"
+                ) from exc
             if user is None:  # ended (logout, password change, end-sessions) or expired
                 data = None
         state = SessionState(data=data or new_session(), dirty=data is None)

@@ -187,3 +187,23 @@ async def test_session_table_is_bounded_per_user_and_purged(tmp_path):
             assert await s.scalar(select(func.count()).select_from(AdminSession)) == 1
     finally:
         await gw.engine.dispose()
+
+
+async def test_unreadable_session_table_is_a_503_not_a_500(tmp_path):
+    from litestar.testing import AsyncTestClient
+    from sqlalchemy import text
+
+    from tests.e2e.support import login, make_admin_gateway, make_app
+
+    gw = await make_admin_gateway(tmp_path)
+    app, _ = make_app(gw)
+    try:
+        async with AsyncTestClient(app) as client:
+            assert (await login(client)).status_code == 303
+            async with gw.engine.begin() as conn:  # e.g. a database one migration behind
+                await conn.execute(text("DROP TABLE admin_sessions"))
+            r = await client.get("/admin/", headers={"Accept": "application/json"})
+            assert r.status_code == 503 and "litegate db upgrade" in r.text
+            assert "Traceback" not in r.text
+    finally:
+        await gw.engine.dispose()
