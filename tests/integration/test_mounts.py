@@ -150,6 +150,11 @@ def test_unmigrated_postgres_keeps_the_host_up_and_names_the_fix(tmp_path):
             assert v2.status_code == 503 and "litegate db upgrade" in v2.json()["error"]
             ready = httpx.get(server.url + "/readyz")
             assert ready.status_code == 503 and "litegate db upgrade" in ready.json()["error"]
+            plugin = LitegatePlugin(LitegateConfig(settings=settings, admin=False))
+            with ThreadServer(Litestar(route_handlers=[], plugins=[plugin])) as litestar:
+                r = httpx.get(litestar.url + "/v1/models")  # before: "no such table" at start
+                assert r.status_code == 503 and "litegate db upgrade" in r.json()["error"]["message"]
+                assert httpx.get(litestar.url + "/readyz").status_code == 503
             migrate.upgrade(settings.db_url)
             deadline = time.monotonic() + 15  # litegate retries its start every 2 s
             while httpx.get(server.url + "/v1/models").status_code == 503:
