@@ -93,9 +93,9 @@ async def _run_with_progress(plan: Plan, mode: str) -> Results:
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = [f"route {report['route']}: {report['requests']} requests in "
-             f"{report['duration_s']} s over {report['connections']} connections"
-             f"{' (stream)' if report['stream'] else ''}",
+    stream = " (stream)" if report["stream"] else ""
+    lines = [(f"route {report['route']}: {report['requests']} requests in "
+              f"{report['duration_s']} s over {report['connections']} connections{stream}"),
              f"  throughput   {report['rps']} req/s ({report['ok']} ok)"]
     for label, name in (("latency", "latency_ms"), ("first byte", "first_byte_ms"),
                         ("gateway adds", "overhead_ms")):

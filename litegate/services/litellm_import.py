@@ -170,7 +170,7 @@ class _Importer:
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
             self.note((*path, "litellm_params", "weight"), f"ignored: {weight!r} is not a number >= 0")
             weight = 1
-        variant["weight"] = int(round(weight * 100))
+        variant["weight"] = round(weight * 100)
         route = self.routes.setdefault(name, {"name": name, "variants": []})
         taken = {v.get("name", v["model"]) for v in route["variants"]}
         if upstream_model in taken:  # the same model twice (two regions, two keys)
@@ -307,7 +307,7 @@ def translate(text: str) -> Translation:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ValueError(f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
-        raise ValueError("expected a LiteLLM config (a mapping with model_list)")
+        raise ValueError("expected a LiteLLM config (a mapping with model_list)")  # noqa: TRY004 (bad input, shown as one line)
     importer = _Importer(raw, lines)
     importer.model_list()
     importer.settings()

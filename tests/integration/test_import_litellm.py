@@ -27,7 +27,7 @@ def _line_of(path: Path, text: str) -> int:
 
 def _dry_run(home: Path, tmp_path: Path, doc: dict) -> None:
     (tmp_path / "ours.yaml").write_text(yaml.safe_dump(doc))
-    code, out, err = run_cli("config", "apply", str(tmp_path / "ours.yaml"), "--dry-run", "--json",
+    code, _, err = run_cli("config", "apply", str(tmp_path / "ours.yaml"), "--dry-run", "--json",
                              home=home)
     assert code == 0, err
 

@@ -9,8 +9,15 @@ import subprocess
 
 import pytest
 
-from tests.helpers.cli import (LITEGATE_BIN, apply_config, chat_config, clean_env, create_key,
-                               one_line_error, run_cli)
+from tests.helpers.cli import (
+    LITEGATE_BIN,
+    apply_config,
+    chat_config,
+    clean_env,
+    create_key,
+    one_line_error,
+    run_cli,
+)
 from tests.helpers.servers import free_port
 
 
