@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import traceback
 from urllib.parse import urlsplit
 
 EXIT_OPERATIONAL = 3
@@ -99,6 +100,18 @@ def _is_connect_error(err: BaseException) -> bool:
     tried at once as a plain OSError("Multiple exceptions: ... Connect call failed ...")."""
     return isinstance(err, (ConnectionError, socket.gaierror, TimeoutError)) or (
         type(err) is OSError and "Connect call failed" in str(err)
+    )
+
+
+_DATABASE_CODE = ("sqlalchemy", "asyncpg", "aiosqlite", "alembic", "litegate.db")
+
+
+def raised_by_database_code(exc: BaseException) -> bool:
+    """True when ``exc`` came out of the database stack: an OSError from elsewhere (an
+    upstream, a file) is never reported as a database fault."""
+    return any(
+        str(frame.f_globals.get("__name__", "")).startswith(_DATABASE_CODE)
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
     )
 
 

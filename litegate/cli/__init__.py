@@ -18,7 +18,12 @@ from collections.abc import Sequence
 from sqlalchemy.exc import DBAPIError
 
 from litegate.errors import LitegateError
-from litegate.faults import EXIT_OPERATIONAL, OperationalFault, explain_db_error
+from litegate.faults import (
+    EXIT_OPERATIONAL,
+    OperationalFault,
+    explain_db_error,
+    raised_by_database_code,
+)
 from litegate.logging import configure_logging
 from litegate.services.schema import ValidationFailed
 from litegate.settings import Settings
@@ -113,7 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OPERATIONAL
     except (DBAPIError, OSError) as exc:
         # The database driver's own errors: explained in one line, or a real bug.
-        fault = settings and explain_db_error(exc, settings.db_url, timeout_s=settings.db_timeout_s)
+        fault = settings and raised_by_database_code(exc) and explain_db_error(
+            exc, settings.db_url, timeout_s=settings.db_timeout_s)
         if not fault:
             raise
         print(f"error: {fault}", file=sys.stderr)
