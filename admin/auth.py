@@ -171,18 +171,9 @@ class AdminSessionMiddleware:
                 if data is not None:
                     break
         user = None
-        if (
-            data is not None and isinstance(data.get("sid"), str)
-            and not scope["path"].startswith(self._static_prefix)  # public; no lookup
-        ):
-            try:
-                async with self.context.sessionmaker() as session:
-                    user = await admin_sessions.user_of(session, data["sid"])
-            except SQLAlchemyError as exc:  # a clear 503, not a 500 with a traceback
-                raise ServiceUnavailableException(
-                    "the console cannot read its sessions from the database; "
-                    "check the database (and run `litegate db upgrade`)"
-                ) from exc
+        sid = data.get("sid") if data is not None else None
+        if isinstance(sid, str) and not scope["path"].startswith(self._static_prefix):
+            user = await self._live_user(sid)
             if user is None:  # ended (logout, password change, end-sessions) or expired
                 data = None
         state = SessionState(data=data or new_session(), dirty=data is None)
@@ -200,6 +191,16 @@ class AdminSessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
+
+    async def _live_user(self, session_id: str) -> tuple[int, str] | None:
+        try:
+            async with self.context.sessionmaker() as session:
+                return await admin_sessions.user_of(session, session_id)
+        except SQLAlchemyError as exc:  # a clear 503, not a 500 with a traceback
+            raise ServiceUnavailableException(
+                "the console cannot read its sessions from the database; "
+                "check the database (and run `litegate db upgrade`)"
+            ) from exc
 
     def _read_cookie(self, header: str) -> dict[str, Any] | None:
         cookie: SimpleCookie = SimpleCookie()
