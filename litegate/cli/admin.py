@@ -1,4 +1,4 @@
-"""``litegate admin create-user|set-password``: accounts for the browser console."""
+"""``litegate admin create-user|set-password|end-sessions``: accounts and sessions of the browser console."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="admin_command", required=True)
     for name, func, help_text in (
         ("create-user", _create_user, "create a console user (password prompted)"),
-        ("set-password", _set_password, "change a console user's password"),
+        ("set-password", _set_password, "change a console user's password (ends their sessions)"),
     ):
         c = s.add_parser(name, help=help_text)
         c.add_argument("name", help="username")
