@@ -46,7 +46,8 @@ async def password_change(request: Request[Any, Any, Any]) -> Response[Any]:
     state = session_of(request)
     form = await request.form()
     current, new, repeat = (
-        str(form.get(name) or "") for name in ("current_password", "new_password", "repeat_password")
+        str(form.get(name) or "")
+        for name in ("current_password", "new_password", "repeat_password")
     )
     user, user_id, ip = state.user or "", state.user_id or 0, client_ip(request)
     result = forms.FormResult({})

@@ -132,7 +132,8 @@ class SessionState:
 
     def sign_in(self, session_id: str, user: str, user_id: int) -> None:
         # A fresh cookie (and CSRF token) on login: no session fixation.
-        self.data, self.user, self.user_id, self.dirty = new_session(session_id), user, user_id, True
+        self.data, self.dirty = new_session(session_id), True
+        self.user, self.user_id = user, user_id
 
     def sign_out(self) -> None:
         self.data, self.user, self.user_id, self.dirty = new_session(), None, None, True

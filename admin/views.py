@@ -567,7 +567,8 @@ async def _keys_page(
     return render(
         request, "keys.html", title="API keys", active="keys", keys=keys, routes=routes,
         key_quotas=key_quotas, values=result.values, errors=result.errors,
-        created_name=created[0] if created else None, created_secret=created[1] if created else None,
+        created_name=created[0] if created else None,
+        created_secret=created[1] if created else None,
         now=_now(), q=q, status=status, statuses=key_service.STATUSES, total=total,
         status_code=status_code, **paging,
     )

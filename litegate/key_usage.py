@@ -50,7 +50,8 @@ class KeyUsage:
 
     def hourly(self, key_id: int, *, now: float | None = None) -> list[Hour]:
         """Buckets of the last ``hours`` hours that saw traffic, newest first."""
-        horizon = int(now if now is not None else time.time()) // 3600 * 3600 - (self.hours - 1) * 3600
+        this_hour = int(now if now is not None else time.time()) // 3600 * 3600
+        horizon = this_hour - (self.hours - 1) * 3600
         return [h for h in reversed(self._keys.get(key_id, ())) if h.start >= horizon]
 
     def totals(self, key_id: int, *, now: float | None = None) -> Hour:

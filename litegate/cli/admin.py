@@ -1,4 +1,4 @@
-"""``litegate admin create-user|set-password|end-sessions``: accounts and sessions of the browser console."""
+"""``litegate admin create-user|set-password|end-sessions``: console accounts and sessions."""
 
 from __future__ import annotations
 

@@ -46,7 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--routes", help='comma-separated routes the key may use; "*" for all')
     u.add_argument("--limit", action="append", help='request limit (repeatable; replaces the '
                    'key\'s request limits; "none" removes them)')
-    u.add_argument("--token-limit", action="append", help='token quota (repeatable; replaces; "none")')
+    u.add_argument(
+        "--token-limit", action="append", help='token quota (repeatable; replaces; "none")'
+    )
     u.add_argument("--expires", help='30d, 12h, an ISO timestamp, or "never"')
     u.set_defaults(func=_update)
     r = s.add_parser("revoke", help="revoke a key by id")

@@ -39,12 +39,16 @@ async def _seed(gw: Any) -> None:
     from litegate.services.schema import RouteIn, UpstreamIn, VariantIn
 
     async with gw.sessionmaker() as s, s.begin():
-        await routing.upsert_upstream(s, UpstreamIn(name="up", base_url="http://127.0.0.1:9"), actor="t")
+        up = UpstreamIn(name="up", base_url="http://127.0.0.1:9")
+        await routing.upsert_upstream(s, up, actor="t")
         await routing.upsert_route(
-            s, RouteIn(name="chat", variants=[VariantIn(upstream="up", model="m", weight=1)]), actor="t"
+            s, RouteIn(name="chat", variants=[VariantIn(upstream="up", model="m", weight=1)]),
+            actor="t",
         )
         await keys.create_key(s, name="k", actor="t", limits=["5/minute"])
-        await quotas.add_quota(s, actor="t", key_id=None, route="chat", kind="requests", rate="9/minute")
+        await quotas.add_quota(
+            s, actor="t", key_id=None, route="chat", kind="requests", rate="9/minute"
+        )
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
