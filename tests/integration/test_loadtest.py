@@ -26,6 +26,7 @@ def gateway(home, make_gateway, fake_upstream):
     doc = chat_config(fake_upstream.base_url)
     doc["routes"].append({"name": "limited", "limits": ["5/minute"],
                           "variants": [{"upstream": "mock", "model": "m"}]})
+    doc["routes"].append({"name": "slow", "variants": [{"upstream": "mock", "model": "slow"}]})
     code, _, err = apply_config(home, doc)
     assert code == 0, err
     key = create_key(home)
@@ -72,6 +73,15 @@ def test_streams_with_ramp_up_and_duration_print_plain_progress(gateway, home, f
     assert all(call["stream"] is True for call in fake_upstream.calls)
     # Each stream takes about 0.25 s (5 chunks 50 ms apart): some finished, none cut off.
     assert len(fake_upstream.stream_finished) == len(fake_upstream.calls) >= 4
+
+
+def test_timeouts_are_counted_and_no_success_exits_1(gateway, home) -> None:
+    server, key = gateway
+    code, out, err = _loadtest(home, server, key, "--route", "slow", "--connections", "2",
+                               "--loops", "1", "--timeout", "0.3", "--json")
+    report = json.loads(out)
+    assert code == 1, err
+    assert (report["ok"], report["errors"], report["latency_ms"]) == (0, {"timeout": 2}, None)
 
 
 def test_a_wrong_url_key_or_route_is_one_line(gateway, home) -> None:

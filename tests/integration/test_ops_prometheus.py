@@ -282,3 +282,16 @@ def test_dashboard_panels_drawn_from_live_data(live: Live) -> None:
                         "gateway's test traffic (Prometheus query_range, drawn by the test)")
     (SCREENSHOTS / "ops-dashboard.svg").write_text(svg)
     assert svg.count("<polyline") >= len(drawn)
+
+
+def test_metrics_pass_promtool_lint_and_redis_up_only_with_redis(make_gateway) -> None:
+    """Without --redis there is no litegate_redis_up (so the alert cannot misfire); with a
+    Redis nobody listens on, it is 0."""
+    plain = httpx.get(make_gateway().url + "/metrics").text
+    assert "process_cpu_seconds_total " in plain and "process_resident_memory_bytes " in plain
+    assert "litegate_redis_up" not in plain
+    lint = subprocess.run(["promtool", "check", "metrics"], input=plain, check=False,
+                          capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    dead = make_gateway(redis=f"redis://127.0.0.1:{free_port()}/0")
+    assert "\nlitegate_redis_up 0.0\n" in httpx.get(dead.url + "/metrics").text
