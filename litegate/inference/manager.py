@@ -141,6 +141,9 @@ class ModelManager:
         """Config changed: new requests see it at once; in-flight ones finish on their version."""
         old, self._snapshot = self._snapshot, snapshot
         self._failed.clear()  # a changed configuration deserves a fresh try
+        for key in [k for k in self.stats if k[1] not in getattr(
+                snapshot.models.get(k[0]), "versions", ())]:
+            del self.stats[key]  # statistics only for configured versions
         if self._warmup is None:  # never started: this snapshot is the start-up one
             try:
                 self._warmup = asyncio.get_running_loop().create_task(

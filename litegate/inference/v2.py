@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -199,8 +200,8 @@ class V2App:
         if result is None:
             return  # the client left; its run was stopped and nobody reads an answer
         encode_started = time.perf_counter()
-        encode = lambda: encode_response(
-            model=result.model, version=result.version, request_id=request.id,
+        encode = functools.partial(
+            encode_response, model=result.model, version=result.version, request_id=request.id,
             outputs=result.outputs, requested=request.outputs,
             binary_output=request.binary_output, max_bytes=max_response)
         if sum(a.size for a in result.outputs.values()) > OFF_LOOP_ELEMENTS:
