@@ -295,3 +295,34 @@ def test_metrics_pass_promtool_lint_and_redis_up_only_with_redis(make_gateway) -
     assert lint.returncode == 0, lint.stdout + lint.stderr
     dead = make_gateway(redis=f"redis://127.0.0.1:{free_port()}/0")
     assert "\nlitegate_redis_up 0.0\n" in httpx.get(dead.url + "/metrics").text
+
+
+def test_queue_full_refusals_are_counted_per_model(home, tmp_path, make_gateway) -> None:
+    """max_queue 1: concurrent requests beyond the one in flight get 503, and each one is
+    counted in litegate_model_queue_rejections_total (what LitegateModelQueueFull reads)."""
+    code, _, err = run_cli("models", "add", "add", str(matmul_add_model(tmp_path / "a.onnx")),
+                           "--max-batch", "8", "--option", "max_queue=1", home=home)
+    assert code == 0, err
+    key = create_key(home)
+    server = make_gateway()
+    x = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1.0] * 4}]}
+
+    async def wave() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     headers={"Authorization": f"Bearer {key}"}) as c:
+            answers = await asyncio.gather(*(c.post("/v2/models/add/infer", json=x)
+                                             for _ in range(20)))
+        return [r.status_code for r in answers]
+
+    statuses = asyncio.run(wave())  # loads the model; then queue behind one another
+    for _ in range(3):
+        if 503 in statuses:
+            break
+        statuses = asyncio.run(wave())
+    assert set(statuses) == {200, 503}, statuses
+    text = httpx.get(server.url + "/metrics").text
+    line = next(x for x in text.splitlines()
+                if x.startswith('litegate_model_queue_rejections_total{model="add"'))
+    refused = statuses.count(503)
+    assert float(line.rsplit(" ", 1)[1]) >= refused
+    assert 'litegate_model_queue_limit{model="add",version="1"} 1.0' in text
