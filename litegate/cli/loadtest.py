@@ -5,7 +5,9 @@ terminal, a plain line every second otherwise, nothing but the report with --jso
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import signal
 import sys
 from typing import Any
 
@@ -72,12 +74,12 @@ def _summary(r: Results) -> str:
             f"p99 {p99:8.2f} ms  errors {r.done - r.ok}")
 
 
-async def _run_with_progress(plan: Plan, mode: str) -> Results:
+async def _run_with_progress(plan: Plan, mode: str, stop: asyncio.Event) -> Results:
     if mode == "json":
-        return await run(plan)
+        return await run(plan, stop=stop)
     if mode == "plain":
         return await run(plan, on_tick=lambda r: print(_summary(r), flush=True),
-                         tick_s=PLAIN_EVERY_S)
+                         tick_s=PLAIN_EVERY_S, stop=stop)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     total = plan.duration_s if plan.duration_s is not None else plan.connections * (plan.loops or 0)
@@ -89,7 +91,7 @@ async def _run_with_progress(plan: Plan, mode: str) -> Results:
             done = r.elapsed_s if plan.duration_s is not None else r.done
             bar.update(task, completed=done, description=_summary(r))
 
-        return await run(plan, on_tick=tick, tick_s=0.25)
+        return await run(plan, on_tick=tick, tick_s=0.25, stop=stop)
 
 
 def render(report: dict[str, Any]) -> str:
@@ -103,6 +105,8 @@ def render(report: dict[str, Any]) -> str:
         if h:
             lines.append(f"  {label:<12} p50 {h['p50']} ms  p95 {h['p95']} ms  p99 {h['p99']} ms"
                          f"  max {h['max']} ms")
+    if report.get("interrupted"):
+        lines.append("  interrupted  (Ctrl+C: the requests in flight were finished and counted)")
     if report["overhead_ms"] is None:
         lines.append("  gateway adds (no X-Litegate-Overhead-Ms header in the answers)")
     errors = report["errors"]
@@ -115,7 +119,16 @@ async def _loadtest(args: argparse.Namespace, settings: Settings) -> int:
     plan = plan_from_args(args)
     await preflight(plan)
     mode = "json" if args.json else ("tty" if sys.stdout.isatty() else "plain")
-    results = await _run_with_progress(plan, mode)
-    report = results.to_dict(plan)
+    # Ctrl+C stops sending; the requests in flight finish and the report still prints.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        results = await _run_with_progress(plan, mode, stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+    report = {**results.to_dict(plan), "interrupted": stop.is_set()}
     print(json.dumps(report, indent=2) if args.json else render(report))
+    if stop.is_set():
+        return 130
     return 0 if report["ok"] else 1

@@ -6,6 +6,7 @@ histograms, so memory stays flat however long the run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -103,7 +104,7 @@ async def send_one(session: aiohttp.ClientSession, plan: Plan, body: bytes,
             overhead = resp.headers.get(OVERHEAD_HEADER)
     except aiohttp.ClientConnectorError:
         outcome, overhead = "connect_error", None
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         outcome, overhead = "timeout", None
     except aiohttp.ClientError:
         outcome, overhead = "connection_lost", None
@@ -132,19 +133,26 @@ def headers_for(plan: Plan) -> dict[str, str]:
 
 
 async def run(plan: Plan, *, on_tick: Callable[[Results], None] | None = None,
-              tick_s: float = 1.0) -> Results:
+              tick_s: float = 1.0, stop: asyncio.Event | None = None) -> Results:
+    """``stop`` set (Ctrl+C): no new requests; those in flight finish and are counted."""
     body, headers = plan.body(), headers_for(plan)
     results = Results()
     deadline = results.started + plan.duration_s if plan.duration_s is not None else None
 
     async def connection(i: int, session: aiohttp.ClientSession) -> None:
         if plan.ramp_up_s > 0:  # linear ramp: connection i starts at i/N of the ramp-up
-            await asyncio.sleep(plan.ramp_up_s * i / plan.connections)
+            delay = plan.ramp_up_s * i / plan.connections
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
         results.active += 1
         try:
             sent = 0
             while (plan.loops is None or sent < plan.loops) and (
-                    deadline is None or time.perf_counter() < deadline):
+                    deadline is None or time.perf_counter() < deadline) and not (
+                    stop is not None and stop.is_set()):
                 await send_one(session, plan, body, headers, results)
                 sent += 1
         finally:

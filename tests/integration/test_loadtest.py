@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -122,3 +124,22 @@ def test_a_terminal_gets_a_progress_bar(gateway, home) -> None:
     screen = b"".join(chunks).decode(errors="replace")
     assert "loadtest" in screen and "━" in screen and "rps" in screen  # rich's live bar
     assert "route chat: " in screen and "errors       none" in screen
+
+
+def test_ctrl_c_stops_the_run_and_still_reports(gateway, fake_upstream) -> None:
+    server, key = gateway
+    proc = subprocess.Popen(
+        [LITEGATE_BIN, "loadtest", "--url", server.url, "--key", key, "--route", "chat",
+         "--connections", "2", "--duration", "60", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(),
+    )
+    deadline = time.monotonic() + 30
+    while len(fake_upstream.calls) < 3:  # past the pre-flight: the run is under way
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    report = json.loads(out)
+    assert report["interrupted"] is True and report["ok"] > 0 and report["errors"] == {}
+    assert report["duration_s"] < 30
