@@ -10,7 +10,7 @@ class LatencyHistogram:
     """Seconds from ``low`` to ``high``; values outside are clamped into the end buckets
     (and ``max`` stays exact)."""
 
-    __slots__ = ("low", "high", "_log_base", "counts", "count", "total", "min", "max")
+    __slots__ = ("_log_base", "count", "counts", "high", "low", "max", "min", "total")
 
     def __init__(self, low: float = 1e-5, high: float = 600.0, precision: float = 0.01) -> None:
         if not 0 < low < high or not 0 < precision < 1:
