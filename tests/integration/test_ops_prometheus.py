@@ -67,11 +67,20 @@ def test_exported_rules_pass_promtool_check_and_every_alert_has_a_unit_test(tmp_
 
 
 def test_a_broken_rule_file_fails_promtool(tmp_path) -> None:
-    """The checks above can fail: a rule on a typo'd function is refused."""
+    """The checks above can fail: a typo'd function is refused, and a CPU alert moved to
+    95 % fails its unit test (the 90 % series no longer fires it)."""
     doc = yaml.safe_load((OPS / "alerts.yml").read_text())
-    doc["groups"][0]["rules"][0]["expr"] = "rat(process_cpu_seconds_total[1m]) > 0.85"
+    cpu = doc["groups"][0]["rules"][0]
+    assert cpu["alert"] == "LitegateHighCPU"
+    cpu["expr"] = "rat(process_cpu_seconds_total[1m]) > 0.85"
     (tmp_path / "alerts.yml").write_text(yaml.safe_dump(doc))
     assert _promtool("check", "rules", "alerts.yml", cwd=tmp_path).returncode != 0
+    cpu["expr"] = ("rate(process_cpu_seconds_total[1m]) > 0.95 "
+                   "and on (instance, job) litegate_config_version")
+    (tmp_path / "alerts.yml").write_text(yaml.safe_dump(doc))
+    shutil.copy(FIXTURES / "alerts_test.yml", tmp_path)
+    tested = _promtool("test", "rules", "alerts_test.yml", cwd=tmp_path)
+    assert tested.returncode != 0 and "LitegateHighCPU" in tested.stdout + tested.stderr
 
 
 def test_ops_export_refuses_a_bad_target(tmp_path) -> None:
