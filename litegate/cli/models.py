@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dynamic batching: how long a request may wait for a batch")
     a.add_argument("--hot", action="store_true", default=None,
                    help="load and warm at start-up; /readyz waits for it")
+    a.add_argument("--warmup-sample", type=Path, dest="warmup_sample", metavar="FILE.npz",
+                   help="warm up on these inputs (numpy.savez, one array per input) instead of "
+                        "zeros with 1 for every dynamic dimension")
     a.add_argument("--tokenizer",
                    help="tokenizer.json for /v1/embeddings (or builtin:minilm)")
     a.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -98,7 +101,7 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
         mv = await _service(session, settings).add(
             args.name, args.path, actor=actor(), version=args.version, activate=args.activate,
             max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
-            hot=args.hot, options=options or None)
+            hot=args.hot, options=options or None, warmup_sample=args.warmup_sample)
         model = await _service(session, settings).get(args.name)
         active = model.active_version
     if args.json:

@@ -1,4 +1,5 @@
-"""``python -m litegate.inference.check MODEL MAX_BYTES TIMEOUT_S``: validate and warm up one model file.
+"""``python -m litegate.inference.check MODEL MAX_BYTES TIMEOUT_S [SAMPLE.npz]``: validate
+and warm up one model file (on the sample when given).
 
 Run by :func:`litegate.inference.session.check_model_file` in a child process with an
 address-space limit and a timeout. Prints ``{"signature": ...}`` (exit 0) or
@@ -23,11 +24,17 @@ def main(argv: list[str]) -> int:
     # Set here rather than in a preexec_fn: the parent is multi-threaded.
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    from litegate.inference.session import LoadedSession, validate_model_file, warm_up
+    from litegate.inference.session import (
+        LoadedSession,
+        load_sample,
+        validate_model_file,
+        warm_up,
+    )
 
     path = Path(argv[0])
     try:
         signature = validate_model_file(path)
+        sample = load_sample(Path(argv[3]), signature) if len(argv) > 3 else None
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -41,7 +48,7 @@ def main(argv: list[str]) -> int:
         # The parent's timeout is the real bound; this one just ends a looping run early.
         timeout = float(argv[2])
         try:
-            error = warm_up(loaded, runs=1, timeout_s=timeout)
+            error = warm_up(loaded, runs=1, timeout_s=timeout, sample=sample)
         except LitegateError:  # the deadline: say which setting bounds registration
             print(json.dumps({"error": f"{path.name}: warm-up did not finish within "
                               f"{timeout:g} s (model_check_timeout_s); the model may loop "
@@ -49,6 +56,10 @@ def main(argv: list[str]) -> int:
             return 2
         if error and any(m in error for m in _OUT_OF_MEMORY):
             raise MemoryError
+        if error and sample is not None:  # zeros may be refused; the user's own sample not
+            print(json.dumps({"error": f"{path.name}: the model failed on the warm-up "
+                              f"sample: {error}"}))
+            return 2
     except LitegateError as exc:
         print(json.dumps({"error": exc.detail}))
         return 2

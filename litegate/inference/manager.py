@@ -588,7 +588,8 @@ class ModelManager:
                 "errors": errors,
                 "loaded": {
                     k[1]: {"providers": list(e.loaded.providers),
-                           "fell_back": list(e.loaded.fell_back)}
+                           "fell_back": list(e.loaded.fell_back),
+                           "warm_up_error": e.loaded.warm_up_error}
                     for k, e in self._loaded.items() if k[0] == name and e.loaded is not None
                 },
             }

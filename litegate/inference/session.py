@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +27,13 @@ from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.providers import CPU, check_providers, select_providers
-from litegate.inference.signature import Signature, signature_from_session
+from litegate.inference.signature import Signature, signature_from_session, validate_inputs
 
 log = structlog.get_logger("litegate.inference")
+
+WARMUP_SAMPLE = "warmup.npz"
+"""A version's own warm-up inputs, stored beside its model file when one was given."""
+MAX_SAMPLE_BYTES = 16 * 1024 * 1024
 
 GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                 "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -96,12 +101,38 @@ def validate_model_file(path: Path) -> Signature:
     return signature_from_session(session)
 
 
-def check_model_file(path: Path, settings: Any) -> Signature:
+def load_sample(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+    """Warm-up inputs from an uncompressed ``.npz`` (one array per model input), checked
+    against the signature; at most ``MAX_SAMPLE_BYTES`` once unpacked."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+        if any(m.compress_type != zipfile.ZIP_STORED for m in members) or sum(
+                m.file_size for m in members) > MAX_SAMPLE_BYTES:
+            raise InvalidModel(
+                f"{path.name}: the warm-up sample must be an uncompressed .npz (numpy.savez) "
+                f"of at most {MAX_SAMPLE_BYTES // 2**20} MiB")
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InvalidModel(f"{path.name}: the warm-up sample is not a .npz of arrays") from exc
+    # numpy keeps strings as fixed-width unicode; ONNX Runtime takes str objects.
+    arrays = {k: a.astype(object) if a.dtype.kind in "US" else a for k, a in arrays.items()}
+    try:
+        validate_inputs(signature, arrays)
+    except BadRequest as exc:
+        raise InvalidModel(f"{path.name}: warm-up sample: {exc.detail}") from exc
+    return arrays
+
+
+def check_model_file(path: Path, settings: Any, sample: Path | None = None) -> Signature:
     """Validate and warm up ``path`` in a child process with memory and time limits.
 
     A model that needs more memory (constant folding, huge warm-up tensors) or time
     (a graph that loops for ever) than allowed is refused; the calling process never
-    runs the model, so registering a hostile file cannot take a gateway down.
+    runs the model, so registering a hostile file cannot take a gateway down. Warm-up
+    uses ``sample`` (see :func:`load_sample`) when given, else minimal zero tensors.
     """
     path = Path(path)
     limit_mb = int(getattr(settings, "model_check_memory_mb", 2048) or 2048)
@@ -109,7 +140,8 @@ def check_model_file(path: Path, settings: Any) -> Signature:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "litegate.inference.check", str(path),
-             str(limit_mb * 1024 * 1024), str(timeout * 0.8)],
+             str(limit_mb * 1024 * 1024), str(timeout * 0.8),
+             *([str(sample)] if sample is not None else [])],
             capture_output=True, timeout=timeout, check=False,
             env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired as exc:
@@ -145,6 +177,7 @@ class LoadedSession:
     size_bytes: int
     load_seconds: float
     output_names: tuple[str, ...] = field(default=())
+    warm_up_error: str | None = None  # why warm-up failed (the model still serves)
 
     def run(self, inputs: Mapping[str, np.ndarray], run_options: Any = None
             ) -> dict[str, np.ndarray]:
@@ -283,8 +316,9 @@ def load_session(
             fell_back=tuple(fell_back), size_bytes=0, load_seconds=0.0,
             output_names=signature.output_names,
         )
-        warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
-                timeout_s=float(getattr(settings, "model_load_timeout_s", 120.0) or 120.0))
+        loaded.warm_up_error = warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
+            timeout_s=float(getattr(settings, "model_load_timeout_s", 120.0) or 120.0),
+            sample=_stored_sample(Path(path), signature, name))
         grown = _memory_in_use() - before if measured else 0
     finally:
         if measured:
@@ -294,6 +328,18 @@ def load_session(
     log.info("onnx_model_loaded", model=name, version=version, providers=actual,
              seconds=round(loaded.load_seconds, 3), size_bytes=loaded.size_bytes)
     return loaded
+
+
+def _stored_sample(path: Path, signature: Signature, name: str
+                   ) -> dict[str, np.ndarray] | None:
+    sample = path.parent / WARMUP_SAMPLE
+    if not sample.is_file():
+        return None
+    try:
+        return load_sample(sample, signature)
+    except InvalidModel as exc:  # checked at registration; changed since: minimal shapes
+        log.warning("onnx_warmup_sample_ignored", model=name, error=exc.detail)
+        return None
 
 
 def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
@@ -309,14 +355,16 @@ def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
     return result
 
 
-def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0) -> str | None:
-    """A few dummy runs so the first real request does not pay for lazy init.
+def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0,
+            sample: Mapping[str, np.ndarray] | None = None) -> str | None:
+    """A few runs (on ``sample``, else minimal zeros) so the first real request does not
+    pay for lazy init.
 
     Returns None, or why the runs failed: a model may reject zero-filled minimal inputs
     (only logged). One that does not finish within ``timeout_s`` is refused: its
     requests would never finish either.
     """
-    inputs = dummy_inputs(loaded.signature)
+    inputs = dict(sample) if sample is not None else dummy_inputs(loaded.signature)
     ro = new_run_options()
     timer = threading.Timer(timeout_s, lambda: setattr(ro, "terminate", True))
     timer.daemon = True

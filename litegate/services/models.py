@@ -122,16 +122,18 @@ class ModelService:
         max_queue_delay_ms: float | None = None,
         hot: bool | None = None,
         options: Mapping[str, Any] | None = None,
+        warmup_sample: Path | None = None,
     ) -> ModelVersion:
         """Validate ``source`` (ONNX checker + a real ORT session), copy it, record it.
 
         A file that is not a loadable ONNX model raises :class:`InvalidModel` (400) and
         nothing is written. The first version of a model is activated automatically.
         Batching is off unless ``max_batch_size`` > 1 is given (Triton's rule: only the
-        operator knows whether the first dimension is a batch).
+        operator knows whether the first dimension is a batch). ``warmup_sample`` (an
+        ``.npz``) is checked, used for warm-up and stored with the version.
         """
         from litegate.inference.files import copy_model
-        from litegate.inference.session import check_model_file
+        from litegate.inference.session import WARMUP_SAMPLE, check_model_file
 
         _check_name(name, "model name")
         source = Path(source)
@@ -146,12 +148,16 @@ class ModelService:
         if model is not None and any(v.version == version for v in model.versions):
             raise Conflict(f"model {name!r} already has version {version!r}")
 
-        signature = await asyncio.to_thread(check_model_file, source, self.settings)
+        signature = await asyncio.to_thread(check_model_file, source, self.settings,
+                                            warmup_sample)
         target_dir = self.models_dir / name / version
         target = target_dir / MODEL_FILE
         digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE)
         _on_rollback(self.session, lambda: shutil.rmtree(target_dir, ignore_errors=True))
         try:
+            if warmup_sample is not None:
+                await asyncio.to_thread(shutil.copyfile, warmup_sample,
+                                        target_dir / WARMUP_SAMPLE)
             before = _summary(model) if model is not None else None
             if model is None:
                 model = Model(name=name, history=[], options={}, versions=[],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
@@ -22,6 +23,7 @@ from tests.fixtures.onnx_models import (
     loop_forever_model,
     matmul_add_model,
     matmul_add_reference,
+    pairs_model,
 )
 from tests.helpers.cli import create_key, run_cli
 
@@ -158,3 +160,45 @@ def test_example_mlp_registers_and_serves_like_the_readme(tmp_path, home, make_g
     result = client.infer("mlp", _x(x), headers={"Authorization": f"Bearer {key}"})
     np.testing.assert_allclose(result.as_numpy("y"), mlp_reference(x), rtol=1e-4, atol=1e-5)
     client.close()
+
+
+def test_warm_up_on_a_user_sample(tmp_path, home, make_gateway) -> None:
+    model = pairs_model(tmp_path / "pairs.onnx")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.ones((2, 2), np.float32))  # wrong rank for the model's input
+    code, _, err = run_cli("models", "add", "pairs", str(model), "--warmup-sample", str(bad),
+                           home=home)
+    assert code == 1 and "warm-up sample: input 'x': shape [2, 2]" in err, err
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, x=np.ones(3, np.float32))  # the model itself fails on it
+    code, _, err = run_cli("models", "add", "pairs", str(model), "--warmup-sample", str(odd),
+                           home=home)
+    assert code == 1 and "failed on the warm-up sample" in err, err
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.arange(4, dtype=np.float32))
+    code, _, err = run_cli("models", "add", "pairs", str(model), "--warmup-sample", str(good),
+                           "--hot", home=home)
+    assert code == 0, err
+    assert (home / "models" / "pairs" / "1" / "warmup.npz").is_file()
+    key = create_key(home)
+    server = make_gateway()
+    client = _client(server)
+    out = client.infer("pairs", _x(np.arange(6, dtype=np.float32)),
+                       headers={"Authorization": f"Bearer {key}"}).as_numpy("y")
+    client.close()
+    assert out.shape == (3, 2)
+    # Minimal zeros ([1]) cannot be reshaped to pairs: without the sample warm-up fails
+    # (reported in /readyz); with it, warm-up ran the real shapes.
+    loaded = _get(server, "/readyz")[1]["models"]["models"]["pairs"]["loaded"]["1"]
+    assert loaded["warm_up_error"] is None, loaded
+    (home / "models" / "pairs" / "1" / "warmup.npz").unlink()
+    code, _, err = run_cli("models", "add", "pairs", str(model), "--activate", home=home)
+    assert code == 0, err  # version 2 without a sample: minimal zeros
+    client = _client(server)
+    for _ in range(100):
+        status = _get(server, "/readyz")[1]["models"]["models"]["pairs"]
+        if "2" in status["loaded"]:
+            break
+        time.sleep(0.05)
+    client.close()
+    assert "Reshape" in status["loaded"]["2"]["warm_up_error"], status
