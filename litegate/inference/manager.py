@@ -99,6 +99,7 @@ class ModelManager:
         self._room = asyncio.Event()  # set whenever a version goes idle
         self._budget_lock: asyncio.Lock | None = None
         self._measured: dict[Key, int] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # sessions being freed
         self.stats: dict[Key, VersionStats] = {}
 
     # ----------------------------------------------------------------- lifecycle
@@ -178,14 +179,21 @@ class ModelManager:
         except Exception as exc:
             log.error("onnx_preload_failed", model=spec.name, version=version, error=str(exc))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no running loop (called from sync code): load lazily instead
             coro.close()
-            return
+            return None
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    def _close_soon(self, entry: _Entry) -> None:
+        task = self._spawn(self._close(entry))
+        if task is not None:
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def stop(self) -> None:
         for task in (self._warmup, *self._background, *self._loading.values()):
@@ -406,6 +414,8 @@ class ModelManager:
             self._evict_until(budget, None)
             if self.loaded_bytes() <= budget or not any(
                     k != key for k in self._loaded):
+                # Evicted sessions are freed before the new one allocates: never both.
+                await asyncio.gather(*list(self._closing), return_exceptions=True)
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -427,7 +437,7 @@ class ModelManager:
         entry.retired = True
         self._set_loaded_metric(entry, False)
         if entry.idle:
-            self._spawn(self._close(entry))
+            self._close_soon(entry)
 
     async def _close(self, entry: _Entry) -> None:
         await entry.batcher.close()
@@ -483,7 +493,7 @@ class ModelManager:
         if entry.idle:
             self._room.set()
         if entry.retired and entry.idle:
-            self._spawn(self._close(entry))
+            self._close_soon(entry)
 
     async def infer(self, name: str, inputs: Mapping[str, np.ndarray], *,
                     version: str | None = None, outputs: list[str] | None = None
