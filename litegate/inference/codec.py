@@ -147,6 +147,11 @@ def _numeric(data: Any, dtype: np.dtype, datatype: str, name: str) -> np.ndarray
                 bad = float(wide[int(np.argmax(overflow))])
                 raise BadRequest(f"input {name!r}: {bad!r} is out of the {datatype} range")
             return array
+        if dtype.kind in "iu":
+            probe = np.asarray(data)  # numpy would truncate 1.5 and parse "1" silently
+            if probe.dtype.kind in "US" or (
+                    probe.dtype.kind == "f" and not np.array_equal(probe, np.trunc(probe))):
+                raise BadRequest(f"input {name!r}: {datatype} data must be integers")
         return np.asarray(data, dtype=dtype).reshape(-1)
     except (ValueError, TypeError, OverflowError) as exc:
         raise BadRequest(f"input {name!r}: data is not a {datatype} tensor: {exc}") from exc

@@ -30,6 +30,7 @@ from tests.fixtures.onnx_models import (
     amplify_model,
     float_identity_model,
     matmul_add_model,
+    multi_input_model,
     strings_model,
 )
 
@@ -45,6 +46,7 @@ def server(tmp_path_factory):
         model_spec("half", {"1": float_identity_model(tmp / "h.onnx", TensorProto.FLOAT16)}),
         model_spec("wide", {"1": amplify_model(tmp / "w.onnx")}),
         model_spec("add", {"1": matmul_add_model(tmp / "a.onnx")}),
+        model_spec("multi", {"1": multi_input_model(tmp / "m.onnx")}),
     )
     st = settings(tmp, max_infer_response_bytes=MAX_RESPONSE)
     manager = ModelManager(st, CollectorRegistry())
@@ -186,6 +188,18 @@ def test_hostile_shapes_and_lengths_are_400_naming_the_input(server, shape, data
     assert status == 400, body
     error = json.loads(body)["error"]
     assert needle in error and "'x'" in error
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    ([1.5, 2], "INT64 data must be integers"),  # before: truncated to 1 silently
+    ([2**63, 1], "not a INT64 tensor"),
+    (["1", "2"], "INT64 data must be integers"),
+])
+def test_integer_data_is_not_truncated(server, data, needle) -> None:
+    doc = {"inputs": [{"name": "a", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
+                      {"name": "b", "datatype": "INT64", "shape": [1, 2], "data": data}]}
+    status, body = _infer_json(server, "multi", doc)
+    assert status == 400 and needle in body["error"] and "'b'" in body["error"]
 
 
 def test_header_length_past_the_body_is_400(server) -> None:
