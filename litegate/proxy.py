@@ -229,6 +229,8 @@ class OpenAIProxy:
         request_bytes: int,
     ) -> None:
         disconnected = False
+        relay = asyncio.current_task()
+        assert relay is not None
 
         async def watch_disconnect() -> None:
             nonlocal disconnected
@@ -236,44 +238,57 @@ class OpenAIProxy:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     disconnected = True
-                    resp.close()
+                    # Stop the relay by cancelling it, never by closing ``resp`` under a
+                    # pending read: aiohttp then raises one module-level exception
+                    # instance, whose traceback grows by the reader's frames at every
+                    # raise, so each abandoned stream (frame, response, buffers) stayed
+                    # reachable for ever (~7 KB a disconnect).
+                    relay.cancel()
                     return
 
         watcher = asyncio.create_task(watch_disconnect())
         events = 0
         reported = 0
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": response_headers(resp)}
-            )
-            async for chunk in resp.content.iter_any():
-                events += chunk.count(b"data:")
-                if b'"usage"' in chunk:
-                    reported = max(reported, _stream_usage(chunk))
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            if not disconnected:
-                info.stream_error = True
-                kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "read"
-                self.gateway.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
-                log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
-                event = {
-                    "error": {
-                        "message": "upstream stream interrupted",
-                        "type": "upstream_error",
-                        "code": "stream_interrupted",
-                    }
-                }
+            try:
                 await send(
-                    {
-                        "type": "http.response.body",
-                        "body": b"data: " + _encode(event) + b"\n\n",
-                        "more_body": True,
-                    }
+                    {"type": "http.response.start", "status": 200, "headers": response_headers(resp)}
                 )
+                async for chunk in resp.content.iter_any():
+                    events += chunk.count(b"data:")
+                    if b'"usage"' in chunk:
+                        reported = max(reported, _stream_usage(chunk))
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                if not disconnected:
+                    info.stream_error = True
+                    kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "read"
+                    self.gateway.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
+                    log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
+                    event = {
+                        "error": {
+                            "message": "upstream stream interrupted",
+                            "type": "upstream_error",
+                            "code": "stream_interrupted",
+                        }
+                    }
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": b"data: " + _encode(event) + b"\n\n",
+                            "more_body": True,
+                        }
+                    )
+        except asyncio.CancelledError:
+            # Our watcher's cancel ends the relay quietly; anyone else's propagates.
+            if not disconnected or relay.uncancel():
+                raise
         finally:
             watcher.cancel()
-            resp.release()
+            if disconnected:
+                resp.close()  # the upstream stops generating for nobody
+            else:
+                resp.release()
             # Streams are counted too: the upstream's usage when it sends one, else an
             # estimate (one token per event plus ~4 bytes per prompt token).
             info.tokens = reported or (max(events - 1, 0) + request_bytes // 4)
