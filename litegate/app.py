@@ -61,6 +61,10 @@ class GatewayApp:
                 await self.inference(scope, receive, send)
             elif path in HEALTH_PATHS:
                 await send_health(self.gateway, path, send)
+            elif path == "/openapi.json":
+                from litegate.openapi import DOCUMENT_JSON  # built on first use
+
+                await send_response(send, 200, DOCUMENT_JSON, [(b"content-type", b"application/json")])
             elif path == self.admin_path or path.startswith(self.admin_path + "/"):
                 admin = await self._admin_app()
                 if admin is None:

@@ -5,7 +5,8 @@ its request head (or body) a byte at a time holds a socket, a parser and buffers
 as long as it likes, and a few thousand of them exhaust file descriptors. This
 protocol closes a connection whose request head is not complete ``header_timeout_s``
 after it started (408), or whose body is not complete ``body_timeout_s`` after the
-head, and refuses connections beyond ``max_connections`` per process (503).
+head, and refuses connections beyond ``max_connections`` per process (503). A request
+the HTTP parser refuses gets a JSON 400, like every other error.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def _raw_response(status: bytes, message: bytes) -> bytes:
 
 _TOO_MANY = _raw_response(b"503 Service Unavailable", b'{"error":"too many connections"}')
 _TIMEOUT = _raw_response(b"408 Request Timeout", b'{"error":"request not received in time"}')
+_MALFORMED = _raw_response(b"400 Bad Request", b'{"error":"malformed HTTP request"}')
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -73,6 +75,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # The parser refused the request (bad Content-Length, bytes that are not
+        # HTTP): answer in JSON like every other error, not uvicorn's plain text.
+        self.transport.write(_MALFORMED)
+        self.transport.close()
 
     def _arm(self, delay: float) -> None:
         self._disarm()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -14,7 +16,8 @@ from litegate.db import migrate
 from litegate.jsonbody import MAX_JSON_DEPTH
 from litegate.settings import Settings
 from tests.fixtures.onnx_models import matmul_add_model
-from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
+from tests.helpers.cli import apply_config, chat_config, create_key, run_cli, serving
+from tests.helpers.servers import free_port
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -113,3 +116,104 @@ def test_nesting_up_to_the_bound_is_served(live):
     shaped = '{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [[1, 2, 3, 4]]}]}'
     r = httpx.post(server.url + "/v2/models/add/infer", content=shaped, headers=auth, timeout=30)
     assert r.status_code == 200, r.text
+
+
+def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes (what httpx would refuse to build); status, headers, body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+        conn.sendall(request)  # "Connection: close" (or the parser's refusal) ends it
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def _post(path: bytes, body: bytes, key: str, extra: bytes = b"") -> bytes:
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra
+            + b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+
+def _get(path: bytes, key: str, extra: bytes = b"") -> bytes:
+    return (b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" + extra
+            + b"Authorization: Bearer " + key.encode() + b"\r\n\r\n")
+
+
+_TENSOR = b'{"inputs":[{"name":"x","datatype":"%s","shape":%s,"data":%s}]}'
+# What each handler parses from a client (path, query, headers, body), at its edges.
+SWEEP: dict[str, Callable[[str], bytes]] = {
+    "non-UTF-8 percent-escapes in a /v1 path": lambda k: _get(b"/v1/models/%ff%fe", k),
+    "lone surrogate escape in a /v1 path": lambda k: _get(b"/v1/models/%ED%A0%80", k),
+    "non-UTF-8 percent-escapes in a /v2 path": lambda k: _post(b"/v2/models/%ff/infer", b"{}", k),
+    "NUL in a /v2 version": lambda k: _get(b"/v2/models/add/versions/%00", k),
+    "huge /v2 version": lambda k: _get(b"/v2/models/add/versions/99999999999999999999999", k),
+    "non-UTF-8 API key": lambda k: _get(b"/v1/models", k, b"X-API-Key: \xff\xfe\r\n"),
+    "non-UTF-8 routing headers": lambda k: _post(
+        b"/v1/chat/completions", b'{"model":"chat","messages":[]}', k,
+        b"X-Litegate-Sticky-Key: \xff\r\nCache-Control: \xff\r\nX-Request-Id: \xff\r\n"),
+    "non-UTF-8 query string": lambda k: _get(b"/v1/models?%ff=%fe&limit=-1", k),
+    "wrong content type": lambda k: _post(
+        b"/v1/chat/completions", b'{"model":"chat","messages":[]}', k, b"Content-Type: text/plain\r\n"),
+    "empty /v1 body": lambda k: _post(b"/v1/chat/completions", b"", k),
+    "array /v1 body": lambda k: _post(b"/v1/chat/completions", b"[]", k),
+    "lone surrogate as model": lambda k: _post(b"/v1/chat/completions", b'{"model":"\\ud800","messages":[]}', k),
+    "infinite temperature": lambda k: _post(
+        b"/v1/chat/completions", b'{"model":"chat","messages":[],"temperature":1e99999}', k),
+    "array aggregate body": lambda k: _post(b"/v1/aggregate", b"[]", k),
+    "aggregate with NaN timeout": lambda k: _post(
+        b"/v1/aggregate", b'{"routes":["chat"],"request":{},"timeout_s":NaN}', k),
+    "aggregate request not an object": lambda k: _post(
+        b"/v1/aggregate", b'{"routes":["chat"],"request":[1]}', k),
+    "empty /v2 body": lambda k: _post(b"/v2/models/add/infer", b"", k),
+    "array /v2 body": lambda k: _post(b"/v2/models/add/infer", b"[]", k),
+    "huge header length": lambda k: _post(
+        b"/v2/models/add/infer", b"{}", k, b"Inference-Header-Content-Length: 99999999999999999999\r\n"),
+    "negative header length": lambda k: _post(
+        b"/v2/models/add/infer", b"{}", k, b"Inference-Header-Content-Length: -1\r\n"),
+    "non-UTF-8 header length": lambda k: _post(
+        b"/v2/models/add/infer", b"{}", k, b"Inference-Header-Content-Length: \xff\r\n"),
+    "binary header cut in a UTF-8 sequence": lambda k: _post(
+        b"/v2/models/add/infer", b'{"inputs":[]}\xff\xfe', k, b"Inference-Header-Content-Length: 15\r\n"),
+    "huge dimension": lambda k: _post(
+        b"/v2/models/add/infer", _TENSOR % (b"FP32", b"[99999999999999999999999,4]", b"[1]"), k),
+    "integer beyond int64": lambda k: _post(
+        b"/v2/models/add/infer", _TENSOR % (b"INT64", b"[1,4]", b"[99999999999999999999999,1,1,1]"), k),
+    "infinite float": lambda k: _post(b"/v2/models/add/infer", _TENSOR % (b"FP32", b"[1,4]", b"[1e999,1,1,1]"), k),
+    "repository control with a normal key": lambda k: _post(b"/v2/repository/models/%ff/load", b"", k),
+}
+
+
+def test_edge_inputs_get_a_4xx_json_error_never_a_500(live):
+    server, key, _ = live
+    wrong = {}
+    for case, request in SWEEP.items():
+        status, headers, body = _raw(server.port, request(key))
+        json_error = headers.get("content-type", "").startswith("application/json") and (
+            "error" in json.loads(body))
+        if status >= 500 or (status >= 400 and not json_error):
+            wrong[case] = (status, body[:200])
+    assert not wrong, wrong
+
+
+# Requests uvicorn's parser refuses before the gateway sees them (``litegate serve``).
+MALFORMED = {
+    "negative Content-Length": b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n{}",
+    "huge Content-Length": b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999999999999999\r\n\r\n{}",
+    "huge chunk size": b"POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n",
+    "raw non-UTF-8 path": b"GET /v1/models/\xff\xfe HTTP/1.1\r\nHost: t\r\n\r\n",
+    "raw non-UTF-8 query": b"GET /healthz?\xff HTTP/1.1\r\nHost: t\r\n\r\n",
+}
+
+
+def test_requests_the_http_parser_refuses_get_a_json_400(home):
+    # Before: uvicorn answered these with a text/plain "Invalid HTTP request received."
+    port = free_port()
+    with serving("--port", str(port), home=home):
+        for name, request in MALFORMED.items():
+            status, headers, body = _raw(port, request)
+            assert status == 400, (name, status, body)
+            assert headers["content-type"] == "application/json", (name, headers)
+            assert json.loads(body) == {"error": "malformed HTTP request"}, name
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200

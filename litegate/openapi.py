@@ -1,0 +1,275 @@
+"""The OpenAPI 3.1 document of the standalone gateway's JSON surface (``GET /openapi.json``).
+
+Written once, as data: the ``/v1`` OpenAI-compatible operations, ``/v1/aggregate``, the
+Open Inference Protocol v2 operations and the health probes, with their request
+schemas, the API-key security schemes and every error status with its body shape.
+The test suite runs schemathesis against a live gateway from this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from litegate.aggregate import MAX_BRANCHES, MAX_TIMEOUT_S
+
+_OPENAI_ERROR = {"$ref": "#/components/schemas/OpenAIError"}
+_V2_ERROR = {"$ref": "#/components/schemas/V2Error"}
+_ANY_OBJECT = {"type": "object"}
+
+# What each error status means, for every operation that can answer it.
+_ERRORS = {
+    "400": "Malformed request: bad JSON, JSON nested too deeply, missing or invalid fields.",
+    "401": "Missing, unknown, revoked or expired API key.",
+    "403": "The API key may not use this route (or model control needs an admin key).",
+    "404": "Unknown route, model or endpoint.",
+    "405": "Method not allowed.",
+    "408": "The request head or body did not arrive in time (``litegate serve``).",
+    "413": "Request body too large.",
+    "429": "Rate limit or token quota exceeded; see ``Retry-After``.",
+    "502": "The upstream failed or answered more than the gateway buffers.",
+    "503": "Upstream circuit open, model queue full, or too many connections.",
+    "504": "The upstream did not answer in time.",
+}
+_V1_ERRORS = ("400", "401", "403", "404", "413", "429", "502", "503", "504")
+_V2_INFER_ERRORS = ("400", "401", "403", "404", "405", "413", "429", "502", "503", "504")
+_V2_GET_ERRORS = ("400", "401", "403", "404", "405", "429", "502", "503", "504")
+
+
+def _errors(codes: tuple[str, ...], schema: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for code in codes:
+        out[code] = {"description": _ERRORS[code],
+                     "content": {"application/json": {"schema": schema}}}
+        if code == "429":
+            out[code]["headers"] = {"Retry-After": {"schema": {"type": "integer"},
+                                                    "description": "Seconds to wait."}}
+    return out
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _v1_post(summary: str, body_ref: str) -> dict[str, Any]:
+    ok = _json(_ANY_OBJECT, "The upstream's (or local model's) answer.")
+    ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    return {"post": {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{body_ref}"}}}},
+        "responses": {"200": ok, **_errors(_V1_ERRORS, _OPENAI_ERROR)},
+    }}
+
+
+_MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_EMPTY_OK = {"description": "Ready (an empty body)."}
+_NOT_READY = {"description": "Not ready (an empty body)."}
+
+
+def _v2_model_paths(prefix: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        prefix: {"get": {
+            "summary": "Model metadata (inputs, outputs, versions).",
+            "parameters": params,
+            "responses": {"200": _json({"$ref": "#/components/schemas/V2ModelMetadata"}),
+                          **_errors(_V2_GET_ERRORS, _V2_ERROR)},
+        }},
+        prefix + "/ready": {"get": {
+            "summary": "Whether the model (version) is ready.",
+            "parameters": params,
+            "responses": {"200": _EMPTY_OK, **_errors(_V2_GET_ERRORS, _V2_ERROR),
+                          "503": _NOT_READY},
+        }},
+        prefix + "/infer": {"post": {
+            "summary": "Inference: JSON tensors, or a JSON header plus binary tensors.",
+            "parameters": [*params, {
+                "name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+                "description": "Length of the JSON header when binary tensors follow it."}],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/V2InferRequest"}}}},
+            "responses": {"200": _json({"$ref": "#/components/schemas/V2InferResponse"}),
+                          **_errors(_V2_INFER_ERRORS, _V2_ERROR)},
+        }},
+    }
+
+
+_TENSOR_IN = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": [
+            "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+            "FP16", "FP32", "FP64", "BYTES"]},
+        "parameters": _ANY_OBJECT,
+        "data": {"type": "array"},
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "OpenAIError": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["message", "type"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                           "code": {"type": ["string", "null"]}}}},
+    },
+    "V2Error": {"type": "object", "required": ["error"],
+                "properties": {"error": {"type": "string"}}},
+    "ChatCompletionRequest": {
+        "type": "object", "required": ["model", "messages"],
+        "examples": [{"model": "chat", "messages": [{"role": "user", "content": "Hello"}]}],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "messages": {"type": "array", "items": _ANY_OBJECT},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "CompletionRequest": {
+        "type": "object", "required": ["model", "prompt"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object", "required": ["model", "input"],
+        "examples": [{"model": "minilm", "input": "hello"}],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "input": {"oneOf": [
+                {"type": "string"},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+                {"type": "array", "minItems": 1,
+                 "items": {"type": "array", "minItems": 1, "items": {"type": "integer"}}},
+            ]},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+            "dimensions": {"type": "integer", "minimum": 1},
+        },
+    },
+    "AggregateRequest": {
+        "type": "object", "required": ["routes", "request"], "additionalProperties": False,
+        "properties": {
+            "routes": {"type": "array", "minItems": 1, "maxItems": MAX_BRANCHES,
+                       "uniqueItems": True, "items": {"type": "string"}},
+            "request": {"type": "object", "description": "The body each branch sends, less `model`."},
+            "endpoint": {"type": "string", "enum": ["chat/completions", "completions", "embeddings"]},
+            "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+        },
+    },
+    "AggregateResponse": {
+        "type": "object", "required": ["object", "results"],
+        "properties": {
+            "object": {"const": "aggregate"},
+            "results": {"type": "array", "items": {
+                "type": "object", "required": ["route", "status", "body"],
+                "properties": {"route": {"type": "string"}, "status": {"type": "integer"},
+                               "body": {}, "variant": {"type": ["string", "null"]},
+                               "cache": {"type": ["string", "null"]},
+                               "latency_ms": {"type": "number"}}}},
+        },
+    },
+    "ModelList": {
+        "type": "object", "required": ["object", "data"],
+        "properties": {"object": {"const": "list"},
+                       "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}},
+    },
+    "Model": {
+        "type": "object", "required": ["id", "object"],
+        "properties": {"id": {"type": "string"}, "object": {"const": "model"},
+                       "created": {"type": "integer"}, "owned_by": {"type": "string"}},
+    },
+    "V2InferRequest": {
+        "type": "object", "required": ["inputs"],
+        "examples": [{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                  "data": [1.0, 2.0, 3.0, 4.0]}]}],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": _ANY_OBJECT,
+            "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_IN},
+            "outputs": {"type": "array", "items": {
+                "type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": _ANY_OBJECT}}},
+        },
+    },
+    "V2InferResponse": {
+        "type": "object", "required": ["model_name", "outputs"],
+        "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
+                       "id": {"type": "string"}, "outputs": {"type": "array", "items": _ANY_OBJECT}},
+    },
+    "V2ModelMetadata": {
+        "type": "object", "required": ["name"],
+        "properties": {"name": {"type": "string"},
+                       "versions": {"type": "array", "items": {"type": "string"}},
+                       "platform": {"type": "string"},
+                       "inputs": {"type": "array", "items": _ANY_OBJECT},
+                       "outputs": {"type": "array", "items": _ANY_OBJECT}},
+    },
+}
+
+_PUBLIC: list[dict[str, Any]] = []  # an empty security requirement list: no key needed
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "litegate", "version": "1",
+             "description": "Inference gateway: OpenAI-compatible /v1 and Open Inference "
+                            "Protocol v2 (/v2). Errors on /v1 use the OpenAI error shape, "
+                            "on /v2 {\"error\": \"...\"}."},
+    "security": [{"bearer": []}, {"apiKey": []}],
+    "paths": {
+        "/healthz": {"get": {"summary": "The process is alive.", "security": _PUBLIC,
+                             "responses": {"200": _json(_ANY_OBJECT)}}},
+        "/readyz": {"get": {"summary": "Database reachable and hot models warmed.",
+                            "security": _PUBLIC,
+                            "responses": {"200": _json(_ANY_OBJECT),
+                                          "503": _json(_ANY_OBJECT, "Not ready.")}}},
+        "/v1/models": {"get": {
+            "summary": "The routes this key may use.",
+            "responses": {"200": _json({"$ref": "#/components/schemas/ModelList"}),
+                          **_errors(("401", "429"), _OPENAI_ERROR)},
+        }},
+        "/v1/models/{model}": {"get": {
+            "summary": "One route, if this key may use it.",
+            "parameters": [_MODEL],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Model"}),
+                          **_errors(("401", "403", "404", "429"), _OPENAI_ERROR)},
+        }},
+        "/v1/chat/completions": _v1_post("Chat completion, forwarded to the route's variant.",
+                                         "ChatCompletionRequest"),
+        "/v1/completions": _v1_post("Text completion, forwarded to the route's variant.",
+                                    "CompletionRequest"),
+        "/v1/embeddings": _v1_post("Embeddings, from an upstream or a local ONNX model.",
+                                   "EmbeddingRequest"),
+        "/v1/aggregate": {"post": {
+            "summary": "One request fanned out to several routes in parallel.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/AggregateRequest"}}}},
+            "responses": {"200": _json({"$ref": "#/components/schemas/AggregateResponse"}),
+                          **_errors(("400", "401", "413", "429"), _OPENAI_ERROR)},
+        }},
+        "/v2": {"get": {"summary": "Server metadata.", "security": _PUBLIC,
+                        "responses": {"200": _json(_ANY_OBJECT)}}},
+        "/v2/health/live": {"get": {"summary": "Liveness.", "security": _PUBLIC,
+                                    "responses": {"200": _EMPTY_OK}}},
+        "/v2/health/ready": {"get": {"summary": "Readiness.", "security": _PUBLIC,
+                                     "responses": {"200": _EMPTY_OK, "503": _NOT_READY}}},
+        **_v2_model_paths("/v2/models/{model}", [_MODEL]),
+        **_v2_model_paths("/v2/models/{model}/versions/{version}", [_MODEL, _VERSION]),
+    },
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API key."},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        "schemas": _SCHEMAS,
+    },
+}
+
+DOCUMENT_JSON: bytes = msgspec.json.encode(DOCUMENT)
