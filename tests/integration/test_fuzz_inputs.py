@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from litegate.app import create_app
 from litegate.db import migrate

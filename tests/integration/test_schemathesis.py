@@ -20,7 +20,7 @@ from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
 from tests.helpers.servers import FakeUpstream, serve_aiohttp
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
-MAX_EXAMPLES = 30  # per operation and phase
+MAX_EXAMPLES = 25  # per operation and phase: ~900 requests, ~20 s here
 SEED = 7
 # Path parameters and body ``model`` often name what exists (route ``chat``, model ``add``
 # and its input ``x``), so that requests get past the 404 into the handlers' parsing.
@@ -88,7 +88,7 @@ def test_schemathesis_finds_no_server_errors(home: Path, tmp_path: Path, make_ga
              "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
              "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
              "--header", f"Authorization: Bearer {key}", "--suppress-health-check", "all"],
-            capture_output=True, text=True, timeout=240, cwd=tmp_path,
+            check=False, capture_output=True, text=True, timeout=100, cwd=tmp_path,  # < pytest-timeout
         )
     output = run.stdout[-12000:] + run.stderr[-3000:]
     assert run.returncode == 0, output
