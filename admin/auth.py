@@ -27,7 +27,6 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from typing import TYPE_CHECKING, Any
@@ -40,6 +39,7 @@ from litestar.exceptions import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.services import admin_sessions
 
 if TYPE_CHECKING:
@@ -54,10 +54,6 @@ CSRF_FIELD = "_csrf"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def _b64e(data: bytes) -> str:

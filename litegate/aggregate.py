@@ -12,22 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from litegate.context import (
-    SCOPE_KEY,
-    Message,
-    Receive,
-    RequestInfo,
-    Scope,
-    Send,
-    get_info,
-    read_body,
-)
+from litegate.asgi_types import Message, Receive, Scope, Send
 from litegate.errors import BadRequest, LitegateError, error_body
 from litegate.jsonbody import parse_json
+from litegate.middleware.ab_routing import ABRoutingMiddleware
 from litegate.middleware.cache import CacheMiddleware
 from litegate.middleware.limits import RateLimitMiddleware
-from litegate.middleware.routing import ABRoutingMiddleware
 from litegate.proxy import OpenAIProxy, send_json
+from litegate.request import SCOPE_KEY, RequestInfo, get_info, read_body
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from litegate.context import ASGIApp, Receive, Scope, Send
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import NotFound, send_error
 from litegate.faults import OperationalFault
 from litegate.gateway import Gateway

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from litegate.context import ASGIApp, Message, Receive, Scope, Send
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import ServiceUnavailable, send_error
 from litegate.gateway import Gateway
 from litegate.health import HEALTH_PATHS, send_health

@@ -7,14 +7,12 @@ Inference Protocol) responses use ``{"error": "<message>"}`` as KServe/Triton do
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 import msgspec
 
+from litegate.asgi_types import Send
 from litegate.responses import send_response
-
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class LitegateError(Exception):

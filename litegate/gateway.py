@@ -12,14 +12,10 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from litegate.caching import RedisResponseCache, ResponseCache
-from litegate.context import ASGIApp, Receive, Scope, Send
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.errors import NotFound
 from litegate.faults import explain_db_error
-from litegate.limiting import Limiter, storage_uri
-from litegate.metrics import Metrics
-from litegate.ops.runtime_metrics import register_runtime
 from litegate.middleware import (
     ABRoutingMiddleware,
     AuthMiddleware,
@@ -28,9 +24,13 @@ from litegate.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
+from litegate.ops.runtime_metrics import register_runtime
+from litegate.policies.caching import RedisResponseCache, ResponseCache
+from litegate.policies.limiting import Limiter, storage_uri
+from litegate.policies.metrics import Metrics
+from litegate.policies.stats import Stats
 from litegate.settings import Settings
 from litegate.snapshot import Snapshot, SnapshotStore
-from litegate.stats import Stats
 from litegate.upstreams.client import UpstreamClient
 
 if TYPE_CHECKING:
@@ -269,8 +269,8 @@ class Gateway:
             nonlocal v2
             if scope["path"].startswith("/v2"):
                 if v2 is None:
-                    from litegate.inference.v2 import V2App
-                    from litegate.upstreams.v2 import V2Router
+                    from litegate.inference.v2_server import V2App
+                    from litegate.upstreams.v2_forward import V2Router
 
                     v2 = V2Router(gateway, V2App(gateway))
                 await v2(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 
-from litegate.context import Send
+from litegate.asgi_types import Send
 from litegate.gateway import Gateway
 from litegate.responses import send_response
 

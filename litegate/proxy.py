@@ -17,15 +17,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from litegate.context import (
-    OPENAI_BODY_PATHS,
-    Receive,
-    RequestInfo,
-    Scope,
-    Send,
-    get_info,
-    resolve_route,
-)
+from litegate.asgi_types import Receive, Scope, Send
 from litegate.errors import (
     BadRequest,
     LitegateError,
@@ -34,7 +26,8 @@ from litegate.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from litegate.middleware.routing import choose_variant, sticky_value
+from litegate.middleware.ab_routing import choose_variant, sticky_value
+from litegate.request import OPENAI_BODY_PATHS, RequestInfo, get_info, resolve_route
 from litegate.responses import send_response
 from litegate.snapshot import KeySpec, RouteSpec, VariantSpec
 from litegate.upstreams.client import forward_headers, response_headers

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+from litegate.asgi_types import Send
 
 
 async def send_response(

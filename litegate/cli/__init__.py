@@ -24,7 +24,7 @@ from litegate.faults import (
     explain_db_error,
     raised_by_database_code,
 )
-from litegate.logging import configure_logging
+from litegate.log_config import configure_logging
 from litegate.services.schema import ValidationFailed
 from litegate.settings import Settings
 

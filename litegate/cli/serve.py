@@ -17,7 +17,7 @@ from pathlib import Path
 from litegate.cli.common import actor, transaction
 from litegate.db import migrate
 from litegate.faults import EXIT_OPERATIONAL, OperationalFault, PortInUse
-from litegate.logging import configure_logging
+from litegate.log_config import configure_logging
 from litegate.settings import ENV_PREFIX, Settings
 
 URL_FILE = "serve-url"

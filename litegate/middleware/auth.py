@@ -9,16 +9,9 @@ import hashlib
 import time
 from typing import TYPE_CHECKING
 
-from litegate.context import (
-    ASGIApp,
-    Receive,
-    Scope,
-    Send,
-    configured_name,
-    get_info,
-    resolve_route,
-)
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import Forbidden, Unauthorized
+from litegate.request import configured_name, get_info, resolve_route
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway

@@ -10,18 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from litegate.caching import CachedResponse, cache_key
-from litegate.context import (
-    ASGIApp,
-    Message,
-    Receive,
-    RequestInfo,
-    Scope,
-    Send,
-    get_info,
-    header,
-    resolve_route,
-)
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from litegate.policies.caching import CachedResponse, cache_key
+from litegate.request import RequestInfo, get_info, header, resolve_route
 from litegate.responses import send_response
 
 if TYPE_CHECKING:

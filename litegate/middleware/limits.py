@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, Scope, Send, configured_name, get_info, resolve_route
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.request import configured_name, get_info, resolve_route
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway

@@ -15,9 +15,9 @@ import aiohttp
 import structlog
 
 from litegate.errors import UpstreamError, UpstreamTimeout
-from litegate.metrics import Metrics
+from litegate.policies.breaker import OPEN, CircuitBreaker
+from litegate.policies.metrics import Metrics
 from litegate.snapshot import UpstreamSpec
-from litegate.upstreams.breaker import OPEN, CircuitBreaker
 
 log = structlog.get_logger("litegate.upstream")
 

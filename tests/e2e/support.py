@@ -12,9 +12,9 @@ from litestar import Litestar
 
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.db.models import Base
+from litegate.policies.stats import Stats
 from litegate.services import users
 from litegate.settings import Settings
-from litegate.stats import Stats
 
 ADMIN_USER = "alice"
 ADMIN_PASSWORD = "correct horse battery"

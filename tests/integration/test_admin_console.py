@@ -9,14 +9,21 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
+from litegate.admin.auth import SessionSigner
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
-from litegate.admin.auth import SessionSigner
 from litegate.db.models import ApiKey, AuditEntry, ConfigState, Quota, Route, Upstream
 from litegate.services import routing
 from litegate.services.schema import RouteIn, UpstreamIn, VariantIn
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER, csrf_of, login, make_app, make_admin_gateway
+from tests.e2e.support import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    csrf_of,
+    login,
+    make_admin_gateway,
+    make_app,
+)
 
 XSS = "<script>alert(1)</script>"
 
@@ -637,6 +644,7 @@ async def test_every_successful_write_redirects_to_a_get(admin, gateway):
 
 async def test_audit_filter_choices_are_bounded(admin, gateway):
     from litegate.admin.views import MAX_CHOICES
+
     from litegate.services.audit import record_audit
 
     async with gateway.sessionmaker() as s, s.begin():

@@ -10,7 +10,8 @@ from litegate.admin.charts import line_chart
 from litegate.admin.config import changes
 from litegate.admin.dashboard import build, normalize
 from litegate.admin.forms import FormResult, map_errors, parse_route
-from litegate.stats import Stats
+
+from litegate.policies.stats import Stats
 
 
 def test_session_signer_roundtrip_tamper_and_expiry():

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from litegate.cli import main
-from litegate.db.models import AdminUser, AuditEntry
 from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.db.models import AdminUser, AuditEntry
 from litegate.errors import BadRequest, Conflict
 from litegate.services import users
 from tests.e2e.support import make_admin_gateway

@@ -10,7 +10,7 @@ import tritonclient.http as httpclient
 from prometheus_client import CollectorRegistry
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2 import V2App
+from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,

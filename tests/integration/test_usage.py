@@ -66,7 +66,7 @@ def test_access_log_has_context_and_never_the_key(home, fake_upstream):
     settings = Settings.load(home=home)
     migrate.upgrade(settings.db_url)
     app = create_app(settings)
-    from litegate.logging import configure_logging
+    from litegate.log_config import configure_logging
 
     configure_logging("json", "info")  # the in-process CLI above set warning level
 
@@ -142,8 +142,8 @@ def test_log_lines_inside_a_request_carry_its_context():
     import structlog
     from structlog.testing import capture_logs
 
-    from litegate.context import RequestInfo, current_request
-    from litegate.logging import add_request_context
+    from litegate.log_config import add_request_context
+    from litegate.request import RequestInfo, current_request
     from litegate.snapshot import KeySpec, Snapshot
 
     async def handler(n: int) -> None:

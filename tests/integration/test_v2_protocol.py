@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from urllib.request import Request, urlopen
 from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 import numpy as np
 import pytest
@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2 import V2App
+from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2 import V2App
+from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,

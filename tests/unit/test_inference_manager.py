@@ -236,7 +236,7 @@ def test_onnxruntime_is_not_imported_until_a_model_is_needed() -> None:
         "from prometheus_client import CollectorRegistry\n"
         "from litegate.settings import Settings\n"
         "from litegate.inference.manager import ModelManager\n"
-        "from litegate.inference.v2 import V2App\n"
+        "from litegate.inference.v2_server import V2App\n"
         "m = ModelManager(Settings(), CollectorRegistry())\n"
         "V2App(type('G', (), {'models': m})())\n"
         "m.status()\n"

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2 import V2App
+from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import fake_gateway, model_spec, settings, snapshot
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference
 

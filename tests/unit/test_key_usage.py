@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litegate.key_usage import KeyUsage
+from litegate.policies.key_usage import KeyUsage
 
 T0 = 1_800_000_000 // 3600 * 3600
 

@@ -10,8 +10,8 @@ from limits.aio.strategies import STRATEGIES
 from limits.storage import storage_from_string
 
 from litegate.errors import RateLimited
-from litegate.limit_storage import LocalStorage
-from litegate.limiting import Limiter, _check
+from litegate.policies.limit_storage import LocalStorage
+from litegate.policies.limiting import Limiter, _check
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

@@ -8,13 +8,13 @@ import time
 import pytest
 from limits import parse_many
 
-from litegate.caching import ResponseCache, cache_key
 from litegate.errors import ServiceUnavailable
-from litegate.middleware.routing import choose_variant
+from litegate.middleware.ab_routing import choose_variant
+from litegate.policies.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from litegate.policies.caching import ResponseCache, cache_key
 from litegate.services.schema import ValidationFailed, parse_document
 from litegate.settings import Settings
 from litegate.snapshot import RouteSpec, UpstreamSpec, VariantSpec
-from litegate.upstreams.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 UP = UpstreamSpec("u", "openai", "http://x", None, 1, 1, 0)
 
@@ -140,7 +140,7 @@ def test_settings_precedence(monkeypatch, tmp_path):
 def test_fast_timestamper_matches_iso_utc():
     from datetime import datetime
 
-    from litegate.logging import FastTimeStamper
+    from litegate.log_config import FastTimeStamper
 
     stamp = FastTimeStamper()
     for _ in range(3):
@@ -151,7 +151,7 @@ def test_fast_timestamper_matches_iso_utc():
 
 
 def test_dashboard_stats_keep_a_bounded_number_of_series():
-    from litegate.stats import Stats
+    from litegate.policies.stats import Stats
 
     stats = Stats(max_series=50)
     for i in range(500):

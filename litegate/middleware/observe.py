@@ -7,7 +7,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, Scope, Send, configured_name, get_info
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.request import configured_name, get_info
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway

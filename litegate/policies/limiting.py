@@ -15,7 +15,7 @@ from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimite
 from limits.storage import storage_from_string
 
 from litegate.errors import RateLimited, ServiceUnavailable
-from litegate.limit_storage import LocalStorage  # also registers async+local://
+from litegate.policies.limit_storage import LocalStorage  # also registers async+local://
 from litegate.snapshot import KeySpec, RouteSpec
 
 log = structlog.get_logger("litegate.limits")

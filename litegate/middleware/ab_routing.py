@@ -11,7 +11,8 @@ import zlib
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
-from litegate.context import ASGIApp, Receive, RequestInfo, Scope, Send, get_info, header
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.request import RequestInfo, get_info, header
 from litegate.snapshot import RouteSpec, VariantSpec
 
 if TYPE_CHECKING:

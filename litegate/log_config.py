@@ -18,7 +18,7 @@ from typing import IO, Any
 import msgspec
 import structlog
 
-from litegate.context import current_request
+from litegate.request import current_request
 
 FLUSH_INTERVAL_S = 0.2
 _encode = msgspec.json.Encoder().encode

@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from litegate.key_usage import KeyUsage
+from litegate.policies.key_usage import KeyUsage
 
 # Latency histogram edges in ms (log-ish); the last bucket is open-ended.
 EDGES_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)

@@ -20,17 +20,15 @@ from typing import Any
 import msgspec
 import structlog
 
-from litegate.context import read_body
+from litegate.asgi_types import Receive, Scope, Send
 from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 from litegate.inference.stats import VersionStats
+from litegate.request import read_body
 from litegate.responses import send_response
 
 log = structlog.get_logger("litegate.inference")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _encode = msgspec.json.Encoder().encode
 _MODEL = re.compile(

@@ -179,7 +179,7 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
         current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
         return previous, previous_ttl, current, current_ttl
 
-    # -- synchronous fast path used by litegate.limiting.Limiter ---------------
+    # -- synchronous fast path used by litegate.policies.limiting.Limiter ---------------
 
     def hit_now(self, strategy: str, key: str, amount: int, expiry: int) -> tuple[bool, int, float]:
         """Count one hit and return ``(allowed, remaining, reset_at)`` in one step,

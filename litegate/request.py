@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from litegate.asgi_types import Message, Receive, Scope
 from litegate.errors import BadRequest, PayloadTooLarge
 from litegate.jsonbody import parse_json
 
 if TYPE_CHECKING:
     from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "litegate"
 OPENAI_BODY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})

@@ -11,18 +11,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from litegate.context import (
-    SCOPE_KEY,
-    ASGIApp,
-    Message,
-    Receive,
-    RequestInfo,
-    Scope,
-    Send,
-    current_request,
-)
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import LitegateError, send_error
-from litegate.logging import access_logger
+from litegate.log_config import access_logger
+from litegate.request import SCOPE_KEY, RequestInfo, current_request
 
 if TYPE_CHECKING:
     from litegate.gateway import Gateway

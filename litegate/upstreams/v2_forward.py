@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from litegate.context import ASGIApp, Receive, Scope, Send, get_info, read_body
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import BadRequest, LitegateError, NotFound, UpstreamError, send_error
+from litegate.request import get_info, read_body
 from litegate.responses import send_response
 from litegate.upstreams.client import forward_headers, response_headers
 
