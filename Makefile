@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test bench bench-inference clean
+.PHONY: install system-deps run test typecheck bench bench-inference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ system-deps:
 run: install
 	$(VENV)/bin/litegate serve --demo --host $(HOST) --port $(PORT)
 
-test: system-deps install
+test: system-deps install typecheck
 	$(PY) -m pytest -q
+
+# The core is checked strictly, the console at mypy's default level.
+typecheck: install
+	$(PY) -m mypy --strict litegate
+	$(PY) -m mypy admin
 
 bench: install
 	$(PY) bench/proxy.py
