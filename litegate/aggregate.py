@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
-from litegate.asgi_types import Message, Receive, Scope, Send
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import BadRequest, LitegateError, error_body
 from litegate.jsonbody import parse_json
-from litegate.middleware.ab_routing import ABRoutingMiddleware
-from litegate.middleware.cache import CacheMiddleware
-from litegate.middleware.limits import RateLimitMiddleware
-from litegate.proxy import OpenAIProxy, send_json
+from litegate.proxy import send_json
 from litegate.request import SCOPE_KEY, RequestInfo, get_info, read_body
-
-if TYPE_CHECKING:
-    from litegate.gateway import Gateway
 
 MAX_BRANCHES = 16
 MAX_TIMEOUT_S = 300.0
@@ -36,15 +30,12 @@ class AggregateRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AggregateHandler:
-    def __init__(self, gateway: Gateway, proxy: OpenAIProxy) -> None:
-        self.gateway = gateway
-        self.max_body = gateway.settings.max_body_bytes
-        # Each branch is a request for the key's limits and quotas (the fan-out itself
-        # is not counted), so a fan-out never multiplies what a key may do.
-        self.branch_app = RateLimitMiddleware(
-            CacheMiddleware(ABRoutingMiddleware(proxy, gateway=gateway), gateway=gateway),
-            gateway=gateway,
-        )
+    def __init__(self, *, branch_app: ASGIApp, max_body_bytes: int) -> None:
+        self.branch_app = branch_app
+        """The same route resolution, limits, cache, A/B and metrics as a direct request
+        (``Gateway.build_stack(..., branch=True)``): each branch is a request for the
+        key's limits and quotas, so a fan-out never multiplies what a key may do."""
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -52,7 +43,7 @@ class AggregateHandler:
         info = get_info(scope)
         if info is None or info.key is None:
             raise RuntimeError("AggregateHandler runs behind the context and auth middleware")
-        body = info.body if info.body is not None else await read_body(scope, receive, self.max_body)
+        body = info.body if info.body is not None else await read_body(scope, receive, self.max_body_bytes)
         try:
             req = msgspec.convert(
                 parse_json(body, what="aggregate request", code="invalid_request"), AggregateRequest
@@ -99,19 +90,11 @@ class AggregateHandler:
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = sub.status = message["status"]
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
         try:
-            sub.route_name = route
-            sub.json = payload
-            sub.body = body
-            sub.route = parent.snapshot.routes.get(route)
-            sub._route_resolved = True
-            # Unknown routes go through the limits and are answered 404 by the proxy.
-            if sub.route is not None and not parent.key.allows(route):  # type: ignore[union-attr]
-                raise _branch_error(403, f"This API key may not use '{route}'", "forbidden")
             await asyncio.wait_for(self.branch_app(sub_scope, receive, capture), req.timeout_s)
             result["status"] = status
             raw = b"".join(chunks)
@@ -129,15 +112,4 @@ class AggregateHandler:
         result["variant"] = sub.variant.name if sub.variant else None
         result["cache"] = sub.cache
         result["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
-        parent.tokens += sub.tokens
-        m = self.gateway.metrics
-        label = route if sub.route is not None else "-"  # never a client's text
-        m.requests.labels(label, result["variant"] or "-", str(result["status"])).inc()
         return result
-
-
-def _branch_error(status: int, message: str, code: str) -> LitegateError:
-    exc = LitegateError(message, code=code)
-    exc.status_code = status
-    exc.type = "invalid_request_error" if status == 404 else "permission_error"
-    return exc

@@ -39,7 +39,7 @@ class LitegateMiddleware:
         self.health_paths = HEALTH_PATHS if health else frozenset()
         self.inference = self.gateway.inference_app()
         self.protected_host = (
-            self.gateway.wrap(app, public_prefixes=public_paths) if protect_host_routes else app
+            self.gateway.build_stack(app, public_prefixes=public_paths) if protect_host_routes else app
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

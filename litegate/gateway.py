@@ -20,9 +20,10 @@ from litegate.middleware import (
     ABRoutingMiddleware,
     AuthMiddleware,
     CacheMiddleware,
-    MetricsMiddleware,
+    ObserveMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
+    RouteResolutionMiddleware,
 )
 from litegate.ops.runtime_metrics import register_runtime
 from litegate.policies.caching import RedisResponseCache, ResponseCache
@@ -246,33 +247,47 @@ class Gateway:
 
     # -- ASGI ----------------------------------------------------------------
 
-    def wrap(self, app: ASGIApp, *, public_prefixes: tuple[str, ...] = ()) -> ASGIApp:
-        """The policy stack around ``app``, outermost first as SPEC.md orders it."""
-        inner: ASGIApp = ABRoutingMiddleware(app, gateway=self)
-        inner = CacheMiddleware(inner, gateway=self)
-        inner = RateLimitMiddleware(inner, gateway=self)
-        inner = AuthMiddleware(inner, gateway=self, exclude_prefixes=public_prefixes)
-        inner = MetricsMiddleware(inner, gateway=self)
-        return RequestContextMiddleware(inner, gateway=self)
+    def build_stack(
+        self, app: ASGIApp, *, public_prefixes: tuple[str, ...] = (), branch: bool = False
+    ) -> ASGIApp:
+        """The policy stack around ``app``, outermost first (docs/architecture.md); every
+        mount mode uses it. ``branch=True`` is an aggregate branch: the parent request
+        already has its context (error boundary) and its authenticated key."""
+        s = self.settings
+        inner: ASGIApp = ABRoutingMiddleware(app)
+        inner = CacheMiddleware(inner, cache=self.cache, cache_streams=s.cache_streams)
+        inner = RateLimitMiddleware(inner, limiter=self.limiter)
+        inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes)
+        if not branch:
+            inner = AuthMiddleware(
+                inner, on_key_use=self.note_key_use, exclude_prefixes=public_prefixes
+            )
+        inner = ObserveMiddleware(inner, metrics=self.metrics, stats=self.stats)
+        if branch:
+            return inner
+        return RequestContextMiddleware(inner, snapshots=self.snapshots, access_log=s.access_log)
 
     def inference_app(self) -> ASGIApp:
         """``/v1`` and ``/v2`` behind the full policy stack."""
         from litegate.aggregate import AggregateHandler
         from litegate.proxy import OpenAIProxy
 
-        v1 = OpenAIProxy(self)
-        aggregate = AggregateHandler(self, v1)
+        s = self.settings
+        v1 = OpenAIProxy(client=self.http, metrics=self.metrics, models=lambda: self.models)
+        aggregate = AggregateHandler(
+            branch_app=self.build_stack(v1, branch=True), max_body_bytes=s.max_body_bytes
+        )
         v2: ASGIApp | None = None
-        gateway = self
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
             nonlocal v2
             if scope["path"].startswith("/v2"):
-                if v2 is None:
+                if v2 is None:  # onnxruntime and the v2 codec load with the first v2 call
                     from litegate.inference.v2_server import V2App
                     from litegate.upstreams.v2_forward import V2Router
 
-                    v2 = V2Router(gateway, V2App(gateway))
+                    v2 = V2Router(V2App(self), client=self.http,
+                                  max_body_bytes=s.max_infer_body_bytes)
                 await v2(scope, receive, send)
             elif scope["path"] == "/v1/aggregate":
                 await aggregate(scope, receive, send)
@@ -281,6 +296,4 @@ class Gateway:
             else:
                 raise NotFound(f"Unknown endpoint {scope['method']} {scope['path']}")
 
-        return self.wrap(dispatch)
-
-
+        return self.build_stack(dispatch)

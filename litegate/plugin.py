@@ -31,7 +31,7 @@ class ProtectMiddleware:
         self.app = app
         self.prefixes = prefixes
         self.starter = starter
-        self.protected = gateway.wrap(app)
+        self.protected = gateway.build_stack(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -26,14 +26,15 @@ from litegate.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from litegate.middleware.ab_routing import choose_variant, sticky_value
-from litegate.request import OPENAI_BODY_PATHS, RequestInfo, get_info, resolve_route
+from litegate.policies.metrics import Metrics
+from litegate.policies.variants import choose_variant
+from litegate.request import OPENAI_BODY_PATHS, RequestInfo, get_info, sticky_value
 from litegate.responses import send_response
 from litegate.snapshot import KeySpec, RouteSpec, VariantSpec
-from litegate.upstreams.client import forward_headers, response_headers
+from litegate.upstreams.client import UpstreamClient, forward_headers, response_headers
 
 if TYPE_CHECKING:
-    from litegate.gateway import Gateway
+    from litegate.inference.manager import ModelManager
 
 log = structlog.get_logger("litegate.proxy")
 _encode = msgspec.json.encode
@@ -73,10 +74,13 @@ async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[b
 
 
 class OpenAIProxy:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.client = gateway.http
-        self.max_body = gateway.settings.max_body_bytes
+    def __init__(
+        self, *, client: UpstreamClient, metrics: Metrics, models: Callable[[], ModelManager]
+    ) -> None:
+        self.client = client
+        self.metrics = metrics
+        self.models = models
+        """The ONNX model manager, created (and onnxruntime imported) on first use."""
         self._shadows: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,15 +95,12 @@ class OpenAIProxy:
             raise NotFound(f"Unknown endpoint {method} {path}", code="unknown_url")
         if method != "POST":
             raise BadRequest(f"{path} accepts POST only", code="method_not_allowed")
-        info = get_info(scope)
-        if info is None:
-            raise RuntimeError("OpenAIProxy needs RequestContextMiddleware outside it")
-        receive = await resolve_route(scope, receive, info, self.max_body)
+        info = _info(scope)
         route = info.route
         if route is None:
             raise NotFound(f"The model '{info.route_name}' does not exist", code="model_not_found")
-        variant = info.variant or choose_variant(route, sticky_value(scope, info, route))
-        info.variant = variant
+        variant = info.variant
+        assert variant is not None  # chosen by the A/B routing middleware
         shadow = route.shadow
         if shadow is not None and shadow is not variant and not info.stream:
             self._mirror(scope, info, shadow, path)
@@ -148,12 +149,11 @@ class OpenAIProxy:
         except LitegateError as exc:
             status = str(exc.status_code)
         finally:
-            self.gateway.metrics.shadow.labels(route, variant.name, status).inc()
+            self.metrics.shadow.labels(route, variant.name, status).inc()
 
     def _visible_routes(self, scope: Scope) -> tuple[Mapping[str, RouteSpec], KeySpec | None]:
-        info = get_info(scope)
-        snapshot = info.snapshot if info else self.gateway.snapshots.current
-        return snapshot.routes, info.key if info else None
+        info = _info(scope)
+        return info.snapshot.routes, info.key
 
     async def _list_models(self, scope: Scope, send: Send) -> None:
         routes, key = self._visible_routes(scope)
@@ -256,7 +256,7 @@ class OpenAIProxy:
                 if not disconnected:
                     info.stream_error = True
                     kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "read"
-                    self.gateway.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
+                    self.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
                     log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
                     event = {
                         "error": {
@@ -300,7 +300,7 @@ class OpenAIProxy:
         if dimensions is not None and (type(dimensions) is not int or dimensions < 1):
             raise BadRequest("'dimensions' must be a positive integer", code="invalid_dimensions")
         t0 = time.perf_counter()
-        vectors, prompt_tokens = await self.gateway.models.embed(variant.model, inputs)
+        vectors, prompt_tokens = await self.models().embed(variant.model, inputs)
         info.upstream_s += time.perf_counter() - t0
         if dimensions is not None and vectors and len(vectors[0]) != dimensions:
             raise BadRequest(
@@ -330,6 +330,13 @@ class OpenAIProxy:
                 "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
             },
         )
+
+
+def _info(scope: Scope) -> RequestInfo:
+    info = get_info(scope)
+    if info is None:
+        raise RuntimeError("OpenAIProxy runs behind the request-context middleware")
+    return info
 
 
 def _embedding_inputs(raw: Any) -> list[str] | list[list[int]]:

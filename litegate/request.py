@@ -36,7 +36,6 @@ class RequestInfo:
         "prompt_tokens",
         "stream_error",
         "extra_headers",
-        "_route_resolved",
     )
 
     def __init__(self, request_id: str, started: float, snapshot: Snapshot) -> None:
@@ -57,7 +56,6 @@ class RequestInfo:
         self.prompt_tokens = 0
         self.stream_error = False
         self.extra_headers: list[tuple[bytes, bytes]] = []
-        self._route_resolved = False
 
 
 # The request being served by the current task; read by the logging processor
@@ -81,7 +79,16 @@ def configured_name(info: RequestInfo) -> str | None:
 def header(scope: Scope, name: bytes) -> bytes | None:
     for k, v in scope["headers"]:
         if k == name:
-            return v
+            return bytes(v)
+    return None
+
+
+def sticky_value(scope: Scope, info: RequestInfo, route: RouteSpec) -> bytes | None:
+    """What keeps a client on one variant of ``route``: its key, a header, or nothing."""
+    if route.sticky == "key" and info.key is not None:
+        return str(info.key.id).encode()
+    if route.sticky == "header" and route.sticky_header is not None:
+        return header(scope, route.sticky_header)
     return None
 
 
@@ -127,13 +134,11 @@ async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
 async def resolve_route(
     scope: Scope, receive: Receive, info: RequestInfo, max_bytes: int
 ) -> Receive:
-    """Find which route a request is for (once), reading the body when it names it.
+    """Find which route a request is for, reading the body when it names it; called once
+    per request, by the route-resolution middleware.
 
     Returns the ``receive`` that the inner app must use (the body replayed).
     """
-    if info._route_resolved:
-        return receive  # an outer layer already replays the body it read
-    info._route_resolved = True
     path: str = scope["path"]
     if scope["method"] == "POST" and path in OPENAI_BODY_PATHS:
         body = await read_body(scope, receive, max_bytes)

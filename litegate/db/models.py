@@ -23,6 +23,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
+MAX_ROW_ID = 2**31 - 1
+"""Ids are ``Integer`` columns (32-bit on PostgreSQL): larger values cannot exist."""
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 

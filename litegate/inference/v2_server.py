@@ -1,10 +1,11 @@
 """Open Inference Protocol v2 (KServe / Triton REST) as one pure-ASGI app.
 
-Mounted by the gateway behind auth, limits, cache and metrics; it only needs
-``gateway.models`` (a :class:`~litegate.inference.manager.ModelManager`). The body may
-already have been read by the gateway (``scope["litegate"].body``); otherwise it is
-read from ``receive``. Every error is a typed :class:`LitegateError` rendered by
-:func:`litegate.errors.send_error` as ``{"error": "..."}``.
+Mounted by the gateway behind request context, auth, limits, cache and metrics; it
+takes only a provider of the :class:`~litegate.inference.manager.ModelManager` (created
+lazily by the gateway) and its body and response bounds. The body may already have been
+read by the gateway (``RequestInfo.body``); otherwise it is read from ``receive``. Every
+failure is raised as a typed :class:`LitegateError` (or propagates as it is): the
+request-context middleware renders it, as ``{"error": "..."}`` on ``/v2`` paths.
 """
 
 from __future__ import annotations
@@ -14,22 +15,22 @@ import contextlib
 import functools
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-import structlog
 
 from litegate.asgi_types import Receive, Scope, Send
-from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound, send_error
+from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 from litegate.inference.stats import VersionStats
-from litegate.request import read_body
+from litegate.request import get_info, read_body
 from litegate.responses import send_response
 
-log = structlog.get_logger("litegate.inference")
+if TYPE_CHECKING:
+    from litegate.inference.manager import ModelManager
 
-
+T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
 _MODEL = re.compile(
     r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
@@ -38,6 +39,7 @@ _MODEL = re.compile(
 _REPO = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unload)/?$")
 OFF_LOOP_ELEMENTS = 65536
 """Responses with more output elements than this are encoded on a worker thread."""
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 class MethodNotAllowed(LitegateError):
@@ -48,22 +50,23 @@ class MethodNotAllowed(LitegateError):
     code = "method_not_allowed"
 
 
-class InternalError(LitegateError):
-    """Internal error."""
-
-
-def _is_admin(scope: Scope) -> bool:
-    ctx = scope.get("litegate")
-    key = getattr(ctx, "api_key", None) or getattr(ctx, "key", None)
-    return bool(getattr(key, "is_admin", False) or getattr(ctx, "is_admin", False))
+def is_admin(scope: Scope) -> bool:
+    """The request's API key (set by the auth middleware) is an admin key."""
+    info = get_info(scope)
+    return info is not None and info.key is not None and info.key.is_admin
 
 
 class V2App:
     """``/v2/...`` endpoints. Shared by all requests: no per-request state on ``self``."""
 
-    def __init__(self, gateway: Any, *, server_name: str = "litegate",
-                 allow_repository: Callable[[Scope], bool] = _is_admin) -> None:
-        self.gateway = gateway
+    def __init__(self, models: Callable[[], ModelManager], *,
+                 max_body_bytes: int = DEFAULT_MAX_BYTES,
+                 max_response_bytes: int = DEFAULT_MAX_BYTES,
+                 server_name: str = "litegate",
+                 allow_repository: Callable[[Scope], bool] = is_admin) -> None:
+        self.models = models
+        self.max_body_bytes = max_body_bytes or DEFAULT_MAX_BYTES
+        self.max_response_bytes = max_response_bytes or DEFAULT_MAX_BYTES
         self.server_name = server_name
         self.allow_repository = allow_repository
         self._server_metadata = _encode({
@@ -76,25 +79,19 @@ class V2App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        path = scope["path"]
+        path: str = scope["path"]
         if not path.startswith("/v2"):
             path = scope.get("root_path", "") + path
-        try:
-            await self._dispatch(scope, receive, send, path, scope["method"])
-        except LitegateError as exc:
-            await send_error(send, exc, path=path)
-        except Exception:
-            log.exception("v2_unhandled_error", path=path)
-            await send_error(send, InternalError("internal error while serving the request"),
-                             path=path)
+        await self._dispatch(scope, receive, send, path, scope["method"])
 
-    @property
-    def manager(self) -> Any:
-        manager = self.gateway.models
+    def _manager(self, scope: Scope) -> ModelManager:
+        """The manager, following the request's snapshot if it has none yet (it was
+        created by this request: no model was configured when the gateway started)."""
+        manager = self.models()
         if manager.current_snapshot is None:
-            snapshots = getattr(self.gateway, "snapshots", None)
-            if snapshots is not None:
-                manager.on_snapshot(snapshots.current)
+            info = get_info(scope)
+            if info is not None:
+                manager.on_snapshot(info.snapshot)
         return manager
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, path: str,
@@ -107,26 +104,28 @@ class V2App:
             return await _respond(send, 200, b"")
         if path == "/v2/health/ready":
             _expect(method, "GET")
-            ready = self.manager.ready()
+            ready = self._manager(scope).ready()
             return await _respond(send, 200 if ready else 503, b"")
         if path.rstrip("/") == "/v2/models/stats":
             _expect(method, "GET")
-            return await _respond(send, 200, _encode(self._stats(None, None)))
+            return await _respond(send, 200, _encode(_stats(self._manager(scope), None, None)))
         match = _MODEL.match(path)
         if match:
-            return await self._model(scope, receive, send, method, **match.groupdict())
+            return await self._model(scope, receive, send, method, match["model"],
+                                     match["version"], match["action"])
         if path.rstrip("/") == "/v2/repository/index":
             _expect(method, "POST")
             self._guard(scope)
-            return await _respond(send, 200, _encode(self._index()))
+            return await _respond(send, 200, _encode(_index(self._manager(scope))))
         match = _REPO.match(path)
         if match:
             _expect(method, "POST")
             self._guard(scope)
+            manager = self._manager(scope)
             if match["action"] == "load":
-                await self.manager.load(match["model"])
+                await manager.load(match["model"])
             else:
-                await self.manager.unload(match["model"])
+                await manager.unload(match["model"])
             return await _respond(send, 200, b"")
         raise NotFound(f"no such endpoint: {path}")
 
@@ -136,14 +135,14 @@ class V2App:
 
     async def _model(self, scope: Scope, receive: Receive, send: Send, method: str,
                      model: str, version: str | None, action: str | None) -> None:
-        manager = self.manager
+        manager = self._manager(scope)
         spec, resolved = manager.resolve(model, version)
         if action == "infer":
             _expect(method, "POST")
-            return await self._infer(scope, receive, send, model, version, resolved)
+            return await self._infer(scope, receive, send, manager, model, resolved)
         _expect(method, "GET")
         if action == "ready":
-            ready = manager.is_loaded(model, resolved) or not getattr(spec, "hot", False)
+            ready = manager.is_loaded(model, resolved) or not spec.hot
             return await _respond(send, 200 if ready else 503, b"")
         signature = spec.versions[resolved].signature or {}
         if action == "config":
@@ -157,7 +156,7 @@ class V2App:
             }))
         if action == "stats":
             return await _respond(send, 200, _encode(
-                self._stats(model, resolved if version is not None else None)))
+                _stats(manager, model, resolved if version is not None else None)))
         loaded = manager.loaded(model, resolved)
         return await _respond(send, 200, _encode({
             "name": model,
@@ -175,12 +174,9 @@ class V2App:
             },
         }))
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send, model: str,
-                     version: str | None, resolved: str) -> None:
-        settings = getattr(self.gateway, "settings", None)
-        limit = int(getattr(settings, "max_infer_body_bytes", 0) or 64 * 1024 * 1024)
-        max_response = int(getattr(settings, "max_infer_response_bytes", 0) or 64 * 1024 * 1024)
-        body = await _read_body(scope, receive, limit)
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, manager: ModelManager,
+                     model: str, resolved: str) -> None:
+        body = await _read_body(scope, receive, self.max_body_bytes)
         header_length = None
         for name, value in scope.get("headers", ()):
             if name.lower() == HEADER_LENGTH.encode():
@@ -192,7 +188,7 @@ class V2App:
         started = time.perf_counter()
         request = decode_request(body, header_length)
         decoded = time.perf_counter()
-        result = await _unless_disconnected(receive, self.manager.infer(
+        result = await _unless_disconnected(receive, manager.infer(
             model, request.inputs, version=resolved,
             outputs=[o.name for o in request.outputs] or None))
         if result is None:
@@ -201,40 +197,40 @@ class V2App:
         encode = functools.partial(
             encode_response, model=result.model, version=result.version, request_id=request.id,
             outputs=result.outputs, requested=request.outputs,
-            binary_output=request.binary_output, max_bytes=max_response)
+            binary_output=request.binary_output, max_bytes=self.max_response_bytes)
         if sum(a.size for a in result.outputs.values()) > OFF_LOOP_ELEMENTS:
             payload, headers = await asyncio.to_thread(encode)  # keep the loop responsive
         else:
             payload, headers = encode()
-        stats = self.manager.stats.setdefault((result.model, result.version), VersionStats())
+        stats = manager.stats.setdefault((result.model, result.version), VersionStats())
         stats.compute_input.add(decoded - started)
         stats.compute_output.add(time.perf_counter() - encode_started)
         await _respond(send, 200, payload, headers)
 
-    def _stats(self, model: str | None, version: str | None) -> dict[str, Any]:
-        manager = self.manager
-        rows = []
-        for name, spec in manager.snapshot.models.items():
-            if model is not None and name != model:
-                continue
-            for v in spec.versions:
-                if version is None or v == version:
-                    stats = manager.stats.get((name, v)) or VersionStats()
-                    rows.append(stats.to_dict(name, v))
-        return {"model_stats": rows}
 
-    def _index(self) -> list[dict[str, Any]]:
-        manager = self.manager
-        rows = []
-        for name, spec in manager.snapshot.models.items():
-            for v in spec.versions:
-                rows.append({
-                    "name": name,
-                    "version": v,
-                    "state": "READY" if manager.is_loaded(name, v) else "UNAVAILABLE",
-                    "reason": "" if v == spec.active_version else "inactive version",
-                })
-        return rows
+def _stats(manager: ModelManager, model: str | None, version: str | None) -> dict[str, Any]:
+    rows = []
+    for name, spec in manager.snapshot.models.items():
+        if model is not None and name != model:
+            continue
+        for v in spec.versions:
+            if version is None or v == version:
+                stats = manager.stats.get((name, v)) or VersionStats()
+                rows.append(stats.to_dict(name, v))
+    return {"model_stats": rows}
+
+
+def _index(manager: ModelManager) -> list[dict[str, str]]:
+    rows = []
+    for name, spec in manager.snapshot.models.items():
+        for v in spec.versions:
+            rows.append({
+                "name": name,
+                "version": v,
+                "state": "READY" if manager.is_loaded(name, v) else "UNAVAILABLE",
+                "reason": "" if v == spec.active_version else "inactive version",
+            })
+    return rows
 
 
 def _version() -> str:
@@ -246,7 +242,7 @@ def _version() -> str:
         return "0"
 
 
-def _config_tensor(t: dict[str, Any]) -> dict[str, Any]:
+def _config_tensor(t: Mapping[str, Any]) -> dict[str, Any]:
     datatype = str(t["datatype"])
     return {"name": t["name"], "data_type": "TYPE_" + ("STRING" if datatype == "BYTES" else datatype),
             "dims": t["shape"]}
@@ -258,14 +254,13 @@ def _expect(method: str, allowed: str) -> None:
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    ctx = scope.get("litegate")
-    body = getattr(ctx, "body", None)
-    if body is not None:
-        return bytes(body)
+    info = get_info(scope)
+    if info is not None and info.body is not None:
+        return info.body  # already read (and bounded) by the gateway
     return await read_body(scope, receive, limit)  # 413 past the limit, never unbounded
 
 
-async def _unless_disconnected(receive: Receive, work: Awaitable[Any]) -> Any:
+async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
     """``await work``, cancelling it (None) if the client disconnects first."""
     task = asyncio.ensure_future(work)
 

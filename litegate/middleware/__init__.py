@@ -1,21 +1,25 @@
 """Pure-ASGI policy middleware, outermost first:
 
-context → metrics → auth → limits → cache → A/B routing → handler.
-Each takes ``(app, *, gateway)`` and passes non-HTTP scopes straight through.
+request context (error boundary) → observe (metrics, stats) → auth → route resolution
+(+ scope) → limits → cache → A/B routing → handler. Each takes ``(app, *, <the objects
+it uses>)`` and passes non-HTTP scopes straight through; ``Gateway.build_stack`` composes
+them (docs/architecture.md).
 """
 
 from litegate.middleware.ab_routing import ABRoutingMiddleware
 from litegate.middleware.auth import AuthMiddleware
 from litegate.middleware.cache import CacheMiddleware
 from litegate.middleware.limits import RateLimitMiddleware
-from litegate.middleware.observe import MetricsMiddleware
+from litegate.middleware.observe import ObserveMiddleware
 from litegate.middleware.request_context import RequestContextMiddleware
+from litegate.middleware.route_resolution import RouteResolutionMiddleware
 
 __all__ = [
     "ABRoutingMiddleware",
     "AuthMiddleware",
     "CacheMiddleware",
-    "MetricsMiddleware",
+    "ObserveMiddleware",
     "RateLimitMiddleware",
     "RequestContextMiddleware",
+    "RouteResolutionMiddleware",
 ]

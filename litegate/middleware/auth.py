@@ -1,22 +1,21 @@
 """API-key authentication: ``Authorization: Bearer <key>`` or ``X-API-Key``.
 
-401 for a missing, unknown, revoked or expired key; 403 for a route outside the key's scope.
+401 for a missing, unknown, revoked or expired key. Whether the key may use the route
+it asks for (403) is decided once the route is known (route resolution).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
-from litegate.errors import Forbidden, Unauthorized
-from litegate.request import configured_name, get_info, resolve_route
-
-if TYPE_CHECKING:
-    from litegate.gateway import Gateway
+from litegate.errors import Unauthorized
+from litegate.request import get_info
+from litegate.services.keys import hash_key
 
 PUBLIC_PATHS = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def extract_key(scope: Scope) -> str | None:
@@ -24,9 +23,9 @@ def extract_key(scope: Scope) -> str | None:
         if k == b"authorization":
             scheme, _, token = v.partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
-                return token.strip().decode("latin-1")
+                return str(token.strip().decode("latin-1"))
         elif k == b"x-api-key" and v:
-            return v.decode("latin-1")
+            return str(v.decode("latin-1"))
     return None
 
 
@@ -35,15 +34,14 @@ class AuthMiddleware:
         self,
         app: ASGIApp,
         *,
-        gateway: Gateway,
+        on_key_use: Callable[[int, float], None],
         public_paths: frozenset[str] = PUBLIC_PATHS,
         exclude_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
-        self.gateway = gateway
+        self.on_key_use = on_key_use
         self.public_paths = public_paths
         self.exclude_prefixes = exclude_prefixes
-        self.max_body = gateway.settings.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,18 +60,14 @@ class AuthMiddleware:
         if secret is None:
             raise Unauthorized(
                 "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-                headers={"WWW-Authenticate": "Bearer"},
+                headers=_CHALLENGE,
             )
-        key = info.snapshot.keys.get(hashlib.sha256(secret.encode()).hexdigest())
+        key = info.snapshot.keys.get(hash_key(secret))
         if key is None:
-            raise Unauthorized("Invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("Invalid or revoked API key", headers=_CHALLENGE)
         now = time.time()
         if key.expires_at is not None and key.expires_at <= now:
-            raise Unauthorized("API key expired", headers={"WWW-Authenticate": "Bearer"})
+            raise Unauthorized("API key expired", headers=_CHALLENGE)
         info.key = key
-        self.gateway.note_key_use(key.id, now)
-        receive = await resolve_route(scope, receive, info, self.max_body)
-        route_name = configured_name(info)  # unknown names: limits first, then 404
-        if route_name is not None and not key.allows(route_name):
-            raise Forbidden(f"This API key may not use '{route_name}'")
+        self.on_key_use(key.id, now)
         await self.app(scope, receive, send)

@@ -8,32 +8,28 @@ body is teed while it is forwarded, so the client is never held back.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
-from litegate.policies.caching import CachedResponse, cache_key
-from litegate.request import RequestInfo, get_info, header, resolve_route
+from litegate.policies.caching import CachedResponse, RedisResponseCache, ResponseCache, cache_key
+from litegate.request import RequestInfo, get_info, header
 from litegate.responses import send_response
-
-if TYPE_CHECKING:
-    from litegate.gateway import Gateway
 
 _SKIP_HEADERS = frozenset({b"content-length", b"x-cache", b"x-litegate-variant", b"date", b"server"})
 
 
 class CacheMiddleware:
-    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+    def __init__(
+        self, app: ASGIApp, *, cache: ResponseCache | RedisResponseCache, cache_streams: bool
+    ) -> None:
         self.app = app
-        self.cache = gateway.cache
-        self.cache_streams = gateway.settings.cache_streams
-        self.max_body = gateway.settings.max_body_bytes
+        self.cache = cache
+        self.cache_streams = cache_streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
         if info is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        receive = await resolve_route(scope, receive, info, self.max_body)
         route = info.route
         if route is None or not route.cache_ttl_s or info.json is None:
             await self.app(scope, receive, send)

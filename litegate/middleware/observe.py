@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.policies.metrics import Metrics
+from litegate.policies.stats import Stats
 from litegate.request import configured_name, get_info
 
-if TYPE_CHECKING:
-    from litegate.gateway import Gateway
 
-
-class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+class ObserveMiddleware:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, stats: Stats) -> None:
         self.app = app
-        self.metrics = gateway.metrics
-        self.stats = gateway.stats
+        self.metrics = metrics
+        self.stats = stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None

@@ -17,7 +17,7 @@ from litegate.log_config import access_logger
 from litegate.request import SCOPE_KEY, RequestInfo, current_request
 
 if TYPE_CHECKING:
-    from litegate.gateway import Gateway
+    from litegate.snapshot import SnapshotStore
 
 log = structlog.get_logger("litegate.request")
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
@@ -27,10 +27,10 @@ _ID_COUNTER = itertools.count(1)
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, *, snapshots: SnapshotStore, access_log: bool) -> None:
         self.app = app
-        self.gateway = gateway
-        self.access_log = access_logger() if gateway.settings.access_log else None
+        self.snapshots = snapshots
+        self.access_log = access_logger() if access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,7 +43,7 @@ class RequestContextMiddleware:
                 rid = v if _REQUEST_ID_RE.match(v) else None
                 break
         request_id = rid.decode() if rid else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
-        info = RequestInfo(request_id, started, self.gateway.snapshots.current)
+        info = RequestInfo(request_id, started, self.snapshots.current)
         scope[SCOPE_KEY] = info
         current_request.set(info)  # one contextvar per request; see add_request_context
         response_started = False

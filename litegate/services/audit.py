@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from litegate.db.models import AuditEntry, ConfigState, utcnow
@@ -63,3 +63,42 @@ async def bump_config_version(session: AsyncSession) -> int:
 async def current_config_version(session: AsyncSession | AsyncConnection) -> int:
     value = await session.scalar(select(ConfigState.version).where(ConfigState.id == 1))
     return int(value or 0)
+
+
+AUDIT_COLUMNS = {
+    "actor": AuditEntry.actor, "entity_type": AuditEntry.entity_type, "action": AuditEntry.action,
+}
+"""The columns the log can be filtered on by exact value."""
+
+
+def _audit_query(filters: dict[str, str], text: str) -> Select[tuple[AuditEntry]]:
+    stmt = select(AuditEntry)
+    for name, value in filters.items():
+        if value:
+            stmt = stmt.where(AUDIT_COLUMNS[name] == value)
+    if text:
+        stmt = stmt.where(or_(
+            AuditEntry.entity_name.contains(text, autoescape=True),
+            AuditEntry.actor.contains(text, autoescape=True),
+        ))
+    return stmt
+
+
+async def search_audit(
+    session: AsyncSession, *, filters: dict[str, str], text: str = "", offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[AuditEntry], int]:
+    """One page of entries, newest first, matching every non-empty filter (exact) and
+    ``text`` (in the entity name or actor), and how many match in all."""
+    stmt = _audit_query(filters, text)
+    total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
+    rows = await session.scalars(stmt.order_by(AuditEntry.id.desc()).offset(offset).limit(limit))
+    return list(rows), total
+
+
+async def audit_choices(session: AsyncSession, *, limit: int) -> dict[str, list[str]]:
+    """The distinct values of each filter column, the first ``limit`` of each."""
+    return {
+        name: list(await session.scalars(select(col).distinct().order_by(col).limit(limit)))
+        for name, col in AUDIT_COLUMNS.items()
+    }

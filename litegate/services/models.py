@@ -90,6 +90,10 @@ def _on_commit(session: AsyncSession, action: Any) -> None:
     event.listen(session.sync_session, "after_commit", lambda _s: action(), once=True)
 
 
+async def model_names(session: AsyncSession) -> list[str]:
+    return list(await session.scalars(select(Model.name).order_by(Model.name)))
+
+
 class ModelService:
     """Registry operations on one session (the caller owns the transaction)."""
 
@@ -198,8 +202,19 @@ class ModelService:
             model.history = [*(model.history or []), model.active_version][-HISTORY_LIMIT:]
         model.active_version = version
 
-    async def activate(self, name: str, version: str, *, actor: str) -> Model:
+    @staticmethod
+    def _check_row_version(model: Model, expected_version: int | None) -> None:
+        if expected_version is not None and expected_version != model.row_version:
+            raise Conflict(
+                f"model {model.name!r} was changed by someone else after you opened the page; "
+                "reload and try again"
+            )
+
+    async def activate(
+        self, name: str, version: str, *, actor: str, expected_version: int | None = None
+    ) -> Model:
         model = await self.get(name)
+        self._check_row_version(model, expected_version)
         if not any(v.version == version for v in model.versions):
             raise NotFound(f"model {name!r} has no version {version!r}")
         if model.active_version == version:
@@ -212,9 +227,12 @@ class ModelService:
         await bump_config_version(self.session)
         return model
 
-    async def rollback(self, name: str, *, actor: str) -> Model:
+    async def rollback(
+        self, name: str, *, actor: str, expected_version: int | None = None
+    ) -> Model:
         """Re-activate the previously active version (popped from ``history``)."""
         model = await self.get(name)
+        self._check_row_version(model, expected_version)
         existing = {v.version for v in model.versions}
         history = [v for v in (model.history or []) if v in existing and v != model.active_version]
         if not history:

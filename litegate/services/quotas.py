@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +38,39 @@ def quota_label(q: Quota) -> str:
 
 async def list_quotas(session: AsyncSession) -> list[Quota]:
     return list(await session.scalars(select(Quota).order_by(Quota.id)))
+
+
+async def route_level(session: AsyncSession) -> dict[int, list[Quota]]:
+    """Every route's own quotas (no key), by route id."""
+    rows = await session.scalars(
+        select(Quota).where(Quota.route_id.is_not(None), Quota.key_id.is_(None)).order_by(Quota.id)
+    )
+    return _group(rows, lambda q: q.route_id)
+
+
+async def of_keys(session: AsyncSession, key_ids: Iterable[int]) -> dict[int, list[Quota]]:
+    """The quotas of these keys (own and per route), by key id."""
+    rows = await session.scalars(
+        select(Quota).where(Quota.key_id.in_(list(key_ids))).order_by(Quota.id)
+    )
+    return _group(rows, lambda q: q.key_id)
+
+
+async def key_on_routes(session: AsyncSession, key_id: int) -> list[Quota]:
+    """A key's quotas on single routes (its own limits are ``keys.own_limits``)."""
+    rows = await session.scalars(
+        select(Quota).where(Quota.key_id == key_id, Quota.route_id.is_not(None)).order_by(Quota.id)
+    )
+    return list(rows)
+
+
+def _group(rows: Iterable[Quota], by: Callable[[Quota], int | None]) -> dict[int, list[Quota]]:
+    out: dict[int, list[Quota]] = {}
+    for q in rows:
+        owner = by(q)
+        if owner is not None:
+            out.setdefault(owner, []).append(q)
+    return out
 
 
 async def add_quota(

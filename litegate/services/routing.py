@@ -134,6 +134,13 @@ async def upsert_upstream(
     return u
 
 
+async def create_upstream(session: AsyncSession, data: UpstreamIn, *, actor: str) -> Upstream:
+    """A new upstream; a name already in use is refused (``upsert_upstream`` would update)."""
+    if await session.scalar(select(Upstream.id).where(Upstream.name == data.name)) is not None:
+        raise ValidationFailed([f"upstream.name: an upstream named {data.name!r} already exists"])
+    return await upsert_upstream(session, data, actor=actor)
+
+
 async def delete_upstream(session: AsyncSession, name: str, *, actor: str) -> None:
     u = await get_upstream(session, name)
     used = await session.scalar(
@@ -230,6 +237,17 @@ async def upsert_route(
         if bump:
             await bump_config_version(session)
     return r
+
+
+async def create_route(session: AsyncSession, data: RouteIn, *, actor: str) -> Route:
+    """A new route; a name already in use is refused (``upsert_route`` would update)."""
+    if await session.scalar(select(Route.id).where(Route.name == data.name)) is not None:
+        raise ValidationFailed([f"route.name: a route named {data.name!r} already exists"])
+    return await upsert_route(session, data, actor=actor)
+
+
+async def route_names(session: AsyncSession) -> list[str]:
+    return list(await session.scalars(select(Route.name).order_by(Route.name)))
 
 
 async def delete_route(session: AsyncSession, name: str, *, actor: str) -> None:

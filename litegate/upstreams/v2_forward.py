@@ -17,18 +17,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import aiohttp
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
-from litegate.errors import BadRequest, LitegateError, NotFound, UpstreamError, send_error
+from litegate.errors import BadRequest, NotFound, UpstreamError
 from litegate.request import get_info, read_body
 from litegate.responses import send_response
-from litegate.upstreams.client import forward_headers, response_headers
-
-if TYPE_CHECKING:
-    from litegate.gateway import Gateway
+from litegate.upstreams.client import UpstreamClient, forward_headers, response_headers
 
 PREFIX = "/v2/models/"
 # action -> the method it answers; "" is the model's metadata.
@@ -68,36 +64,29 @@ def parse_model_call(tail: str, method: str) -> ModelCall:
 
 
 class V2Router:
-    def __init__(self, gateway: Gateway, local: ASGIApp) -> None:
-        self.gateway = gateway
+    def __init__(self, local: ASGIApp, *, client: UpstreamClient, max_body_bytes: int) -> None:
         self.local = local
-        self.client = gateway.http
-        self.max_body = gateway.settings.max_infer_body_bytes
+        self.client = client
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope)
         variant = info.variant if info is not None else None
         path: str = scope["path"]
-        if variant is None or not path.startswith(PREFIX):
+        if info is None or variant is None or not path.startswith(PREFIX):
             await self.local(scope, receive, send)
             return
-        try:
-            _, _, tail = path[len(PREFIX):].partition("/")
-            call = parse_model_call(tail, scope["method"])
-            target = call.path_for(variant.model)
-            if variant.upstream.kind == "v2":
-                await self._forward(scope, receive, send, target)
-                return
-            if variant.upstream.kind != "onnx":
-                raise BadRequest(
-                    f"route {info.route_name!r} targets a {variant.upstream.kind!r} upstream; "  # type: ignore[union-attr]
-                    "use the /v1 API for it"
-                )
-        except LitegateError as exc:  # rendered in the v2 shape, {"error": "..."}
-            if info is not None and info.status:
-                raise
-            await send_error(send, exc, path=path)
+        _, _, tail = path[len(PREFIX):].partition("/")
+        call = parse_model_call(tail, scope["method"])
+        target = call.path_for(variant.model)
+        if variant.upstream.kind == "v2":
+            await self._forward(scope, receive, send, target)
             return
+        if variant.upstream.kind != "onnx":
+            raise BadRequest(
+                f"route {info.route_name!r} targets a {variant.upstream.kind!r} upstream; "
+                "use the /v1 API for it"
+            )
         await self.local({**scope, "path": target, "raw_path": target.encode()}, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str) -> None:
@@ -106,7 +95,7 @@ class V2Router:
         info = get_info(scope)
         assert info is not None and info.variant is not None
         upstream = info.variant.upstream
-        body = info.body if info.body is not None else await read_body(scope, receive, self.max_body)
+        body = info.body if info.body is not None else await read_body(scope, receive, self.max_body_bytes)
         headers = forward_headers(scope["headers"], upstream, info.request_id)
         started = time.perf_counter()
         resp = await self.client.open(
