@@ -27,10 +27,8 @@ log = structlog.get_logger("litegate.app")
 def admin_router(gateway: Gateway) -> Any | None:
     if not gateway.settings.admin_enabled:
         return None
-    try:
-        from litegate.admin import create_admin_router
-    except ImportError:  # the console is optional
-        return None
+    from litegate.admin import create_admin_router  # a broken console fails loudly
+
     return create_admin_router(gateway)
 
 

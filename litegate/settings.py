@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -18,7 +18,7 @@ class Settings:
     db: str | None = None
     """SQLAlchemy async URL; default ``sqlite+aiosqlite:///<home>/litegate.db``."""
     redis: str | None = None
-    """``redis://host:port/db`` — shared limits, cache and change notifications."""
+    """``redis://host:port/db`` — shared limits and cache (configuration changes travel by polling the database)."""
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -57,8 +57,6 @@ class Settings:
     max_connections: int = 2048
     """Open client connections per worker process; more are answered 503 and closed."""
 
-    upstream_timeout_s: float = 30.0
-    upstream_connect_timeout_s: float = 5.0
     breaker_failures: int = 5
     breaker_reset_s: float = 10.0
 
@@ -72,6 +70,8 @@ class Settings:
     """Comma-separated ORT providers, or ``auto`` (CUDA first when usable, then CPU)."""
     strict_providers: bool = False
     """Fail instead of falling back to CPU when a requested provider is unavailable."""
+    inference_workers: int = 0
+    """Threads for tokenizing and warm-up work; 0 means the number of CPUs (at least 2)."""
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     model_memory_mb: int = 0
@@ -100,7 +100,6 @@ class Settings:
     session_max_age_s: int = 8 * 3600
 
     demo: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def db_url(self) -> str:
@@ -118,8 +117,6 @@ class Settings:
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if f.name == "extra":
-                continue
             raw = os.environ.get(ENV_PREFIX + f.name.upper())
             if raw is not None:
                 values[f.name] = _coerce(hints[f.name], raw, f.name)

@@ -45,7 +45,7 @@ def _export_env(settings: Settings) -> None:
     """Worker processes rebuild Settings from the environment."""
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
-        if f.name == "extra" or value is None:
+        if value is None:
             continue
         os.environ[ENV_PREFIX + f.name.upper()] = str(value)
 

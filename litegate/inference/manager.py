@@ -87,7 +87,7 @@ class ModelManager:
         self._tokenizers: dict[tuple[str, int], Any] = {}
         self._warmup: asyncio.Task[None] | None = None
         self.load_count = 0
-        n = workers or int(getattr(settings, "extra", {}).get("inference_workers", 0) or 0)
+        n = workers or settings.inference_workers
         self.workers = n or max(2, os.cpu_count() or 2)
         # Tokenizers only; each loaded version runs on its own bounded executor.
         self._executor = ThreadPoolExecutor(max_workers=self.workers,
