@@ -286,8 +286,9 @@ class Gateway:
                     from litegate.inference.v2_server import V2App
                     from litegate.upstreams.v2_forward import V2Router
 
-                    v2 = V2Router(V2App(self), client=self.http,
-                                  max_body_bytes=s.max_infer_body_bytes)
+                    v2 = V2Router(V2App(lambda: self.models, max_body_bytes=s.max_infer_body_bytes,
+                                        max_response_bytes=s.max_infer_response_bytes),
+                                  client=self.http, max_body_bytes=s.max_infer_body_bytes)
                 await v2(scope, receive, send)
             elif scope["path"] == "/v1/aggregate":
                 await aggregate(scope, receive, send)
