@@ -25,7 +25,7 @@ from litegate.middleware import (
     RequestContextMiddleware,
     RouteResolutionMiddleware,
 )
-from litegate.ops.runtime_metrics import register_runtime
+from litegate.policies.runtime_metrics import register_runtime
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics

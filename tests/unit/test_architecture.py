@@ -1,0 +1,123 @@
+"""The layering in docs/architecture.md, checked on the real import graph: every import
+counts (inside functions and ``TYPE_CHECKING`` blocks too), and no cycle is allowed."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = {"litegate": ROOT / "litegate", "litegate.admin": ROOT / "admin",
+            "litegate.migrations": ROOT / "migrations"}
+HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.upstreams", "litegate.inference")
+SHELLS = ("litegate.app", "litegate.asgi", "litegate.mount", "litegate.plugin",
+          "litegate.health", "litegate.openapi", "litegate.demo", "litegate.cli",
+          "litegate.admin", "litegate.ops")
+ASGI = ("litegate.asgi_types", "litegate.request", "litegate.responses")
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for package, root in PACKAGES.items():
+        for path in root.rglob("*.py"):
+            parts = [p for p in path.relative_to(root).with_suffix("").parts if p != "__init__"]
+            mods[".".join([package, *parts])] = path
+    return mods
+
+
+MODULES = _modules()
+
+
+def _owner(name: str) -> str | None:
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package
+                for _ in range(node.level - 1):
+                    anchor = anchor.rpartition(".")[0]
+                base = anchor + ("." + node.module if node.module else "")
+            targets = [base + "." + a.name for a in node.names]
+        else:
+            continue
+        for target in targets:
+            owner = _owner(target)
+            if owner is not None and owner != name:
+                found.add(owner)
+    return found
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _in(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_the_graph_is_real():
+    assert "litegate.policies.limiting" in GRAPH["litegate.gateway"]
+    assert "litegate.gateway" in GRAPH["litegate.app"]
+
+
+def test_no_import_cycles():
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in GRAPH[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in GRAPH:
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+RULES = [
+    ("policies", ("litegate.policies",), ("litegate.middleware", *HANDLERS, "litegate.gateway", *SHELLS, *ASGI)),
+    ("pipeline", ("litegate.middleware",), (*HANDLERS, "litegate.gateway", *SHELLS)),
+    ("handlers", HANDLERS, ("litegate.middleware", "litegate.gateway", *SHELLS)),
+]
+
+
+@pytest.mark.parametrize("layer,members,forbidden", RULES, ids=[r[0] for r in RULES])
+def test_layers_point_one_way(layer, members, forbidden):
+    wrong = sorted(
+        f"{m} -> {d}" for m, deps in GRAPH.items() if _in(m, members)
+        for d in deps if _in(d, forbidden)
+    )
+    assert wrong == [], f"{layer} imports upward"
+
+
+def test_only_shells_import_the_composition_root():
+    importers = sorted(m for m, deps in GRAPH.items() if "litegate.gateway" in deps)
+    assert [m for m in importers if not _in(m, SHELLS) and m != "litegate"] == []
