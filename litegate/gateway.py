@@ -5,6 +5,7 @@ lazily, the ONNX model manager."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,10 +26,10 @@ from litegate.middleware import (
     RequestContextMiddleware,
     RouteResolutionMiddleware,
 )
-from litegate.policies.runtime_metrics import register_runtime
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics
+from litegate.policies.runtime_metrics import register_runtime
 from litegate.policies.stats import Stats
 from litegate.settings import Settings
 from litegate.snapshot import Snapshot, SnapshotStore
@@ -120,7 +121,8 @@ class Gateway:
 
     async def _check_redis(self, *, at_start: bool = False) -> None:
         try:
-            ok = bool(await asyncio.wait_for(self.limiter.storage.check(), 1.0))
+            check = self.limiter.storage.check()  # a coroutine: the storage is async+redis
+            ok = bool(await asyncio.wait_for(check, 1.0) if inspect.isawaitable(check) else check)
         except Exception:  # whatever the client raises, Redis is not usable now
             ok = False
         if not ok and (at_start or self.redis_ok):
@@ -196,7 +198,7 @@ class Gateway:
             if self.missing_api_key_env.get(name) != env:
                 log.warning("upstream_api_key_unset", upstream=name, env=env,
                             fix=f"export {env}=... before starting; requests go without a key")
-        self.missing_api_key_env = missing  # type: ignore[assignment]
+        self.missing_api_key_env = missing
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         detail: dict[str, Any] = {

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from litestar import asgi
+from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 
@@ -34,7 +35,7 @@ class ProtectMiddleware:
         self.protected = gateway.build_stack(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+        if scope["type"] == ScopeType.HTTP and scope["path"].startswith(self.prefixes):
             fault = await self.starter.start()
             if fault is not None:
                 await send_error(send, ServiceUnavailable(str(fault)), path=scope["path"])  # type: ignore[arg-type]

@@ -183,7 +183,7 @@ def build_model(m: Model) -> ModelSpec:
         max_queue_delay_ms=m.max_queue_delay_ms,
         hot=m.hot,
         options=MappingProxyType(dict(m.options or {})),
-        previous_version=(m.history or [None])[-1],
+        previous_version=m.history[-1] if m.history else None,
     )
 
 

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Commands print their results on stdout; logs go to stderr, warnings only.
         configure_logging(settings.log_format, "warning")
         result = args.func(args, settings)
-        if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
     except OperationalFault as exc:

@@ -12,7 +12,7 @@ from litegate.services import users as user_service
 from litegate.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("admin", help="admin console users")
     s = p.add_subparsers(dest="admin_command", required=True)
     for name, func, help_text in (

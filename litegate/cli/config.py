@@ -16,7 +16,7 @@ from litegate.services.schema import ConfigDocument, ValidationFailed
 from litegate.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("config", help="declarative configuration (YAML/TOML you keep in git)")
     s = p.add_subparsers(dest="config_command", required=True)
     a = s.add_parser(

@@ -8,7 +8,7 @@ from litegate.db import migrate
 from litegate.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("db", help="database migrations")
     s = p.add_subparsers(dest="db_command", required=True)
     up = s.add_parser("upgrade", help="apply migrations (default: to head)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import keys as key_service
@@ -26,7 +27,7 @@ def parse_expiry(value: str) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("keys", help="API keys")
     s = p.add_subparsers(dest="keys_command", required=True)
     c = s.add_parser("create", help="create a key; the secret is shown only now")
@@ -99,7 +100,7 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def _rates(values: list[str] | None) -> list[str] | object:
     if values is None:
-        return key_service.KEEP
+        return cast(object, key_service.KEEP)
     return [] if [v.strip().lower() for v in values] == ["none"] else values
 
 

@@ -14,7 +14,7 @@ from litegate.services.litellm_import import translate
 from litegate.settings import Settings
 
 
-def register(config_sub: argparse._SubParsersAction) -> None:
+def register(config_sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = config_sub.add_parser(
         "import-litellm", help="translate a LiteLLM config.yaml (stdout: litegate YAML; "
                                "stderr: what did not translate)")

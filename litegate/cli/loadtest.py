@@ -18,7 +18,7 @@ from litegate.settings import Settings
 PLAIN_EVERY_S = 1.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("loadtest", help="load-test a running gateway (RPS, p50/p95/p99, errors)")
     p.add_argument("--url", required=True, help="gateway base URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--key", required=True, help="API key sent as Authorization: Bearer")

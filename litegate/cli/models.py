@@ -17,7 +17,7 @@ def _service(session: Any, settings: Settings) -> ModelService:
     return ModelService(session, settings.models_dir, settings)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("models", help="local ONNX models and their versions")
     s = p.add_subparsers(dest="models_command", required=True)
 

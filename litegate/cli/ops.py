@@ -15,7 +15,7 @@ from litegate.settings import Settings
 SHIPPED = ("grafana-dashboard.json", "alerts.yml")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("ops", help="monitoring kit: Grafana dashboard, alert rules, scrape config")
     s = p.add_subparsers(dest="ops_command", required=True)
     e = s.add_parser("export", help="write grafana-dashboard.json, alerts.yml and prometheus.yml")
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def scrape_config(targets: list[str]) -> str:
     doc = yaml.safe_load(files("litegate.ops").joinpath("prometheus.yml").read_text())
     doc["scrape_configs"][0]["static_configs"] = [{"targets": targets}]
-    return yaml.safe_dump(doc, sort_keys=False)
+    return str(yaml.safe_dump(doc, sort_keys=False))
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

@@ -28,7 +28,7 @@ def parse_variant(text: str) -> VariantIn:
     return VariantIn(upstream=fields["upstream"], model=fields["model"], weight=weight, name=fields.get("name"))
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("routes", help="routes (what clients name in 'model')")
     s = p.add_subparsers(dest="routes_command", required=True)
     ls = s.add_parser("list", help="list routes")

@@ -24,7 +24,7 @@ URL_FILE = "serve-url"
 """Under ``home``: the URL a running ``serve`` listens on (read by ``admin create-user``)."""
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("serve", help="run the gateway")
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 8000)")

@@ -126,7 +126,7 @@ class RedisResponseCache:
         self._failing = False
         if raw is None:
             return None
-        status, headers, body, variant = self._decode(raw)
+        status, headers, body, variant = self._decode(raw.encode() if isinstance(raw, str) else raw)
         return CachedResponse(status, tuple(headers), body, variant, float("inf"))
 
     async def store(

@@ -51,7 +51,8 @@ class Limiter:
             raise ValueError(f"unknown limit strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
         self.storage = storage_from_string(storage)
         self.strategy = strategy
-        self.requests: RateLimiter = STRATEGIES[strategy](self.storage)
+        # STRATEGIES maps names to concrete strategy classes.
+        self.requests: RateLimiter = STRATEGIES[strategy](self.storage)  # type: ignore[abstract]
         # In-process storage: count synchronously, skipping the async strategy layers.
         self.local = self.storage if isinstance(self.storage, LocalStorage) else None
         self._checks: dict[tuple[object, ...], list[Check]] = {}
