@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeAlias
+
 import numpy as np
+import numpy.typing as npt
+
+Tensor: TypeAlias = npt.NDArray[np.generic]
+"""A tensor of any datatype (BYTES tensors are object arrays of ``str``)."""
+Tensors: TypeAlias = Mapping[str, Tensor]
+"""Named tensors: a request's inputs or a run's outputs."""
+DType: TypeAlias = np.dtype[np.generic]
 
 BYTES = "BYTES"
 """Strings: object arrays of ``str`` (ONNX string tensors hold text)."""
 
-V2_TO_NUMPY: dict[str, np.dtype] = {
+V2_TO_NUMPY: dict[str, DType] = {
     "BOOL": np.dtype(np.bool_),
     "UINT8": np.dtype(np.uint8),
     "UINT16": np.dtype(np.uint16),
@@ -22,7 +32,7 @@ V2_TO_NUMPY: dict[str, np.dtype] = {
     "FP64": np.dtype(np.float64),
     BYTES: np.dtype(object),
 }
-NUMPY_TO_V2: dict[np.dtype, str] = {v: k for k, v in V2_TO_NUMPY.items()}
+NUMPY_TO_V2: dict[DType, str] = {v: k for k, v in V2_TO_NUMPY.items()}
 
 ORT_TO_V2: dict[str, str] = {
     "tensor(bool)": "BOOL",
@@ -41,10 +51,10 @@ ORT_TO_V2: dict[str, str] = {
 }
 
 
-def numpy_dtype(datatype: str) -> np.dtype:
+def numpy_dtype(datatype: str) -> DType:
     """The numpy dtype for a v2 datatype; ``KeyError`` for unsupported ones."""
     return V2_TO_NUMPY[datatype]
 
 
-def v2_datatype(dtype: np.dtype) -> str:
+def v2_datatype(dtype: npt.DTypeLike) -> str:
     return NUMPY_TO_V2[np.dtype(dtype)]

@@ -6,38 +6,56 @@ requests through each version's :class:`AdaptiveBatcher` and follows configurati
 snapshots: new active versions take effect for new requests at once, while requests
 already holding an old version finish on it.
 
-The snapshot is duck-typed: ``snapshot.models[name]`` has ``name``,
-``active_version``, ``versions[v]`` (``version``, ``path``, ``sha256``,
-``signature``), ``max_batch_size``, ``max_queue_delay_ms``, ``hot`` and ``options``.
+It reads the configuration's frozen specs (:class:`~litegate.snapshot.Snapshot`,
+:class:`~litegate.snapshot.ModelSpec`, :class:`~litegate.snapshot.ModelVersionSpec`).
+Everything here runs on the event loop except the loader and the sessions' runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import structlog
 
 from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable
 from litegate.inference.batcher import AdaptiveBatcher, QueueFull
+from litegate.inference.dtypes import Tensor, Tensors
 from litegate.inference.memory import MEASURING, release_memory
 from litegate.inference.metrics import ModelMetrics
 from litegate.inference.signature import Signature, validate_inputs
 from litegate.inference.stats import Observers, VersionStats
+from litegate.settings import Settings
+from litegate.snapshot import ModelSpec, ModelVersionSpec, Snapshot
+
+if TYPE_CHECKING:  # onnxruntime and tokenizers load only with the first model
+    from prometheus_client import CollectorRegistry
+
+    from litegate.inference.embeddings import EmbeddingTokenizer
+    from litegate.inference.session import LoadedSession
 
 log = structlog.get_logger("litegate.inference")
 
 Key = tuple[str, str]
-Loader = Callable[..., Any]
+
+
+class Loader(Protocol):
+    """Creates one version's session (on a loading thread)."""
+
+    def __call__(self, path: Path, settings: Settings, *, name: str, version: str,
+                 options: Mapping[str, Any]) -> LoadedSession: ...
+
+
 FAILED_RETRY_S = 5.0
 """A version that failed to load answers 503 at once for this long before a retry."""
 
@@ -47,7 +65,7 @@ class _Entry:
     key: Key
     path: str
     sha256: str
-    loaded: Any  # LoadedSession
+    loaded: LoadedSession | None  # None once freed (retired and closed)
     batcher: AdaptiveBatcher
     executor: ThreadPoolExecutor  # this version's own threads: no model takes them all
     hot: bool = False
@@ -59,34 +77,49 @@ class _Entry:
     def idle(self) -> bool:
         return self.inflight == 0 and self.batcher.idle
 
+    @property
+    def session(self) -> LoadedSession:
+        """The live session: an entry is freed only once retired and idle, so nothing
+        that holds it (a request, its batcher) sees it freed."""
+        if self.loaded is None:
+            raise ServiceUnavailable(f"model {self.key[0]!r} was unloaded; retry",
+                                     headers={"Retry-After": "1"})
+        return self.loaded
+
 
 @dataclass(frozen=True, slots=True)
 class InferResult:
     model: str
     version: str
-    outputs: dict[str, np.ndarray]
+    outputs: dict[str, Tensor]
 
 
-def _default_loader(path: Path, settings: Any, *, name: str, version: str,
-                    options: Mapping[str, Any]) -> Any:
+def _default_loader(path: Path, settings: Settings, *, name: str, version: str,
+                    options: Mapping[str, Any]) -> LoadedSession:
     from litegate.inference.session import load_session
 
     return load_session(path, settings, name=name, version=version, options=options)
 
 
+def _configured(snapshot: Snapshot, key: Key) -> bool:
+    spec = snapshot.models.get(key[0])
+    return spec is not None and key[1] in spec.versions
+
+
 class ModelManager:
-    def __init__(self, settings: Any, metrics_registry: Any = None, *,
-                 loader: Loader | None = None, workers: int | None = None) -> None:
+    def __init__(self, settings: Settings, metrics_registry: CollectorRegistry | None = None,
+                 *, loader: Loader | None = None, workers: int | None = None) -> None:
         self.settings = settings
         self.metrics = ModelMetrics(metrics_registry)
-        self._loader = loader or _default_loader
-        self._snapshot: Any = None
+        self._loader: Loader = loader or _default_loader
+        self._snapshot: Snapshot | None = None
         self._loaded: OrderedDict[Key, _Entry] = OrderedDict()
         self._loading: dict[Key, asyncio.Task[_Entry]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
-        self._tokenizers: dict[tuple[str, int], Any] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._tokenizers: dict[tuple[str, int], EmbeddingTokenizer] = {}
         self._warmup: asyncio.Task[None] | None = None
         self.load_count = 0
+        """Loads started; counted on the event loop (never on a loading thread)."""
         n = workers or settings.inference_workers
         self.workers = n or max(2, os.cpu_count() or 2)
         # Tokenizers only; each loaded version runs on its own bounded executor.
@@ -103,7 +136,7 @@ class ModelManager:
         self.stats: dict[Key, VersionStats] = {}
 
     # ----------------------------------------------------------------- lifecycle
-    async def start(self, snapshot: Any) -> None:
+    async def start(self, snapshot: Snapshot) -> None:
         """Remember the snapshot and warm the hot models in the background (idempotent)."""
         if self._warmup is not None:
             self.on_snapshot(snapshot)
@@ -112,14 +145,15 @@ class ModelManager:
         self._warmup = asyncio.get_running_loop().create_task(
             self._warm_hot(snapshot), name="litegate-model-warmup")
 
-    async def _warm_hot(self, snapshot: Any) -> None:
-        hot = [s for s in snapshot.models.values() if getattr(s, "hot", False) and s.active_version]
+    async def _warm_hot(self, snapshot: Snapshot) -> None:
+        hot = [(s, s.active_version) for s in snapshot.models.values()
+               if s.hot and s.active_version]
         results = await asyncio.gather(
-            *(self._ensure(s, s.active_version) for s in hot), return_exceptions=True)
-        for spec, result in zip(hot, results):
+            *(self._ensure(s, v) for s, v in hot), return_exceptions=True)
+        for (spec, _), result in zip(hot, results):
             if isinstance(result, BaseException):
                 log.error("onnx_hot_model_failed", model=spec.name, error=str(result))
-        log.info("onnx_warmup_done", models=[s.name for s in hot])
+        log.info("onnx_warmup_done", models=[s.name for s, _ in hot])
 
     def ready(self) -> bool:
         """True when every hot model's active version is loaded: a hot model that
@@ -128,22 +162,21 @@ class ModelManager:
         if snap is None:
             return True
         return all((m.name, m.active_version) in self._loaded for m in snap.models.values()
-                   if getattr(m, "hot", False) and m.active_version)
+                   if m.hot and m.active_version)
 
     @property
-    def current_snapshot(self) -> Any:
+    def current_snapshot(self) -> Snapshot | None:
         return self._snapshot
 
     async def wait_ready(self) -> None:
         if self._warmup is not None:
             await asyncio.shield(self._warmup)
 
-    def on_snapshot(self, snapshot: Any) -> None:
+    def on_snapshot(self, snapshot: Snapshot) -> None:
         """Config changed: new requests see it at once; in-flight ones finish on their version."""
         old, self._snapshot = self._snapshot, snapshot
         self._failed.clear()  # a changed configuration deserves a fresh try
-        for key in [k for k in self.stats if k[1] not in getattr(
-                snapshot.models.get(k[0]), "versions", ())]:
+        for key in [k for k in self.stats if not _configured(snapshot, k)]:
             del self.stats[key]  # statistics only for configured versions
         if self._warmup is None:  # never started: this snapshot is the start-up one
             try:
@@ -155,9 +188,10 @@ class ModelManager:
         for key, entry in list(self._loaded.items()):
             spec = snapshot.models.get(key[0])
             vspec = spec.versions.get(key[1]) if spec is not None else None
-            if vspec is None or str(vspec.path) != entry.path or vspec.sha256 != entry.sha256:
+            if (spec is None or vspec is None or str(vspec.path) != entry.path
+                    or vspec.sha256 != entry.sha256):
                 self._retire(entry)
-            elif key[1] not in (spec.active_version, getattr(spec, "previous_version", None)):
+            elif key[1] not in (spec.active_version, spec.previous_version):
                 # Superseded twice over: give its memory back (it reloads lazily if a
                 # request names that version explicitly). The active version and the
                 # one a rollback returns to stay loaded, so both switches are instant.
@@ -168,18 +202,18 @@ class ModelManager:
             if not spec.active_version or (spec.name, spec.active_version) in self._loaded:
                 continue
             was_loaded = any(k[0] == spec.name for k in self._loaded)
-            if getattr(spec, "hot", False) or was_loaded:
+            if spec.hot or was_loaded:
                 self._spawn(self._preload(spec, spec.active_version))
         if old is not None:
             log.info("onnx_snapshot_applied", models=len(snapshot.models))
 
-    async def _preload(self, spec: Any, version: str) -> None:
+    async def _preload(self, spec: ModelSpec, version: str) -> None:
         try:
             await self._ensure(spec, version)
         except Exception as exc:
             log.error("onnx_preload_failed", model=spec.name, version=version, error=str(exc))
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any] | None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         try:
             task = asyncio.get_running_loop().create_task(coro)
         except RuntimeError:  # no running loop (called from sync code): load lazily instead
@@ -209,18 +243,18 @@ class ModelManager:
 
     # -------------------------------------------------------------------- lookup
     @property
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Snapshot:
         if self._snapshot is None:
             raise NotFound("no models are configured")
         return self._snapshot
 
-    def spec(self, name: str) -> Any:
+    def spec(self, name: str) -> ModelSpec:
         spec = self.snapshot.models.get(name)
         if spec is None:
             raise NotFound(f"model {name!r} not found")
         return spec
 
-    def resolve(self, name: str, version: str | None = None) -> tuple[Any, str]:
+    def resolve(self, name: str, version: str | None = None) -> tuple[ModelSpec, str]:
         spec = self.spec(name)
         if version in (None, ""):
             if not spec.active_version:
@@ -230,7 +264,7 @@ class ModelManager:
             raise NotFound(f"model {name!r} has no version {version!r}")
         return spec, str(version)
 
-    def loaded(self, name: str, version: str) -> Any | None:
+    def loaded(self, name: str, version: str) -> LoadedSession | None:
         """The LoadedSession for a version if it is loaded now (no loading)."""
         entry = self._loaded.get((name, version))
         return entry.loaded if entry is not None else None
@@ -239,7 +273,7 @@ class ModelManager:
         return (name, version) in self._loaded
 
     # ------------------------------------------------------------------- loading
-    async def _ensure(self, spec: Any, version: str) -> _Entry:
+    async def _ensure(self, spec: ModelSpec, version: str) -> _Entry:
         key = (spec.name, version)
         vspec = spec.versions[version]
         entry = self._loaded.get(key)
@@ -253,11 +287,14 @@ class ModelManager:
         if task is None:
             task = asyncio.get_running_loop().create_task(self._load(spec, vspec))
             self._loading[key] = task
-            task.add_done_callback(lambda t, k=key: self._loading.pop(k, None)
-                                   if self._loading.get(k) is t else None)
+            task.add_done_callback(functools.partial(self._load_done, key))
         return await asyncio.shield(task)
 
-    def _plan(self, spec: Any, vspec: Any) -> tuple[int, dict[str, Any]]:
+    def _load_done(self, key: Key, task: asyncio.Task[_Entry]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+
+    def _plan(self, spec: ModelSpec, vspec: ModelVersionSpec) -> tuple[int, dict[str, Any]]:
         """How many runs of this version may go at once, and the session options.
 
         Batched models default to 2 concurrent runs: one computes while the next batch is
@@ -265,7 +302,7 @@ class ModelManager:
         gets that many threads of its own, so a slow or hostile model can pin only its
         own. Intra-op threads stay at the setting (0 = ORT's default, all cores).
         """
-        options = dict(getattr(spec, "options", None) or {})
+        options = dict(spec.options or {})
         signature = Signature.from_dict(vspec.signature or {})
         batching = int(spec.max_batch_size or 0) > 1 and (
             signature.batchable or not signature.inputs)
@@ -273,16 +310,17 @@ class ModelManager:
         instances = int(options.get("instances") or (min(2, workers) if batching else workers))
         return max(1, instances), options
 
-    def _load_sync(self, spec: Any, vspec: Any, options: dict[str, Any]) -> Any:
+    def _load_sync(self, spec: ModelSpec, vspec: ModelVersionSpec,
+                   options: dict[str, Any]) -> LoadedSession:
+        """On a loading thread: check the file, then create the session."""
         from litegate.inference.session import verify_file
 
-        self.load_count += 1
         verify_file(Path(vspec.path), str(vspec.sha256), name=spec.name,
                     version=str(vspec.version))
         return self._loader(Path(vspec.path), self.settings, name=spec.name,
                             version=str(vspec.version), options=options)
 
-    async def _load(self, spec: Any, vspec: Any) -> _Entry:
+    async def _load(self, spec: ModelSpec, vspec: ModelVersionSpec) -> _Entry:
         key = (spec.name, str(vspec.version))
         try:
             entry = await self._load_bounded(spec, vspec)
@@ -294,14 +332,14 @@ class ModelManager:
         self._failed.pop(key, None)
         return entry
 
-    async def _load_bounded(self, spec: Any, vspec: Any) -> _Entry:
+    async def _load_bounded(self, spec: ModelSpec, vspec: ModelVersionSpec) -> _Entry:
         from litegate.inference.session import ModelUnavailable, new_run_options
 
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         key = (spec.name, str(vspec.version))
         instances, options = self._plan(spec, vspec)
-        timeout = float(getattr(self.settings, "model_load_timeout_s", 120.0) or 120.0)
+        timeout = float(self.settings.model_load_timeout_s or 120.0)
         if self.budget_bytes > 0:
             # One load at a time under a budget: each makes room first, so loads queue
             # instead of evicting each other (and they are measured one by one).
@@ -322,20 +360,24 @@ class ModelManager:
                                       thread_name_prefix=f"litegate-onnx-{spec.name}")
         stats = self.stats.setdefault(key, VersionStats())
         holder: list[_Entry] = []  # the batcher reaches the session only through the entry
+
+        def run(inputs: dict[str, Tensor], run_options: Any) -> dict[str, Tensor]:
+            return holder[0].session.run(inputs, run_options)
+
         batcher = AdaptiveBatcher(
-            lambda inputs, options: holder[0].loaded.run(inputs, options),
+            run,
             executor=executor,
             max_batch_size=int(spec.max_batch_size or 1) if batching else 1,
             max_delay_s=float(spec.max_queue_delay_ms or 0) / 1000.0,
-            max_queue=int(options.get("max_queue") or getattr(self.settings, "max_queue", 256)),
+            max_queue=int(options.get("max_queue") or self.settings.max_queue),
             concurrency=instances,
             observer=Observers(self.metrics.observer(*key), stats),
             name=spec.name,
             run_options=new_run_options,
-            timeout_s=float(getattr(self.settings, "infer_timeout_s", 30.0) or 0.0),
+            timeout_s=float(self.settings.infer_timeout_s or 0.0),
         )
         entry = _Entry(key, str(vspec.path), str(vspec.sha256), loaded, batcher, executor,
-                       hot=bool(getattr(spec, "hot", False)))
+                       hot=spec.hot)
         holder.append(entry)
         previous = self._loaded.pop(key, None)
         if previous is not None:
@@ -346,13 +388,15 @@ class ModelManager:
         self._enforce_budget(keep=key)
         return entry
 
-    async def _run_load(self, loop: asyncio.AbstractEventLoop, spec: Any, vspec: Any,
-                        options: dict[str, Any], timeout: float) -> Any:
+    async def _run_load(self, loop: asyncio.AbstractEventLoop, spec: ModelSpec,
+                        vspec: ModelVersionSpec, options: dict[str, Any], timeout: float
+                        ) -> LoadedSession | None:
         """The load on a loading thread, awaited at most about ``timeout`` (None past it).
 
         Warm-up stops itself at ``timeout`` with a precise error; the margin leaves it
         that chance, and this bound catches a session creation that never returns.
         """
+        self.load_count += 1
         future = loop.run_in_executor(self._load_executor, self._load_sync, spec, vspec,
                                       options)
         try:
@@ -364,7 +408,7 @@ class ModelManager:
     # ------------------------------------------------------------ memory budget
     @property
     def budget_bytes(self) -> int:
-        return int(getattr(self.settings, "model_memory_mb", 0) or 0) * 1024 * 1024
+        return int(self.settings.model_memory_mb or 0) * 1024 * 1024
 
     def queue_states(self) -> list[tuple[str, str, int, int, int]]:
         """(model, version, waiting requests, max_queue, bytes) per loaded version, for
@@ -373,7 +417,7 @@ class ModelManager:
                 for k, e in list(self._loaded.items()) if e.loaded is not None]
 
     def loaded_bytes(self) -> int:
-        return sum(e.loaded.size_bytes for e in self._loaded.values())
+        return sum(e.loaded.size_bytes for e in self._loaded.values() if e.loaded is not None)
 
     def _evictable(self, key: Key, entry: _Entry) -> bool:
         return entry.idle and not entry.hot and not self._pins.get(key)
@@ -397,7 +441,7 @@ class ModelManager:
             log.warning("onnx_memory_budget_exceeded", loaded_bytes=self.loaded_bytes(),
                         budget_bytes=budget)
 
-    def _estimate(self, key: Key, vspec: Any) -> int:
+    def _estimate(self, key: Key, vspec: ModelVersionSpec) -> int:
         """Bytes a version will hold once loaded: its last measurement, else the largest
         measured version of the same model (versions are alike), else its file size."""
         if key in self._measured:
@@ -495,7 +539,7 @@ class ModelManager:
         if entry.retired and entry.idle:
             self._close_soon(entry)
 
-    async def infer(self, name: str, inputs: Mapping[str, np.ndarray], *,
+    async def infer(self, name: str, inputs: Tensors, *,
                     version: str | None = None, outputs: list[str] | None = None
                     ) -> InferResult:
         """Validate against the signature, batch, run off the loop, return named outputs."""
@@ -505,8 +549,7 @@ class ModelManager:
         requests.inc()
         stats = self.stats.setdefault(entry.key, VersionStats())
         try:
-            loaded = entry.loaded
-            signature: Signature = loaded.signature
+            signature = entry.session.signature
             validate_inputs(signature, inputs)
             if outputs:
                 unknown = [o for o in outputs if o not in signature.output_names]
@@ -538,11 +581,15 @@ class ModelManager:
         if not texts:
             raise BadRequest("input must not be empty")
         spec = self.spec(name)
-        options = dict(getattr(spec, "options", None) or {})
+        options = dict(spec.options or {})
         tokenizer = await self._tokenizer(name, options)
         loop = asyncio.get_running_loop()
-        encode = tokenizer.encode if isinstance(texts[0], str) else tokenizer.encode_ids
-        encoded = await loop.run_in_executor(self._executor, encode, list(texts))
+        if isinstance(texts[0], str):  # the proxy checked the list is all texts or all ids
+            encoded = await loop.run_in_executor(
+                self._executor, tokenizer.encode, list(texts))
+        else:
+            encoded = await loop.run_in_executor(
+                self._executor, tokenizer.encode_ids, list(texts))
         _, version = self.resolve(name)
         signature = spec.versions[version].signature or {}
         wanted = {t["name"] for t in signature.get("inputs", ())} or set(encoded)
@@ -555,9 +602,10 @@ class ModelManager:
                                 normalize=bool(options.get("normalize", True)))
         else:  # the model pools itself
             vectors = hidden.astype(np.float32)
-        return vectors.tolist(), int(encoded["attention_mask"].sum())
+        rows: list[list[float]] = vectors.tolist()
+        return rows, int(encoded["attention_mask"].sum())
 
-    async def _tokenizer(self, name: str, options: Mapping[str, Any]) -> Any:
+    async def _tokenizer(self, name: str, options: Mapping[str, Any]) -> EmbeddingTokenizer:
         from litegate.inference.embeddings import DEFAULT_MAX_LENGTH, EmbeddingTokenizer
 
         ref = options.get("tokenizer")
@@ -569,7 +617,8 @@ class ModelManager:
             loop = asyncio.get_running_loop()
             tok = await loop.run_in_executor(
                 self._load_executor,
-                lambda: EmbeddingTokenizer.load(cache_key[0], max_length=cache_key[1]))
+                functools.partial(EmbeddingTokenizer.load, cache_key[0],
+                                  max_length=cache_key[1]))
             self._tokenizers[cache_key] = tok
         return tok
 
@@ -593,7 +642,7 @@ class ModelManager:
             errors = {k[1]: exc.detail for k, (_, exc) in self._failed.items() if k[0] == name}
             models[name] = {
                 "active_version": spec.active_version,
-                "hot": bool(getattr(spec, "hot", False)),
+                "hot": spec.hot,
                 "max_batch_size": int(spec.max_batch_size or 0),
                 "errors": errors,
                 "loaded": {

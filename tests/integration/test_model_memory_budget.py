@@ -10,14 +10,13 @@ import tritonclient.http as httpclient
 from prometheus_client import CollectorRegistry
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,
-    fake_gateway,
     model_spec,
     settings,
     snapshot,
+    v2_app,
 )
 from tests.fixtures.onnx_models import arena_model
 
@@ -39,7 +38,7 @@ def test_budget_counts_measured_memory_and_loads_queue(tmp_path) -> None:
             seen.append(len(manager._loaded))
             stop.wait(0.002)
 
-    with ServerThread(LifespanApp(V2App(fake_gateway(manager)), manager, snap)) as srv:
+    with ServerThread(LifespanApp(v2_app(manager, snap), manager, snap)) as srv:
         client = httpclient.InferenceServerClient(url=srv.url, network_timeout=60,
                                                   concurrency=8)
         x = httpclient.InferInput("x", [1, 1], "FP32")

@@ -23,14 +23,13 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,
-    fake_gateway,
     model_spec,
     settings,
     snapshot,
+    v2_app,
 )
 from tests.fixtures.onnx_models import (
     loop_forever_model,
@@ -45,9 +44,8 @@ FOREVER = 2**62
 def _serve(tmp: Path, *specs, **overrides):
     st = settings(tmp, **overrides)
     manager = ModelManager(st, CollectorRegistry(), workers=2)
-    gateway = fake_gateway(manager)
-    gateway.settings = st
-    return ServerThread(LifespanApp(V2App(gateway), manager, snapshot(*specs))), manager
+    snap = snapshot(*specs)
+    return ServerThread(LifespanApp(v2_app(manager, snap), manager, snap)), manager
 
 
 def _loop_request(n: int) -> list:
@@ -157,9 +155,8 @@ SERVER = textwrap.dedent("""
     from pathlib import Path
     from prometheus_client import CollectorRegistry
     from litegate.inference.manager import ModelManager
-    from litegate.inference.v2_server import V2App
-    from tests.fixtures.inference_env import (LifespanApp, fake_gateway, model_spec,
-                                              settings, snapshot)
+    from tests.fixtures.inference_env import (LifespanApp, model_spec, settings, snapshot,
+                                              v2_app)
 
     class Server(uvicorn.Server):
         # Like an application that embeds the gateway: SIGTERM asks for a normal exit
@@ -172,7 +169,7 @@ SERVER = textwrap.dedent("""
     tmp, port = Path(sys.argv[1]), int(sys.argv[2])
     manager = ModelManager(settings(tmp, infer_timeout_s=600.0), CollectorRegistry())
     snap = snapshot(model_spec("loop", {"1": tmp / "l.onnx"}))
-    app = LifespanApp(V2App(fake_gateway(manager)), manager, snap)
+    app = LifespanApp(v2_app(manager, snap), manager, snap)
     Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                           timeout_graceful_shutdown=1)).run()
     print("exited normally", flush=True)

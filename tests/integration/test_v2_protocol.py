@@ -13,14 +13,13 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,
-    fake_gateway,
     model_spec,
     settings,
     snapshot,
+    v2_app,
 )
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference, multi_input_model
 
@@ -35,7 +34,7 @@ def server(tmp_path_factory):
         model_spec("multi", {"1": multi_input_model(tmp / "multi.onnx")}),
     )
     manager = ModelManager(settings(tmp), CollectorRegistry())
-    app = V2App(fake_gateway(manager), allow_repository=lambda scope: True)
+    app = v2_app(manager, snap, allow_repository=lambda scope: True)
     with ServerThread(LifespanApp(app, manager, snap)) as srv:
         srv.manager = manager
         yield srv

@@ -17,14 +17,13 @@ from prometheus_client import CollectorRegistry
 from tritonclient.utils import InferenceServerException
 
 from litegate.inference.manager import ModelManager
-from litegate.inference.v2_server import V2App
 from tests.fixtures.inference_env import (
     LifespanApp,
     ServerThread,
-    fake_gateway,
     model_spec,
     settings,
     snapshot,
+    v2_app,
 )
 from tests.fixtures.onnx_models import (
     amplify_model,
@@ -50,9 +49,7 @@ def server(tmp_path_factory):
     )
     st = settings(tmp, max_infer_response_bytes=MAX_RESPONSE)
     manager = ModelManager(st, CollectorRegistry())
-    gateway = fake_gateway(manager)
-    gateway.settings = st
-    with ServerThread(LifespanApp(V2App(gateway), manager, snap)) as srv:
+    with ServerThread(LifespanApp(v2_app(manager, snap), manager, snap)) as srv:
         yield srv
 
 

@@ -238,7 +238,7 @@ def test_onnxruntime_is_not_imported_until_a_model_is_needed() -> None:
         "from litegate.inference.manager import ModelManager\n"
         "from litegate.inference.v2_server import V2App\n"
         "m = ModelManager(Settings(), CollectorRegistry())\n"
-        "V2App(type('G', (), {'models': m})())\n"
+        "V2App(lambda: m)\n"
         "m.status()\n"
         "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
         "assert 'onnx' not in sys.modules, 'onnx imported'\n"
