@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from litegate.inference.dtypes import Tensor, Tensors
 from litegate.inference.session import InferenceFailed
 
-Tensors = Mapping[str, np.ndarray]
+if TYPE_CHECKING:
+    from onnxruntime import RunOptions
 
 
 def rows(inputs: Tensors) -> int:
@@ -24,16 +26,16 @@ def group_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
     return tuple(sorted((n, a.dtype.str, tuple(a.shape[1:])) for n, a in inputs.items()))
 
 
-def merge(items: Sequence[Tensors]) -> dict[str, np.ndarray]:
+def merge(items: Sequence[Tensors]) -> dict[str, Tensor]:
     if len(items) == 1:
         return dict(items[0])
     return {name: np.concatenate([item[name] for item in items], axis=0) for name in items[0]}
 
 
-def split(outputs: Mapping[str, np.ndarray], sizes: Sequence[int]) -> list[dict[str, np.ndarray]]:
+def split(outputs: Mapping[str, Tensor], sizes: Sequence[int]) -> list[dict[str, Tensor]]:
     total = sum(sizes)
     offsets = np.cumsum(sizes)[:-1]
-    parts: list[dict[str, np.ndarray]] = [{} for _ in sizes]
+    parts: list[dict[str, Tensor]] = [{} for _ in sizes]
     for name, array in outputs.items():
         if array.ndim == 0 or array.shape[0] != total:
             raise InferenceFailed(
@@ -45,12 +47,12 @@ def split(outputs: Mapping[str, np.ndarray], sizes: Sequence[int]) -> list[dict[
     return parts
 
 
-RunFn = Callable[[dict[str, np.ndarray], Any], dict[str, np.ndarray]]
+RunFn = Callable[[dict[str, Tensor], "RunOptions | None"], dict[str, Tensor]]
 """``run(inputs, run_options)``: one ``session.run``."""
 
 
-def run_merged(run: RunFn, items: Sequence[Tensors], run_options: Any = None
-               ) -> list[dict[str, np.ndarray]]:
+def run_merged(run: RunFn, items: Sequence[Tensors], run_options: RunOptions | None = None
+               ) -> list[dict[str, Tensor]]:
     """Merge, run once, split: called on a worker thread, never on the event loop."""
     if len(items) == 1:
         return [run(dict(items[0]), run_options)]

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from litegate.errors import LitegateError, ServiceUnavailable
 from litegate.inference.batch import RunFn, group_key, rows, run_merged
+from litegate.inference.dtypes import Tensor, Tensors
 from litegate.inference.session import InferenceFailed
+
+if TYPE_CHECKING:
+    from onnxruntime import RunOptions
 
 
 class QueueFull(ServiceUnavailable):
@@ -47,7 +49,7 @@ class _Run:
 
     __slots__ = ("options", "reason")
 
-    def __init__(self, options: Any) -> None:
+    def __init__(self, options: RunOptions | None) -> None:
         self.options = options
         self.reason: LitegateError | None = None
 
@@ -65,9 +67,9 @@ class BatchObserver(Protocol):
 
 @dataclass(slots=True)
 class _Waiting:
-    inputs: Mapping[str, np.ndarray]
+    inputs: Tensors
     rows: int
-    future: asyncio.Future[dict[str, np.ndarray]]
+    future: asyncio.Future[dict[str, Tensor]]
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -83,7 +85,7 @@ class AdaptiveBatcher:
         concurrency: int = 1,
         observer: BatchObserver | None = None,
         name: str = "",
-        run_options: Callable[[], Any] | None = None,
+        run_options: Callable[[], RunOptions | None] | None = None,
         timeout_s: float = 0.0,
     ) -> None:
         self._run = run
@@ -124,7 +126,7 @@ class AdaptiveBatcher:
                 self._collect(), name=f"litegate-batcher-{self.name}"
             )
 
-    async def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    async def submit(self, inputs: Tensors) -> dict[str, Tensor]:
         if self._closed:
             raise ServiceUnavailable(f"model {self.name!r} was unloaded; retry",
                                      headers={"Retry-After": "1"})
@@ -141,7 +143,7 @@ class AdaptiveBatcher:
             if not self.batching or n >= self.max_batch_size:
                 return await self._run_alone(inputs, n)
             assert self._queue is not None
-            future: asyncio.Future[dict[str, np.ndarray]] = (
+            future: asyncio.Future[dict[str, Tensor]] = (
                 asyncio.get_running_loop().create_future()
             )
             self._queue.put_nowait(_Waiting(inputs, n, future))
@@ -149,7 +151,7 @@ class AdaptiveBatcher:
         finally:
             self.pending -= 1
 
-    async def _run_alone(self, inputs: Mapping[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    async def _run_alone(self, inputs: Tensors, n: int) -> dict[str, Tensor]:
         assert self._slots is not None
         enqueued = time.perf_counter()
         async with self._slots:
@@ -160,8 +162,9 @@ class AdaptiveBatcher:
                 self._observe(1, n, [started - enqueued], time.perf_counter() - started)
         return results[0]
 
-    async def _call(self, items: list[Mapping[str, np.ndarray]],
-                    callers: Sequence[asyncio.Future[Any]]) -> list[dict[str, np.ndarray]]:
+    async def _call(self, items: list[Tensors],
+                    callers: Sequence[asyncio.Future[dict[str, Tensor]]]
+                    ) -> list[dict[str, Tensor]]:
         """Run ``items`` merged on the executor under a deadline; stop the run when
         every one of ``callers`` is gone (or, with none, when our own caller is)."""
         loop = asyncio.get_running_loop()
@@ -173,7 +176,7 @@ class AdaptiveBatcher:
                 f"model {self.name!r} ran longer than {self.timeout_s:g} s (infer_timeout_s); "
                 "the run was stopped"))
 
-        def gone(_: Any) -> None:
+        def gone(_: asyncio.Future[dict[str, Tensor]]) -> None:
             if all(f.cancelled() for f in callers):
                 run.stop(ServiceUnavailable("every caller left"))
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 
 from litegate.errors import BadRequest
+from litegate.inference.dtypes import Tensor
+
+if TYPE_CHECKING:  # tokenizers is imported only when a tokenizer is loaded
+    from tokenizers import Tokenizer
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_TOKENIZERS = {"minilm": "minilm-tokenizer.json"}
@@ -28,7 +33,7 @@ def tokenizer_path(ref: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class EmbeddingTokenizer:
-    tokenizer: Any
+    tokenizer: Tokenizer
     max_length: int
 
     @classmethod
@@ -46,7 +51,7 @@ class EmbeddingTokenizer:
         tok.enable_truncation(max_length=max_length)
         return cls(tok, max_length)
 
-    def encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def encode(self, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
         """int64 ``input_ids``, ``attention_mask``, ``token_type_ids`` padded to the longest."""
         encodings = self.tokenizer.encode_batch(texts)
         return {
@@ -56,7 +61,7 @@ class EmbeddingTokenizer:
         }
 
 
-    def encode_ids(self, ids: list[list[int]]) -> dict[str, np.ndarray]:
+    def encode_ids(self, ids: list[list[int]]) -> dict[str, npt.NDArray[np.int64]]:
         """The same arrays as :meth:`encode` from token ids a client tokenized itself."""
         vocab = self.tokenizer.get_vocab_size()
         for row in ids:
@@ -78,11 +83,12 @@ class EmbeddingTokenizer:
                 "token_type_ids": np.zeros_like(input_ids)}
 
 
-def mean_pool(hidden: np.ndarray, mask: np.ndarray, *, normalize: bool = True) -> np.ndarray:
+def mean_pool(hidden: Tensor, mask: npt.NDArray[np.int64], *, normalize: bool = True
+              ) -> npt.NDArray[np.float32]:
     """Mean over tokens where ``mask`` is 1, then L2 normalisation (sentence-transformers)."""
     m = mask.astype(np.float32)[..., None]
-    summed = (hidden.astype(np.float32) * m).sum(axis=1)
-    pooled = summed / np.clip(m.sum(axis=1), 1e-9, None)
+    summed: npt.NDArray[np.float32] = (hidden.astype(np.float32) * m).sum(axis=1)
+    pooled: npt.NDArray[np.float32] = summed / np.clip(m.sum(axis=1), 1e-9, None)
     if normalize:
         pooled = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
     return pooled

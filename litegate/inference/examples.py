@@ -10,20 +10,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
+F32 = npt.NDArray[np.float32]
 MLP_IN, MLP_HIDDEN, MLP_OUT = 256, 64, 16
 
 
-def mlp_weights() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mlp_weights() -> tuple[F32, F32, F32, F32]:
     rng = np.random.default_rng(256)
     w1 = (rng.standard_normal((MLP_IN, MLP_HIDDEN)) / np.sqrt(MLP_IN)).astype(np.float32)
     w2 = (rng.standard_normal((MLP_HIDDEN, MLP_OUT)) / np.sqrt(MLP_HIDDEN)).astype(np.float32)
     return w1, np.zeros(MLP_HIDDEN, np.float32), w2, np.zeros(MLP_OUT, np.float32)
 
 
-def mlp_reference(x: np.ndarray) -> np.ndarray:
+def mlp_reference(x: F32) -> F32:
     w1, b1, w2, b2 = mlp_weights()
-    return np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    y: F32 = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    return y
 
 
 def write_mlp(path: Path) -> Path:

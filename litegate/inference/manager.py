@@ -39,6 +39,7 @@ from litegate.settings import Settings
 from litegate.snapshot import ModelSpec, ModelVersionSpec, Snapshot
 
 if TYPE_CHECKING:  # onnxruntime and tokenizers load only with the first model
+    from onnxruntime import RunOptions
     from prometheus_client import CollectorRegistry
 
     from litegate.inference.embeddings import EmbeddingTokenizer
@@ -361,7 +362,7 @@ class ModelManager:
         stats = self.stats.setdefault(key, VersionStats())
         holder: list[_Entry] = []  # the batcher reaches the session only through the entry
 
-        def run(inputs: dict[str, Tensor], run_options: Any) -> dict[str, Tensor]:
+        def run(inputs: dict[str, Tensor], run_options: RunOptions | None) -> dict[str, Tensor]:
             return holder[0].session.run(inputs, run_options)
 
         batcher = AdaptiveBatcher(

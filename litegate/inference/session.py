@@ -17,17 +17,22 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
 
 from litegate.errors import BadRequest, LitegateError, ServiceUnavailable
-from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
+from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor, Tensors
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.providers import CPU, check_providers, select_providers
 from litegate.inference.signature import Signature, signature_from_session, validate_inputs
+from litegate.settings import Settings
+
+if TYPE_CHECKING:  # imported for real only inside functions (see ort())
+    from onnxruntime import InferenceSession, RunOptions, SessionOptions
 
 log = structlog.get_logger("litegate.inference")
 
@@ -57,10 +62,12 @@ class ModelUnavailable(ServiceUnavailable):
     code = "model_unavailable"
 
 
-def ort() -> Any:
+def ort() -> ModuleType:
+    """``onnxruntime``, imported on first use."""
     import onnxruntime
 
-    return onnxruntime
+    module: ModuleType = onnxruntime  # no type information ships with it
+    return module
 
 
 def _short(exc: BaseException, path: Path | None = None, limit: int = 300) -> str:
@@ -101,7 +108,7 @@ def validate_model_file(path: Path) -> Signature:
     return signature_from_session(session)
 
 
-def load_sample(path: Path, signature: Signature) -> dict[str, np.ndarray]:
+def load_sample(path: Path, signature: Signature) -> dict[str, Tensor]:
     """Warm-up inputs from an uncompressed ``.npz`` (one array per model input), checked
     against the signature; at most ``MAX_SAMPLE_BYTES`` once unpacked."""
     path = Path(path)
@@ -126,7 +133,8 @@ def load_sample(path: Path, signature: Signature) -> dict[str, np.ndarray]:
     return arrays
 
 
-def check_model_file(path: Path, settings: Any, sample: Path | None = None) -> Signature:
+def check_model_file(path: Path, settings: Settings | None, sample: Path | None = None
+                     ) -> Signature:
     """Validate and warm up ``path`` in a child process with memory and time limits.
 
     A model that needs more memory (constant folding, huge warm-up tensors) or time
@@ -135,8 +143,9 @@ def check_model_file(path: Path, settings: Any, sample: Path | None = None) -> S
     uses ``sample`` (see :func:`load_sample`) when given, else minimal zero tensors.
     """
     path = Path(path)
-    limit_mb = int(getattr(settings, "model_check_memory_mb", 2048) or 2048)
-    timeout = float(getattr(settings, "model_check_timeout_s", 60.0) or 60.0)
+    settings = settings if settings is not None else Settings()  # the default limits
+    limit_mb = int(settings.model_check_memory_mb or 2048)
+    timeout = float(settings.model_check_timeout_s or 60.0)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "litegate.inference.check", str(path),
@@ -169,7 +178,7 @@ class LoadedSession:
 
     name: str
     version: str
-    session: Any
+    session: InferenceSession
     signature: Signature
     providers: tuple[str, ...]
     requested_providers: tuple[str, ...]
@@ -179,12 +188,12 @@ class LoadedSession:
     output_names: tuple[str, ...] = field(default=())
     warm_up_error: str | None = None  # why warm-up failed (the model still serves)
 
-    def run(self, inputs: Mapping[str, np.ndarray], run_options: Any = None
-            ) -> dict[str, np.ndarray]:
+    def run(self, inputs: Tensors, run_options: RunOptions | None = None
+            ) -> dict[str, Tensor]:
         """One ``session.run``; ``run_options`` lets the caller terminate it (deadline)."""
         names = list(self.output_names)
         try:
-            results = self.session.run(names, dict(inputs), run_options)
+            results: list[Tensor] = self.session.run(names, dict(inputs), run_options)
         except Exception as exc:
             kind = type(exc).__name__
             if kind in {"InvalidArgument", "InvalidProtobuf"}:
@@ -193,19 +202,19 @@ class LoadedSession:
         return dict(zip(names, results))
 
 
-def new_run_options() -> Any:
+def new_run_options() -> RunOptions:
     """A ``RunOptions`` whose ``terminate`` flag stops the run between kernels (and loop
     iterations); quiet, since a terminated run is expected, not an ORT error."""
-    ro = ort().RunOptions()
+    ro: RunOptions = ort().RunOptions()
     ro.log_severity_level = 4
     return ro
 
 
-def session_options(settings: Any, options: Mapping[str, Any]) -> Any:
+def session_options(settings: Settings, options: Mapping[str, Any]) -> SessionOptions:
     rt = ort()
-    so = rt.SessionOptions()
-    intra = int(options.get("intra_op_threads", getattr(settings, "intra_op_threads", 0)) or 0)
-    inter = int(options.get("inter_op_threads", getattr(settings, "inter_op_threads", 0)) or 0)
+    so: SessionOptions = rt.SessionOptions()
+    intra = int(options.get("intra_op_threads", settings.intra_op_threads) or 0)
+    inter = int(options.get("inter_op_threads", settings.inter_op_threads) or 0)
     if intra:
         so.intra_op_num_threads = intra
     if inter:
@@ -271,7 +280,7 @@ def verify_file(path: Path, sha256: str, *, name: str, version: str) -> None:
 
 def load_session(
     path: Path,
-    settings: Any,
+    settings: Settings,
     *,
     name: str,
     version: str,
@@ -286,9 +295,9 @@ def load_session(
     options = options or {}
     rt = ort()
     started = time.perf_counter()
-    strict = bool(getattr(settings, "strict_providers", False))
+    strict = settings.strict_providers
     requested = select_providers(
-        str(options.get("providers") or getattr(settings, "providers", "auto")),
+        str(options.get("providers") or settings.providers),
         rt.get_available_providers(),
         strict=strict,
     )
@@ -297,7 +306,7 @@ def load_session(
     try:
         before = _memory_in_use()
         try:
-            session = rt.InferenceSession(
+            session: InferenceSession = rt.InferenceSession(
                 str(path),
                 sess_options=session_options(settings, options),
                 providers=requested,
@@ -317,7 +326,7 @@ def load_session(
             output_names=signature.output_names,
         )
         loaded.warm_up_error = warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
-            timeout_s=float(getattr(settings, "model_load_timeout_s", 120.0) or 120.0),
+            timeout_s=float(settings.model_load_timeout_s or 120.0),
             sample=_stored_sample(Path(path), signature, name))
         grown = _memory_in_use() - before if measured else 0
     finally:
@@ -330,8 +339,7 @@ def load_session(
     return loaded
 
 
-def _stored_sample(path: Path, signature: Signature, name: str
-                   ) -> dict[str, np.ndarray] | None:
+def _stored_sample(path: Path, signature: Signature, name: str) -> dict[str, Tensor] | None:
     sample = path.parent / WARMUP_SAMPLE
     if not sample.is_file():
         return None
@@ -342,9 +350,9 @@ def _stored_sample(path: Path, signature: Signature, name: str
         return None
 
 
-def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
+def dummy_inputs(signature: Signature) -> dict[str, Tensor]:
     """The smallest tensors the signature allows: 1 for every dynamic dimension."""
-    result: dict[str, np.ndarray] = {}
+    result: dict[str, Tensor] = {}
     for spec in signature.inputs:
         shape = [1 if d == -1 else d for d in spec.shape]
         if spec.datatype == BYTES:
@@ -356,7 +364,7 @@ def dummy_inputs(signature: Signature) -> dict[str, np.ndarray]:
 
 
 def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0,
-            sample: Mapping[str, np.ndarray] | None = None) -> str | None:
+            sample: Tensors | None = None) -> str | None:
     """A few runs (on ``sample``, else minimal zeros) so the first real request does not
     pay for lazy init.
 
