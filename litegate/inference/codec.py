@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 
 from litegate.errors import BadRequest
-from litegate.inference.dtypes import BYTES, NUMPY_TO_V2, V2_TO_NUMPY
+from litegate.inference.dtypes import BYTES, NUMPY_TO_V2, V2_TO_NUMPY, DType, Tensor
 from litegate.jsonbody import parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -50,7 +50,7 @@ class RequestedOutput:
 @dataclass(frozen=True, slots=True)
 class InferRequest:
     id: str | None
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, Tensor]
     outputs: tuple[RequestedOutput, ...]
     binary_output: bool
     parameters: dict[str, Any]
@@ -63,7 +63,7 @@ def _params(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def _flag(value: Any, what: str) -> bool:
+def _flag(value: object, what: str) -> bool:
     """A boolean parameter; clients sometimes send ``"false"`` as a string."""
     if isinstance(value, bool):
         return value
@@ -72,7 +72,7 @@ def _flag(value: Any, what: str) -> bool:
     raise BadRequest(f"{what} must be true or false, got {value!r}")
 
 
-def _shape(raw: Any, name: str) -> tuple[int, ...]:
+def _shape(raw: object, name: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
     ):
@@ -84,7 +84,7 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
     return tuple(raw)
 
 
-def _decode_bytes_elements(raw: memoryview, count: int, name: str) -> np.ndarray:
+def _decode_bytes_elements(raw: memoryview, count: int, name: str) -> Tensor:
     """Length-prefixed BYTES elements -> object array of ``str`` (ONNX strings are text)."""
     items: list[str] = []
     offset, end = 0, len(raw)
@@ -112,7 +112,7 @@ def _text(value: bytes, name: str) -> str:
         raise BadRequest(f"input {name!r}: BYTES elements must be UTF-8 text") from exc
 
 
-def _flatten_strings(data: Any, count: int, name: str) -> np.ndarray:
+def _flatten_strings(data: object, count: int, name: str) -> Tensor:
     items: list[str] = []
     stack = [iter(data if isinstance(data, list) else [data])]
     while stack:
@@ -135,7 +135,7 @@ def _flatten_strings(data: Any, count: int, name: str) -> np.ndarray:
 _END = object()
 
 
-def _numeric(data: Any, dtype: np.dtype, datatype: str, name: str) -> np.ndarray:
+def _numeric(data: Any, dtype: DType, datatype: str, name: str) -> Tensor:
     try:
         if dtype.kind == "f":
             # Parse wide first so a value out of FP16/FP32 range is an error, not a silent inf.
@@ -174,7 +174,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise BadRequest("the inference request needs a non-empty 'inputs' list")
 
-    inputs: dict[str, np.ndarray] = {}
+    inputs: dict[str, Tensor] = {}
     offset = 0
     for raw in raw_inputs:
         if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
@@ -250,15 +250,15 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     )
 
 
-def _datatype(array: np.ndarray) -> str:
+def _datatype(array: Tensor) -> str:
     return NUMPY_TO_V2.get(array.dtype, BYTES)
 
 
-def _as_bytes(value: Any) -> bytes:
+def _as_bytes(value: object) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _binary_chunks(array: np.ndarray) -> Iterator[bytes]:
+def _binary_chunks(array: Tensor) -> Iterator[bytes]:
     if _datatype(array) != BYTES:
         yield array.tobytes()
         return
@@ -268,7 +268,7 @@ def _binary_chunks(array: np.ndarray) -> Iterator[bytes]:
         yield raw
 
 
-def _json_chunks(array: np.ndarray) -> Iterator[bytes]:
+def _json_chunks(array: Tensor) -> Iterator[bytes]:
     """``[...]`` of the flattened tensor, a slice at a time."""
     flat = array.reshape(-1)
     text = _datatype(array) == BYTES
@@ -286,7 +286,7 @@ def _json_chunks(array: np.ndarray) -> Iterator[bytes]:
     yield b"]"
 
 
-def _minimum_size(array: np.ndarray, binary: bool) -> int:
+def _minimum_size(array: Tensor, binary: bool) -> int:
     """A lower bound of the encoded size, known before encoding anything."""
     if not binary:
         return 2 * array.size  # one digit and a comma per element, at least
@@ -306,7 +306,7 @@ def encode_response(
     model: str,
     version: str,
     request_id: str | None,
-    outputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, Tensor],
     requested: Sequence[RequestedOutput] = (),
     binary_output: bool = False,
     max_bytes: int = 0,

@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from litegate.errors import BadRequest
+
+if TYPE_CHECKING:  # onnx is imported only when a model file is read
+    from onnx import GraphProto, TensorProto
 
 _CHUNK = 1 << 20
 
@@ -21,7 +24,11 @@ class InvalidModelFile(BadRequest):
     """The file set is not usable (missing or unsafe external data)."""
 
 
-def _tensors(graph: Any) -> Iterator[Any]:
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+
+def _tensors(graph: GraphProto) -> Iterator[TensorProto]:
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:
@@ -62,7 +69,7 @@ def external_data(path: Path) -> list[str]:
     return sorted(locations)
 
 
-def _feed(digest: Any, path: Path) -> None:
+def _feed(digest: _Digest, path: Path) -> None:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)

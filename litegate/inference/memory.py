@@ -7,11 +7,10 @@ import ctypes.util
 import sys
 import threading
 from functools import lru_cache
-from typing import Any
 
 
 @lru_cache(maxsize=1)
-def _libc() -> Any:
+def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -6,14 +6,15 @@ v2 datatypes (``FP32``, ``INT64``...) and ``-1`` for dynamic dimensions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from litegate.errors import BadRequest
-from litegate.inference.dtypes import NUMPY_TO_V2, ORT_TO_V2
+from litegate.inference.dtypes import NUMPY_TO_V2, ORT_TO_V2, Tensors
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +65,12 @@ class Signature:
         )
 
 
-def _dims(shape: Any) -> tuple[int, ...]:
+def _dims(shape: Sequence[int | str | None] | None) -> tuple[int, ...]:
+    """ORT gives a dynamic dimension as a name or None: -1 here."""
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (shape or ()))
 
 
-def signature_from_session(session: Any) -> Signature:
+def signature_from_session(session: InferenceSession) -> Signature:
     """Read names, datatypes and shapes (dynamic dims as -1) from an ORT session."""
     return Signature(
         tuple(
@@ -86,7 +88,7 @@ def _fmt(shape: tuple[int, ...] | list[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def validate_inputs(signature: Signature, tensors: Mapping[str, np.ndarray]) -> None:
+def validate_inputs(signature: Signature, tensors: Tensors) -> None:
     """Raise :class:`BadRequest` naming the offending input, or return silently."""
     expected = {t.name: t for t in signature.inputs}
     for name in tensors:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from litegate.inference.batcher import BatchObserver
 
 Key = tuple[str, str]
 
@@ -79,7 +82,7 @@ class Observers:
 
     __slots__ = ("_targets",)
 
-    def __init__(self, *targets: Any) -> None:
+    def __init__(self, *targets: BatchObserver) -> None:
         self._targets = targets
 
     def observe_batch(self, *, requests: int, rows: int, queue_s: list[float],
