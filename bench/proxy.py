@@ -377,7 +377,10 @@ def venv_python() -> str:
     return sys.executable
 
 
-def litegate_cmd() -> list[str]:
+def litegate_cmd(source: Path | None = None) -> list[str]:
+    """The litegate CLI: this checkout's, or the one in ``source`` (an exported commit)."""
+    if source is not None:
+        return [sys.executable, "-c", "import sys; from litegate.cli import main; sys.exit(main())"]
     exe = Path(sys.executable).parent / "litegate"
     if exe.exists():
         return [str(exe)]
@@ -387,15 +390,31 @@ def litegate_cmd() -> list[str]:
     return [sys.executable, "-m", "litegate.cli"]
 
 
-def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool = False) -> Target:
-    """``nolimits`` (profiling only): no limit on the key or the route."""
+def export_ref(ref: str, workdir: Path) -> Path:
+    """``git archive`` of ``ref`` into ``workdir``, importable by PYTHONPATH: the console
+    and migrations are linked where the installed package puts them."""
+    dest = workdir / f"src-{re.sub(r'[^A-Za-z0-9]+', '_', ref)}"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    for sub in ("admin", "migrations"):
+        (dest / "litegate" / sub).symlink_to(dest / sub)
+    return dest
+
+
+def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool = False,
+                   source: Path | None = None, name: str = "litegate") -> Target:
+    """``nolimits`` (profiling only): no limit on the key or the route. ``source``: run
+    the litegate exported there (``--refs``) instead of this checkout's."""
     home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
     env = dict(os.environ)
     env["LITEGATE_HOME"] = str(home)
     for k in list(env):
         if k.startswith("LITEGATE_") and k != "LITEGATE_HOME":
             env.pop(k)  # a developer's own settings must not leak into the run
-    lg = litegate_cmd()
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # ahead of the editable install's finder
+    lg = litegate_cmd(source)
     cfg = home / "bench-config.yaml"
     cfg.write_text(
         "upstreams:\n"
@@ -426,8 +445,11 @@ def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool =
     if not m:
         raise RuntimeError(f"litegate keys create --json printed no JSON: {stdout[-300:]}")
     key = json.loads(m.group(0))["key"]
+    if source is not None:  # older commits migrate with `db upgrade`, not at start
+        run(with_home(["db", "upgrade"]))
     argv = with_home(["serve", "--host", HOST, "--port", str(port)])
-    return Target("litegate", "litegate serve", port, argv, auth_key=key, ready_path="/readyz", env=env,
+    label = "litegate serve" if source is None else f"litegate serve @ {name.partition('@')[2]}"
+    return Target(name, label, port, argv, auth_key=key, ready_path="/readyz", env=env,
                   notes=[f"home {home.name}; route `{ROUTE}` -> mock `{UPSTREAM_MODEL}`; "
                          "auth + limits (1000000/minute key and route) + metrics, no cache"])
 
@@ -643,6 +665,15 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
                           f"{'met' if lg.ready_s <= GOAL_READY_S else 'MISSED'})")
     if ce and ce.added_p50_ms is not None:
         checks.append(f"ceiling sequential added p50 = {ce.added_p50_ms:.3f} ms")
+    for name, other in by.items():  # --refs: this checkout against earlier commits
+        if lg and name.startswith("litegate@") and other.rps and lg.rps:
+            ref = name.partition("@")[2]
+            line = f"litegate / litegate@{ref} RPS = **{lg.rps / other.rps:.2f}×**"
+            if lg.cpu_us_per_req and other.cpu_us_per_req:
+                line += f", by CPU per request {other.cpu_us_per_req / lg.cpu_us_per_req:.2f}×"
+            if lg.added_p50_ms is not None and other.added_p50_ms is not None:
+                line += (f"; added p50 {lg.added_p50_ms:.3f} vs {other.added_p50_ms:.3f} ms")
+            checks.append(line)
     if checks:
         lines.append("Ratios and goals (issue #2):")
         lines.append("")
@@ -726,6 +757,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to append to")
     p.add_argument("--no-append", action="store_true", help="print the table, do not append it")
     p.add_argument("--keep", action="store_true", help="keep the per-run work dir (logs, wrk output)")
+    p.add_argument("--refs", default="",
+                   help="comma-separated git commits to run as extra litegate targets side by side "
+                        "with this checkout's (e.g. the commit before a change)")
     args = p.parse_args(argv)
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
@@ -733,6 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not targets:
         p.error(f"unknown target(s) {unknown}; choose from {ALL_TARGETS}")
     targets = [t for t in ALL_TARGETS if t in targets]  # fixed order
+    refs = [r.strip() for r in args.refs.split(",") if r.strip()]
+    for ref in refs:
+        if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref + "^{commit}"],
+                          capture_output=True).returncode != 0:
+            p.error(f"--refs: {ref!r} is not a commit")
+    targets += [f"litegate@{ref}" for ref in refs]
     if args.duration <= 0 or args.duration > 300 or args.warmup < 0 or args.warmup > 60:
         p.error("--duration must be in (0, 300] and --warmup in [0, 60]")
     if not 1 <= args.rounds <= 10 or args.duration / args.rounds < 1:
@@ -797,6 +837,9 @@ def main(argv: list[str] | None = None) -> int:
                                      str(port), "--upstream", f"http://{HOST}:{mock_port}"])
                 elif name == "litegate":
                     target = setup_litegate(workdir, mock_port, port)
+                elif name.startswith("litegate@"):
+                    source = export_ref(name.partition("@")[2], workdir)
+                    target = setup_litegate(workdir, mock_port, port, source=source, name=name)
                 else:
                     target = setup_litellm(workdir, mock_port, port, args.litellm_venv, args.install_timeout)
                 res.label = target.label
