@@ -18,54 +18,45 @@ from typing import Any
 from litestar import Request, Response, Router
 from litestar.enums import MediaType
 from litestar.exceptions import HTTPException, NotAuthorizedException
-from litestar.middleware.base import DefineMiddleware
 from litestar.response import Redirect
 from litestar.static_files import create_static_files_router
 
 from litegate.errors import LitegateError
 from litegate.services.users import LoginThrottle
 
-from . import account_views, models_views, views
+from . import (
+    access_views,
+    account_views,
+    audit_views,
+    dashboard_views,
+    keys_views,
+    models_views,
+    quotas_views,
+    routes_views,
+    upstreams_views,
+)
 from .auth import (
     AdminAuthRequired,
     AdminSessionMiddleware,
-    SessionSigner,
     admin_guard,
     context_of,
     ids_guard,
     session_of,
 )
-from .config import STATIC_DIR, AdminContext, make_environment, resolve_secret
+from .config import STATIC_DIR, AdminContext, AdminHost, make_environment, resolve_secret
+from .pages import render
+from .session import SessionSigner
 
-__all__ = ["AdminContext", "create_admin_router", "ROUTE_HANDLERS"]
+__all__ = ["ROUTE_HANDLERS", "AdminContext", "AdminHost", "create_admin_router"]
 
 ROUTE_HANDLERS = [
-    views.login_page,
-    views.login_submit,
-    views.logout,
-    views.dashboard_page,
-    views.dashboard_panel,
-    views.upstreams_page,
-    views.upstream_new,
-    views.upstream_create,
-    views.upstream_edit,
-    views.upstream_update,
-    views.upstream_delete,
-    views.routes_page,
-    views.route_new,
-    views.route_create,
-    views.route_edit,
-    views.route_update,
-    views.route_delete,
-    views.quotas_page,
-    views.quota_create,
-    views.quota_delete,
-    views.keys_page,
-    views.key_create,
-    views.key_edit,
-    views.key_update,
-    views.key_revoke,
-    views.audit_page,
+    *access_views.ROUTE_HANDLERS,
+    *dashboard_views.ROUTE_HANDLERS,
+    *upstreams_views.ROUTE_HANDLERS,
+    *routes_views.ROUTE_HANDLERS,
+    *quotas_views.ROUTE_HANDLERS,
+    *keys_views.ROUTE_HANDLERS,
+    *audit_views.ROUTE_HANDLERS,
     *models_views.ROUTE_HANDLERS,
     *account_views.ROUTE_HANDLERS,
 ]
@@ -106,7 +97,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         session_of(request)
     except RuntimeError:
         return Response(exc.detail, status_code=exc.status_code, media_type=MediaType.TEXT)
-    return views.render(
+    return render(
         request, "error.html", title="Error", status_code=exc.status_code,
         status=exc.status_code, message=exc.detail,
     )
@@ -117,7 +108,7 @@ def _litegate_error(request: Request[Any, Any, Any], exc: LitegateError) -> Resp
 
 
 def create_admin_router(
-    gateway: Any,
+    gateway: AdminHost,
     *,
     path: str | None = None,
     templates_dir: str | Path | None = None,
@@ -135,20 +126,18 @@ def create_admin_router(
     """
     settings = gateway.settings
     if path is None:
-        path = getattr(settings, "admin_path", None) or "/admin"
+        path = settings.admin_path or "/admin"
     if secure_cookies is None:
-        secure_cookies = bool(getattr(settings, "admin_secure_cookies", False))
+        secure_cookies = settings.admin_secure_cookies
     path = "/" + path.strip("/") if path.strip("/") else ""
     if templates_dir is None:
-        templates_dir = getattr(settings, "admin_templates_dir", None) or (
-            getattr(settings, "extra", None) or {}
-        ).get("admin_templates_dir")
+        templates_dir = settings.admin_templates_dir
     context = AdminContext(
         gateway=gateway,
         base_path=path,
         signer=SessionSigner(
             secret_key or resolve_secret(settings),
-            max_age_s=int(getattr(settings, "session_max_age_s", 8 * 3600)),
+            max_age_s=settings.session_max_age_s,
         ),
         env=make_environment(templates_dir),
         throttle=throttle or LoginThrottle(),
@@ -164,7 +153,7 @@ def create_admin_router(
     return Router(
         path=path or "/",
         route_handlers=[*ROUTE_HANDLERS, static],
-        middleware=[DefineMiddleware(AdminSessionMiddleware, context=context)],
+        middleware=[AdminSessionMiddleware(context)],
         guards=[admin_guard, ids_guard],
         exception_handlers={
             AdminAuthRequired: _auth_required,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
 from litestar.response import Redirect
 
 from litegate.errors import BadRequest
@@ -19,13 +19,13 @@ from litegate.services import users as user_service
 
 from . import forms
 from .auth import context_of, session_of
-from .views import actor, client_ip, redirect, render
+from .pages import AdminRequest, actor, client_ip, redirect, render
 
 
 async def _account_page(
-    request: Request[Any, Any, Any], errors: dict[str, list[str]] | None = None,
+    request: AdminRequest, errors: dict[str, list[str]] | None = None,
     status_code: int = 200,
-) -> Response[Any]:
+) -> Response[str]:
     state = session_of(request)
     async with context_of(request).sessionmaker() as session:
         count = await admin_sessions.count_for_user(session, state.user_id or 0)
@@ -36,12 +36,12 @@ async def _account_page(
 
 
 @get("/account")
-async def account_page(request: Request[Any, Any, Any]) -> Response[Any]:
+async def account_page(request: AdminRequest) -> Response[str]:
     return await _account_page(request)
 
 
 @post("/account/password", status_code=200)
-async def password_change(request: Request[Any, Any, Any]) -> Response[Any]:
+async def password_change(request: AdminRequest) -> Response[Any]:
     ctx = context_of(request)
     state = session_of(request)
     form = await request.form()
@@ -77,7 +77,7 @@ async def password_change(request: Request[Any, Any, Any]) -> Response[Any]:
 
 
 @post("/account/sessions/end")
-async def end_my_sessions(request: Request[Any, Any, Any]) -> Redirect:
+async def end_my_sessions(request: AdminRequest) -> Redirect:
     state = session_of(request)
     async with context_of(request).sessionmaker() as session, session.begin():
         await user_service.end_sessions(session, state.user, actor=actor(request))
@@ -87,7 +87,7 @@ async def end_my_sessions(request: Request[Any, Any, Any]) -> Redirect:
 
 
 @post("/sessions/end-all")
-async def end_all_sessions(request: Request[Any, Any, Any]) -> Redirect:
+async def end_all_sessions(request: AdminRequest) -> Redirect:
     state = session_of(request)
     async with context_of(request).sessionmaker() as session, session.begin():
         await user_service.end_sessions(session, None, actor=actor(request))

@@ -21,32 +21,28 @@ mounted on the admin router only: the ``/v1``/``/v2`` hot path never pays for it
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
-import json
-import secrets
-import time
-from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.exceptions import (
     NotAuthorizedException,
     NotFoundException,
     PermissionDeniedException,
     ServiceUnavailableException,
 )
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from sqlalchemy.exc import SQLAlchemyError
 
-from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.db.models import MAX_ROW_ID
 from litegate.services import admin_sessions
 
-if TYPE_CHECKING:
-    from litestar.connection import ASGIConnection
-    from litestar.handlers.base import BaseRouteHandler
-
-    from .config import AdminContext
+from .config import AdminContext
+from .session import SessionState, new_session
 
 SCOPE_SESSION = "litegate.admin.session"
 SCOPE_CONTEXT = "litegate.admin.context"
@@ -55,112 +51,22 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+class AdminSessionMiddleware(ASGIMiddleware):
+    """Loads the signed session into the scope's state and writes it back when changed.
 
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    Built once per router and shared by every request: no per-request state on ``self``.
+    """
 
+    scopes = (ScopeType.HTTP,)
 
-def _b64d(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class SessionSigner:
-    """``payload.signature``; ``loads`` rejects a bad signature or an expired session."""
-
-    def __init__(self, secret: str | bytes, *, max_age_s: int) -> None:
-        raw = secret.encode() if isinstance(secret, str) else secret
-        self._key = hashlib.sha256(b"litegate-admin-session\x00" + raw).digest()
-        self.max_age_s = max_age_s
-
-    def _sign(self, payload: str) -> str:
-        return _b64e(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
-
-    def dumps(self, data: dict[str, Any]) -> str:
-        payload = _b64e(json.dumps(data, separators=(",", ":")).encode())
-        return f"{payload}.{self._sign(payload)}"
-
-    def loads(self, token: str, *, now: float | None = None) -> dict[str, Any] | None:
-        payload, _, signature = token.partition(".")
-        if not payload or not signature:
-            return None
-        try:
-            if not hmac.compare_digest(self._sign(payload), signature):
-                return None
-            data = json.loads(_b64d(payload))
-        except (ValueError, UnicodeError):
-            return None
-        if not isinstance(data, dict):
-            return None
-        issued = data.get("iat")
-        if not isinstance(issued, int | float):
-            return None
-        if (now if now is not None else time.time()) - issued > self.max_age_s:
-            return None
-        return data
-
-
-def new_session(session_id: str | None = None) -> dict[str, Any]:
-    """Cookie payload: a fresh CSRF token, and the server-side session id once signed in."""
-    data: dict[str, Any] = {"csrf": secrets.token_urlsafe(24), "iat": int(time.time())}
-    if session_id is not None:
-        data["sid"] = session_id
-    return data
-
-
-@dataclass
-class SessionState:
-    """Per-request session; handlers change it and the middleware writes the cookie."""
-
-    data: dict[str, Any]
-    dirty: bool = False
-    user: str | None = None
-    """Set by the middleware from the live server-side session, never from the cookie."""
-    user_id: int | None = None
-
-    @property
-    def session_id(self) -> str | None:
-        sid = self.data.get("sid")
-        return sid if isinstance(sid, str) and self.user is not None else None
-
-    @property
-    def csrf_token(self) -> str:
-        return str(self.data.get("csrf", ""))
-
-    def sign_in(self, session_id: str, user: str, user_id: int) -> None:
-        # A fresh cookie (and CSRF token) on login: no session fixation.
-        self.data, self.dirty = new_session(session_id), True
-        self.user, self.user_id = user, user_id
-
-    def sign_out(self) -> None:
-        self.data, self.user, self.user_id, self.dirty = new_session(), None, None, True
-
-    def flash(self, message: str, category: str = "ok") -> None:
-        self.data.setdefault("flash", []).append([category, message])
-        self.dirty = True
-
-    def pop_flashes(self) -> list[tuple[str, str]]:
-        items = self.data.pop("flash", None)
-        if items:
-            self.dirty = True
-            return [(str(c), str(m)) for c, m in items]
-        return []
-
-
-class AdminSessionMiddleware:
-    """Loads the signed session into the scope and writes it back when changed."""
-
-    def __init__(self, app: ASGIApp, *, context: AdminContext) -> None:
-        self.app = app
+    def __init__(self, context: AdminContext) -> None:
         self.context = context
         self.cookie_name = context.cookie_name
         self.cookie_path = context.base_path or "/"
         self._cookie_key = context.cookie_name.encode("latin-1")
         self._static_prefix = f"{context.base_path}/static/"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         data = None
         for name, value in scope.get("headers", ()):
             if name == b"cookie" and self._cookie_key in value:
@@ -176,18 +82,17 @@ class AdminSessionMiddleware:
         state = SessionState(data=data or new_session(), dirty=data is None)
         if user is not None:
             state.user_id, state.user = user
-        scope[SCOPE_SESSION] = state
-        scope[SCOPE_CONTEXT] = self.context
+        scope["state"][SCOPE_SESSION] = state
+        scope["state"][SCOPE_CONTEXT] = self.context
         secure = scope.get("scheme") == "https"
 
-        async def send_wrapper(message: dict[str, Any]) -> None:
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and state.dirty:
-                headers = list(message.get("headers", ()))
-                headers.append((b"set-cookie", self._cookie_header(state, secure).encode("latin-1")))
-                message = {**message, "headers": headers}
+                cookie = self._cookie_header(state, secure).encode("latin-1")
+                message = {**message, "headers": [*message.get("headers", ()), (b"set-cookie", cookie)]}
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        await next_app(scope, receive, send_wrapper)
 
     async def _live_user(self, session_id: str) -> tuple[int, str] | None:
         try:
@@ -203,7 +108,7 @@ class AdminSessionMiddleware:
         cookie: SimpleCookie = SimpleCookie()
         try:
             cookie.load(header)
-        except Exception:  # malformed cookie header from the client
+        except Exception:  # noqa: BLE001 - any malformed cookie header from the client
             return None
         morsel = cookie.get(self.cookie_name)
         if morsel is None:
@@ -228,18 +133,17 @@ class AdminAuthRequired(NotAuthorizedException):
 
 
 def session_of(connection: ASGIConnection[Any, Any, Any, Any]) -> SessionState:
-    state = connection.scope.get(SCOPE_SESSION)  # type: ignore[call-overload]
-    if state is None:  # the middleware is part of the router; this is a wiring bug
+    state = connection.scope["state"].get(SCOPE_SESSION)
+    if not isinstance(state, SessionState):  # the middleware is part of the router: a wiring bug
         raise RuntimeError("AdminSessionMiddleware is not installed")
     return state
 
 
 def context_of(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminContext:
-    return connection.scope[SCOPE_CONTEXT]  # type: ignore[literal-required]
-
-
-MAX_ROW_ID = 2**31 - 1
-"""Ids are ``Integer`` columns (32-bit on PostgreSQL): larger values cannot exist."""
+    context = connection.scope["state"].get(SCOPE_CONTEXT)
+    if not isinstance(context, AdminContext):
+        raise RuntimeError("AdminSessionMiddleware is not installed")
+    return context
 
 
 async def ids_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
@@ -25,7 +25,7 @@ def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     exp = math.floor(math.log10(value))
-    base = 10**exp
+    base = 10.0**exp
     for step in (1, 2, 4, 8, 10):
         if value <= step * base:
             return step * base
@@ -72,16 +72,16 @@ def line_chart(
         f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
     ]
     for i in range(5):
-        v = top_value * i / 4
-        y = sy(v)
+        tick = top_value * i / 4
+        y = sy(tick)
         out.append(
             f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
             f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
-            f"{escape(_fmt(v, unit))}</text>"
+            f"{escape(_fmt(tick, unit))}</text>"
         )
     for t, anchor in ((t0, "start"), ((t0 + t1) / 2, "middle"), (t1, "end")):
         if xs:
-            label = datetime.fromtimestamp(t, timezone.utc).strftime("%H:%M:%S")
+            label = datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
             out.append(
                 f'<text x="{sx(t):.1f}" y="{height - 8}" font-size="10" text-anchor="{anchor}" '
                 f'fill="#6b7280">{label}</text>'
@@ -103,8 +103,8 @@ def line_chart(
             segments[-1].append(f"{sx(t):.1f},{sy(v):.1f}")
         for seg in segments:
             if len(seg) == 1:
-                x, y = seg[0].split(",")
-                out.append(f'<circle cx="{x}" cy="{y}" r="2" fill="{color}"/>')
+                cx, cy = seg[0].split(",")
+                out.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
             elif seg:
                 out.append(
                     f'<polyline fill="none" stroke="{color}" stroke-width="1.6" '

@@ -5,23 +5,52 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jinja2
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from litegate.policies.stats import Stats
 from litegate.services.users import LoginThrottle
+from litegate.settings import Settings
 
-from .auth import SessionSigner
+from .session import SessionSigner
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 STATIC_DIR = PACKAGE_DIR / "static"
 
 
+class ModelStatus(Protocol):
+    """The part of the ONNX model manager the console reads."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class AdminHost(Protocol):
+    """What the console needs from the gateway (a ``Gateway``, or a stand-in in tests)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]: ...
+
+    @property
+    def stats(self) -> Stats | None: ...
+
+    @property
+    def models(self) -> ModelStatus | None: ...
+
+    @property
+    def models_loaded(self) -> bool: ...
+
+
 @dataclass
 class AdminContext:
-    gateway: Any
+    gateway: AdminHost
     """Provides ``settings``, ``sessionmaker``, ``stats`` and ``models`` (may be ``None``)."""
     base_path: str
     signer: SessionSigner
@@ -37,18 +66,22 @@ class AdminContext:
         return self
 
     @property
-    def sessionmaker(self) -> Any:
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
         return self.gateway.sessionmaker
 
     @property
-    def models(self) -> Any:
+    def models(self) -> ModelStatus | None:
         """The ONNX manager when the gateway has started one (never created from here)."""
-        if getattr(self.gateway, "models_loaded", True) is False:
+        if not self.gateway.models_loaded:
             return None
-        return getattr(self.gateway, "models", None)
+        return self.gateway.models
 
     @property
-    def settings(self) -> Any:
+    def stats(self) -> Stats | None:
+        return self.gateway.stats
+
+    @property
+    def settings(self) -> Settings:
         return self.gateway.settings
 
     def url(self, path: str = "") -> str:
@@ -78,12 +111,11 @@ def make_environment(templates_dir: str | Path | None = None) -> jinja2.Environm
     return env
 
 
-def resolve_secret(settings: Any) -> str:
+def resolve_secret(settings: Settings) -> str:
     """``settings.secret_key``, else a key generated once and kept under ``home``."""
-    configured = getattr(settings, "secret_key", None)
-    if configured:
-        return str(configured)
-    home = Path(getattr(settings, "home", ".litegate"))
+    if settings.secret_key:
+        return settings.secret_key
+    home = Path(settings.home)
     path = home / "secret_key"
     for _ in range(50):
         try:
@@ -109,19 +141,18 @@ def resolve_secret(settings: Any) -> str:
     raise RuntimeError(f"could not read or create {path}")
 
 
-def _format_dt(value: Any) -> str:
+def _format_dt(value: datetime | str | None) -> str:
     if value is None:
         return "—"
-    try:
+    if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S UTC")
-    except AttributeError:
-        return str(value)
+    return str(value)
 
 
 def _format_hour(epoch: Any) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.fromtimestamp(int(epoch), timezone.utc).strftime("%Y-%m-%d %H:00")
+    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%d %H:00")
 
 
 def _format_size(value: Any) -> str:

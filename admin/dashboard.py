@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from markupsafe import Markup
 
+from litegate.policies.stats import Stats
+
 from .charts import line_chart
+from .config import ModelStatus
 
 UNROUTED = "(unrouted)"
 NO_VARIANT = "(none)"
@@ -68,8 +71,12 @@ def _opt(point: Mapping[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+PointValue = Callable[[Mapping[str, Any]], float | None]
+"""What a chart plots for one stats point."""
+
+
 def _series(
-    data: Mapping[str, list[dict[str, Any]]], fn: Any
+    data: Mapping[str, list[dict[str, Any]]], fn: PointValue
 ) -> dict[str, list[tuple[float, float | None]]]:
     return {name: [(_n(p, "t"), fn(p)) for p in pts] for name, pts in data.items()}
 
@@ -96,7 +103,7 @@ def summarize(name: str, points: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _ratio(num: str, den: Sequence[str]) -> Any:
+def _ratio(num: str, den: Sequence[str]) -> PointValue:
     def fn(p: Mapping[str, Any]) -> float | None:
         total = sum(_n(p, d) for d in den)
         return _n(p, num) / total if total else None
@@ -133,16 +140,11 @@ def _split_rows(
     return rows, outside
 
 
-def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
+def build(stats: Stats | None, models: ModelStatus | None, *, window: str = "10m") -> dict[str, Any]:
     if window not in WINDOWS:
         window = "10m"
     bucket_s, buckets = WINDOWS[window]
-    raw: Any = {}
-    if stats is not None and hasattr(stats, "series"):
-        try:
-            raw = stats.series(bucket_s=bucket_s, buckets=buckets)
-        except TypeError:
-            raw = stats.series()
+    raw = stats.series(bucket_s=bucket_s, buckets=buckets) if stats is not None else {}
     routes, variants = normalize(raw)
     variant_rows, outside_rows = _split_rows(routes, variants)
     split = {k: v for k, v in variants.items() if not k.endswith("/" + NO_VARIANT)}
@@ -193,7 +195,7 @@ def build(stats: Any, models: Any, *, window: str = "10m") -> dict[str, Any]:
     }
 
 
-def model_status(models: Any) -> list[dict[str, Any]]:
+def model_status(models: ModelStatus | None) -> list[dict[str, Any]]:
     """One row per (model, version) the ONNX manager knows, with the providers in use."""
     raw = manager_status(models)
     rows = []
@@ -217,14 +219,15 @@ def model_status(models: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def manager_status(models: Any) -> dict[str, dict[str, Any]]:
+def manager_status(models: ModelStatus | None) -> dict[str, dict[str, Any]]:
     """``{model: {active_version, loaded: {version: {providers, fell_back}}}}`` or ``{}``."""
-    if models is None or not hasattr(models, "status"):
+    if models is None:
         return {}
     try:
         raw = models.status()
     except Exception:  # the console must render even if the manager misbehaves
         return {}
     inner = raw.get("models", {}) if isinstance(raw, Mapping) else {}
-    return {str(k): v for k, v in inner.items() if isinstance(v, Mapping)} if isinstance(
-        inner, Mapping) else {}
+    if not isinstance(inner, Mapping):
+        return {}
+    return {str(k): dict(v) for k, v in inner.items() if isinstance(v, Mapping)}

@@ -12,17 +12,32 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypedDict
 
+from litestar.datastructures import FormMultiDict
+
+from litegate.db.models import MAX_ROW_ID, ApiKey, Quota, Route, Upstream
 from litegate.services.schema import CacheIn, RouteIn, UpstreamIn, VariantIn
 
-from .auth import MAX_ROW_ID
-
-ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.S)
+ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.DOTALL)
 EXTRA_VARIANT_ROWS = 2
 MAX_VARIANT_ROWS = 100
 GENERAL = "__all__"
+ROUTE_TEXT_FIELDS = (
+    "name", "description", "sticky_mode", "sticky_header", "cache_ttl_s", "fallback", "shadow",
+    "limits", "token_limits", "row_version",
+)
+
+
+class VariantRow(TypedDict):
+    """One submitted row of the route form's variant table."""
+
+    name: str
+    upstream: str
+    model: str
+    weight: str
+    remove: bool
 
 
 @dataclass
@@ -128,7 +143,7 @@ def row_version(form: Mapping[str, Any]) -> int | None:
 # -- routes ---------------------------------------------------------------------------
 
 
-def route_values(route: Any | None, limits: Sequence[Any] = ()) -> dict[str, Any]:
+def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str, Any]:
     """Form values for a stored route (or a blank new one)."""
     if route is None:
         return {
@@ -177,32 +192,22 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
     """Parse the route form; ``fixed_name`` is the stored name when editing."""
     count = _int(FormResult({}), "variant_rows", _text(form, "variant_rows"), default=0) or 0
     count = max(0, min(count, MAX_VARIANT_ROWS))
-    rows = []
-    for i in range(count):
-        rows.append(
-            {
-                "name": _text(form, f"variants-{i}-name"),
-                "upstream": _text(form, f"variants-{i}-upstream"),
-                "model": _text(form, f"variants-{i}-model"),
-                "weight": _text(form, f"variants-{i}-weight"),
-                "remove": bool(form.get(f"variants-{i}-remove")),
-            }
-        )
-    values = {
-        "name": fixed_name if fixed_name is not None else _text(form, "name"),
-        "description": _text(form, "description"),
-        "sticky_mode": _text(form, "sticky_mode") or "key",
-        "sticky_header": _text(form, "sticky_header"),
-        "cache_ttl_s": _text(form, "cache_ttl_s"),
-        "fallback": _text(form, "fallback"),
-        "shadow": _text(form, "shadow"),
-        "limits": _text(form, "limits"),
-        "token_limits": _text(form, "token_limits"),
-        "row_version": _text(form, "row_version"),
-        "variants": rows,
-    }
+    rows: list[VariantRow] = [
+        {
+            "name": _text(form, f"variants-{i}-name"),
+            "upstream": _text(form, f"variants-{i}-upstream"),
+            "model": _text(form, f"variants-{i}-model"),
+            "weight": _text(form, f"variants-{i}-weight"),
+            "remove": bool(form.get(f"variants-{i}-remove")),
+        }
+        for i in range(count)
+    ]
+    text = {name: _text(form, name) for name in ROUTE_TEXT_FIELDS}
+    text["name"] = fixed_name if fixed_name is not None else text["name"]
+    text["sticky_mode"] = text["sticky_mode"] or "key"
+    values: dict[str, Any] = {**text, "variants": rows}
     result = FormResult(values, submitted_rows=len(rows))
-    if not values["name"]:
+    if not text["name"]:
         result.add("name", "required")
     variants: list[VariantIn] = []
     for i, row in enumerate(rows):
@@ -224,28 +229,29 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
         result.row_map.append(i)
     if not variants:
         result.add("variants", "at least one variant is required")
-    mode = values["sticky_mode"]
+    mode = text["sticky_mode"]
     if mode == "header":
-        sticky = f"header:{values['sticky_header']}"
-        if not values["sticky_header"]:
+        sticky = f"header:{text['sticky_header']}"
+        if not text["sticky_header"]:
             result.add("sticky_header", "required when stickiness is by header")
     elif mode in ("key", "none"):
         sticky = mode
     else:
         sticky = "key"
         result.add("sticky_mode", "choose key, header or none")
-    ttl = _float(result, "cache_ttl_s", values["cache_ttl_s"], required=False)
-    values["variants"] = rows + _pad_variants([])[: max(0, EXTRA_VARIANT_ROWS - _blank_tail(rows))]
+    ttl = _float(result, "cache_ttl_s", text["cache_ttl_s"], required=False)
+    padding = _pad_variants([])[: max(0, EXTRA_VARIANT_ROWS - _blank_tail(rows))]
+    values["variants"] = [*rows, *padding]
     result.data = RouteIn(
-        name=values["name"],
+        name=text["name"],
         variants=variants,
         sticky=sticky,
         cache=CacheIn(ttl_s=ttl) if ttl is not None else None,
-        limits=_lines(values["limits"]),
-        token_limits=_lines(values["token_limits"]),
-        fallback=values["fallback"] or None,
-        shadow=values["shadow"] or None,
-        description=values["description"],
+        limits=_lines(text["limits"]),
+        token_limits=_lines(text["token_limits"]),
+        fallback=text["fallback"] or None,
+        shadow=text["shadow"] or None,
+        description=text["description"],
     )
     return result
 
@@ -258,7 +264,7 @@ def add_variant_row(result: FormResult) -> None:
     result.values["variants"] = rows
 
 
-def _blank_tail(rows: list[dict[str, Any]]) -> int:
+def _blank_tail(rows: Sequence[VariantRow]) -> int:
     n = 0
     for row in reversed(rows):
         if row["upstream"] or row["model"] or row["name"] or row["weight"]:
@@ -274,7 +280,7 @@ def weights_of(form: Mapping[str, Any]) -> dict[str, str]:
 # -- upstreams ------------------------------------------------------------------------
 
 
-def upstream_values(upstream: Any | None) -> dict[str, Any]:
+def upstream_values(upstream: Upstream | None) -> dict[str, Any]:
     if upstream is None:
         return {
             "name": "", "kind": "openai", "base_url": "", "api_key_env": "",
@@ -321,7 +327,7 @@ def parse_upstream(form: Mapping[str, Any], *, fixed_name: str | None = None) ->
 # -- keys -----------------------------------------------------------------------------
 
 
-def key_values(key: Any, limits: Mapping[str, list[str]]) -> dict[str, Any]:
+def key_values(key: ApiKey, limits: Mapping[str, list[str]]) -> dict[str, Any]:
     """Form values for editing a stored key (its name is fixed)."""
     expires = key.expires_at
     return {
@@ -333,33 +339,29 @@ def key_values(key: Any, limits: Mapping[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def parse_key(form: Any, *, fixed_name: str | None = None) -> FormResult:
+def parse_key(form: FormMultiDict, *, fixed_name: str | None = None) -> FormResult:
     """The key form; ``fixed_name`` when editing (the name is not changed)."""
     routes = [r for r in form.getall("routes", []) if isinstance(r, str) and r]
-    values = {
-        "name": fixed_name if fixed_name is not None else _text(form, "name"),
-        "routes": routes,
-        "limits": _text(form, "limits"),
-        "token_limits": _text(form, "token_limits"),
-        "expires_at": _text(form, "expires_at"),
-    }
+    text = {name: _text(form, name) for name in ("name", "limits", "token_limits", "expires_at")}
+    text["name"] = fixed_name if fixed_name is not None else text["name"]
+    values: dict[str, Any] = {**text, "routes": routes}
     result = FormResult(values)
-    if not values["name"]:
+    if not text["name"]:
         result.add("name", "required")
     expires: datetime | None = None
-    if values["expires_at"]:
+    if text["expires_at"]:
         try:
-            expires = datetime.fromisoformat(values["expires_at"])
+            expires = datetime.fromisoformat(text["expires_at"])
         except ValueError:
             result.add("expires_at", "expected a date and time (YYYY-MM-DDTHH:MM)")
         else:
             if expires.tzinfo is None:
-                expires = expires.replace(tzinfo=timezone.utc)
+                expires = expires.replace(tzinfo=UTC)
     result.data = {
-        "name": values["name"],
+        "name": text["name"],
         "routes": routes,
-        "limits": _lines(values["limits"]),
-        "token_limits": _lines(values["token_limits"]),
+        "limits": _lines(text["limits"]),
+        "token_limits": _lines(text["token_limits"]),
         "expires_at": expires,
     }
     return result

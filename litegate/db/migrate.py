@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-_REVISION = re.compile(r"^(down_)?revision(?:: [^=]+)? = ['\"]?([\w]+)['\"]?", re.M)
+_REVISION = re.compile(r"^(down_)?revision(?:: [^=]+)? = ['\"]?([\w]+)['\"]?", re.MULTILINE)
 
 
 def migrations_dir() -> Path:
@@ -26,7 +26,8 @@ def migrations_dir() -> Path:
 
 def _revisions() -> tuple[set[str], set[str]]:
     """(every revision, every revision that has a child), read from the scripts."""
-    revisions, parents = set(), set()
+    revisions: set[str] = set()
+    parents: set[str] = set()
     for script in (migrations_dir() / "versions").glob("*.py"):
         for down, rev in _REVISION.findall(script.read_text()):
             (parents if down else revisions).add(rev)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from litegate.db.models import AuditEntry, ConfigState, utcnow
@@ -23,24 +23,36 @@ async def record_audit(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    entry = AuditEntry(
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_name=entity_name,
-        before=before,
-        after=after,
-    )
+    fields: dict[str, Any] = {
+        "actor": actor, "action": action, "entity_type": entity_type,
+        "entity_name": entity_name, "before": before, "after": after,
+    }
+    entry = AuditEntry(**fields)
     session.add(entry)
-    log.info(
-        "config_change",
-        actor=actor,
-        action=action,
-        entity_type=entity_type,
-        entity_name=entity_name,
-        before=before,
-        after=after,
+    log.info("config_change", **fields)
+    return entry
+
+
+async def record_change(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_name: str,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    bump: bool = True,
+) -> AuditEntry:
+    """One config change: its audit entry and (unless a batch bumps once at its end,
+    ``bump=False``) the config version gateways poll. Call inside the change's
+    transaction."""
+    entry = await record_audit(
+        session, actor=actor, action=action, entity_type=entity_type,
+        entity_name=entity_name, before=before, after=after,
     )
+    if bump:
+        await bump_config_version(session)
     return entry
 
 
@@ -71,7 +83,12 @@ AUDIT_COLUMNS = {
 """The columns the log can be filtered on by exact value."""
 
 
-def _audit_query(filters: dict[str, str], text: str) -> Select[tuple[AuditEntry]]:
+async def search_audit(
+    session: AsyncSession, *, filters: dict[str, str], text: str = "", offset: int = 0,
+    limit: int = 50,
+) -> tuple[list[AuditEntry], int]:
+    """One page of entries, newest first, matching every non-empty filter (exact) and
+    ``text`` (in the entity name or actor), and how many match in all."""
     stmt = select(AuditEntry)
     for name, value in filters.items():
         if value:
@@ -81,16 +98,6 @@ def _audit_query(filters: dict[str, str], text: str) -> Select[tuple[AuditEntry]
             AuditEntry.entity_name.contains(text, autoescape=True),
             AuditEntry.actor.contains(text, autoescape=True),
         ))
-    return stmt
-
-
-async def search_audit(
-    session: AsyncSession, *, filters: dict[str, str], text: str = "", offset: int = 0,
-    limit: int = 50,
-) -> tuple[list[AuditEntry], int]:
-    """One page of entries, newest first, matching every non-empty filter (exact) and
-    ``text`` (in the entity name or actor), and how many match in all."""
-    stmt = _audit_query(filters, text)
     total = int(await session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
     rows = await session.scalars(stmt.order_by(AuditEntry.id.desc()).offset(offset).limit(limit))
     return list(rows), total

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
 from litegate.errors import Conflict, NotFound
-from litegate.services.audit import bump_config_version, record_audit
+from litegate.services.audit import record_change
 from litegate.services.schema import ValidationFailed, check_rates
 
 KEY_PREFIX = "lg-"
@@ -114,10 +114,9 @@ async def create_key(
         session.add(Quota(key_id=key.id, kind="tokens", rate=rate))
     await session.flush()
     after = key_dict(key) | {"limits": list(limits or []), "token_limits": list(token_limits or [])}
-    await record_audit(
+    await record_change(
         session, actor=actor, action="create", entity_type="api_key", entity_name=name, after=after
     )
-    await bump_config_version(session)
     return key, secret
 
 
@@ -168,11 +167,10 @@ async def update_key(
     await session.flush()
     after = _state(key, await own_limits(session, key.id))
     if after != before:
-        await record_audit(
+        await record_change(
             session, actor=actor, action="update", entity_type="api_key",
             entity_name=key.name, before=before, after=after,
         )
-        await bump_config_version(session)
     return key
 
 
@@ -225,7 +223,7 @@ async def revoke_key(session: AsyncSession, key_id: int, *, actor: str) -> ApiKe
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
-        await record_audit(
+        await record_change(
             session,
             actor=actor,
             action="revoke",
@@ -234,7 +232,6 @@ async def revoke_key(session: AsyncSession, key_id: int, *, actor: str) -> ApiKe
             before=before,
             after=key_dict(key),
         )
-        await bump_config_version(session)
     return key
 
 

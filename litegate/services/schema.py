@@ -7,7 +7,7 @@ instead of stopping at the first one, so a user can fix a file in one go.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from limits import parse_many
@@ -129,6 +129,29 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
     return errors
 
 
+_S = TypeVar("_S", bound=msgspec.Struct)
+
+
+def _convert_section(
+    raw: dict[str, Any], section: str, cls: type[_S], errors: list[str]
+) -> list[_S]:
+    """The section's items converted to ``cls``; each failure is one error with its path."""
+    items = raw.get(section) or []
+    if not isinstance(items, list):
+        errors.append(f"{section}: expected a list")
+        return []
+    out: list[_S] = []
+    for i, item in enumerate(items):
+        try:
+            out.append(msgspec.convert(item, cls))
+        except msgspec.ValidationError as exc:
+            where = str(exc).rsplit(" - at `$", 1)
+            detail = where[0]
+            suffix = where[1].rstrip("`") if len(where) > 1 else ""
+            errors.append(f"{section}[{i}]{suffix}: {detail}")
+    return out
+
+
 def parse_document(
     raw: Any, *, known_upstreams: set[str] | None = None, known_routes: set[str] | None = None
 ) -> ConfigDocument:
@@ -142,21 +165,8 @@ def parse_document(
     for key in raw:
         if key not in ("upstreams", "routes"):
             errors.append(f"{key}: unknown section (expected 'upstreams', 'routes')")
-    ups: list[UpstreamIn] = []
-    routes: list[RouteIn] = []
-    for section, cls, out in (("upstreams", UpstreamIn, ups), ("routes", RouteIn, routes)):
-        items = raw.get(section) or []
-        if not isinstance(items, list):
-            errors.append(f"{section}: expected a list")
-            continue
-        for i, item in enumerate(items):
-            try:
-                out.append(msgspec.convert(item, cls))
-            except msgspec.ValidationError as exc:
-                where = str(exc).rsplit(" - at `$", 1)
-                detail = where[0]
-                suffix = where[1].rstrip("`") if len(where) > 1 else ""
-                errors.append(f"{section}[{i}]{suffix}: {detail}")
+    ups = _convert_section(raw, "upstreams", UpstreamIn, errors)
+    routes = _convert_section(raw, "routes", RouteIn, errors)
     names: set[str] = set()
     for i, u in enumerate(ups):
         errors += check_upstream(u, f"upstreams[{i}]")

@@ -18,6 +18,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -221,7 +222,7 @@ class LoginThrottle:
     window_s: float = 300.0
     max_entries: int = 10_000
     max_locked: int = 10_000
-    clock: object = field(default=time.monotonic, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     _failures: OrderedDict[tuple[str, str], deque[float]] = field(
         default_factory=OrderedDict, repr=False
     )
@@ -229,7 +230,7 @@ class LoginThrottle:
     _expiries: list[tuple[float, tuple[str, str]]] = field(default_factory=list, repr=False)
 
     def _now(self) -> float:
-        return self.clock()  # type: ignore[operator]
+        return self.clock()
 
     def _expire_locks(self, now: float) -> None:
         while self._expiries and self._expiries[0][0] <= now:

@@ -9,7 +9,7 @@ from http.cookies import SimpleCookie
 from typing import Any
 
 import pytest
-from litegate.admin.auth import SessionSigner
+from litegate.admin.session import SessionSigner
 from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select
 
@@ -331,9 +331,9 @@ async def test_dashboard_shows_routes_variants_and_charts(admin, gateway):
     gateway.stats.record("chat", "a", 429, 0.001, None)
     html = (await admin.get("/admin/dashboard/panel", headers={"X-Litegate-Partial": "1"})).text
     assert 'data-route="chat"' in html
-    assert re.search(r'data-route="chat">.*?data-metric="requests">11<', html, re.S)
-    assert re.search(r'data-variant="chat/a">.*?data-metric="requests">9<', html, re.S)
-    assert re.search(r'data-variant="chat/b">.*?data-metric="share">18.2%<', html, re.S)
+    assert re.search(r'data-route="chat">.*?data-metric="requests">11<', html, re.DOTALL)
+    assert re.search(r'data-variant="chat/a">.*?data-metric="requests">9<', html, re.DOTALL)
+    assert re.search(r'data-variant="chat/b">.*?data-metric="share">18.2%<', html, re.DOTALL)
     assert html.count("<svg class=\"chart\"") == 9
     for title in ("Requests / s", "Error rate", "p50 latency", "p99 latency", "Cache hit rate",
                   "Limit rejections"):
@@ -643,7 +643,7 @@ async def test_every_successful_write_redirects_to_a_get(admin, gateway):
 
 
 async def test_audit_filter_choices_are_bounded(admin, gateway):
-    from litegate.admin.views import MAX_CHOICES
+    from litegate.admin.audit_views import MAX_CHOICES
 
     from litegate.services.audit import record_audit
 
@@ -652,7 +652,7 @@ async def test_audit_filter_choices_are_bounded(admin, gateway):
             await record_audit(s, actor=f"cli:user{i:04d}", action="create",
                                entity_type="route", entity_name=f"r{i}")
     html = (await admin.get("/admin/audit")).text
-    actors = re.search(r'<select name="actor">(.*?)</select>', html, re.S).group(1)
+    actors = re.search(r'<select name="actor">(.*?)</select>', html, re.DOTALL).group(1)
     assert actors.count("<option") == MAX_CHOICES + 1  # "anyone" + the first 200
     r = await admin.get("/admin/audit", params={"q": "user0249"})  # the rest stay searchable
     assert r.status_code == 200 and "1 entry." in r.text

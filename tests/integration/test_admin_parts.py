@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import time
 
-from litegate.admin.auth import SessionSigner, new_session
 from litegate.admin.charts import line_chart
 from litegate.admin.config import changes
 from litegate.admin.dashboard import build, normalize
 from litegate.admin.forms import FormResult, map_errors, parse_route
+from litegate.admin.session import SessionSigner, new_session
 
 from litegate.policies.stats import Stats
 

@@ -1,0 +1,154 @@
+"""API key pages: search and page through keys, create (the secret is shown once),
+edit scopes, own limits and expiry, revoke; per-key hourly usage from the stats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from litestar import Response, get, post
+from litestar.exceptions import ValidationException
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.db.models import ApiKey, utcnow
+from litegate.services import admin_sessions, routing
+from litegate.services import keys as key_service
+from litegate.services import quotas as quota_service
+
+from . import forms
+from .auth import context_of, session_of
+from .pages import AdminRequest, act, actor, paging, query_int, redirect, render, save
+
+KEYS_PAGE_SIZE = 50
+
+
+async def _keys_page(
+    request: AdminRequest,
+    result: forms.FormResult | None = None,
+    *,
+    created: tuple[str, str] | None = None,  # (name, secret) of a key just created
+    status_code: int = 200,
+) -> Response[str]:
+    q = str(request.query_params.get("q") or "")[:200]
+    status = str(request.query_params.get("status") or "all")
+    if status not in key_service.STATUSES:
+        raise ValidationException(f"status must be one of {', '.join(key_service.STATUSES)}")
+    page = query_int(request, "page", default=1)
+    async with context_of(request).sessionmaker() as session:
+        keys, total = await key_service.search_keys(
+            session, query=q, status=status, offset=(page - 1) * KEYS_PAGE_SIZE,
+            limit=KEYS_PAGE_SIZE,
+        )
+        routes = await routing.route_names(session)
+        key_quotas = await quota_service.of_keys(session, [k.id for k in keys])
+    pages = paging(page, total, KEYS_PAGE_SIZE, q=q, status="" if status == "all" else status)
+    result = result or forms.FormResult(
+        {"name": "", "routes": [], "limits": "", "token_limits": "", "expires_at": ""}
+    )
+    return render(
+        request, "keys.html", title="API keys", active="keys", keys=keys, routes=routes,
+        key_quotas=key_quotas, values=result.values, errors=result.errors,
+        created_name=created[0] if created else None,
+        created_secret=created[1] if created else None,
+        now=_now(), q=q, status=status, statuses=key_service.STATUSES, total=total,
+        status_code=status_code, **pages,
+    )
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+@get("/keys")
+async def keys_page(request: AdminRequest) -> Response[str]:
+    created = None
+    session_id = session_of(request).session_id
+    if session_id is not None:
+        async with context_of(request).sessionmaker() as session, session.begin():
+            flash = await admin_sessions.pop_flash(session, session_id)
+        new_key = (flash or {}).get("new_key")
+        if isinstance(new_key, dict):
+            created = (str(new_key.get("name", "")), str(new_key.get("secret", "")))
+    return await _keys_page(request, created=created)
+
+
+async def _key_form(
+    request: AdminRequest, key_id: int, result: forms.FormResult | None = None,
+    status_code: int = 200,
+) -> Response[str]:
+    ctx = context_of(request)
+    async with ctx.sessionmaker() as session:
+        key = await key_service.get_key(session, key_id)
+        limits = await key_service.own_limits(session, key_id)
+        routes = await routing.route_names(session)
+        route_quotas = await quota_service.key_on_routes(session, key_id)
+    usage = ctx.stats.keys if ctx.stats is not None else None
+    result = result or forms.FormResult(forms.key_values(key, limits))
+    return render(
+        request, "key_edit.html", title=f"Key {key.name}", active="keys", key=key,
+        routes=routes, route_quotas=route_quotas, values=result.values, errors=result.errors,
+        usage_hours=usage.hourly(key_id) if usage is not None else [],
+        usage_total=usage.totals(key_id) if usage is not None else None,
+        now=_now(), status_code=status_code,
+    )
+
+
+@get("/keys/{key_id:int}")
+async def key_edit(request: AdminRequest, key_id: int) -> Response[str]:
+    return await _key_form(request, key_id)
+
+
+@post("/keys/{key_id:int}", status_code=200)
+async def key_update(request: AdminRequest, key_id: int) -> Response[Any]:
+    async with context_of(request).sessionmaker() as session:
+        current = await key_service.get_key(session, key_id)
+    result = forms.parse_key(await request.form(), fixed_name=current.name)
+    if result.ok:
+        data, who = {k: v for k, v in result.data.items() if k != "name"}, actor(request)
+
+        async def write(session: AsyncSession) -> ApiKey:
+            return await key_service.update_key(session, key_id, actor=who, **data)
+
+        updated, _ = await save(request, result, write, aliases=forms.KEY_ALIASES)
+        if updated is not None:
+            session_of(request).flash(f"Key {current.name} updated.")
+            return redirect(request, f"/keys/{key_id}")
+    return await _key_form(request, key_id, result, status_code=400)
+
+
+@post("/keys", status_code=200)
+async def key_create(request: AdminRequest) -> Response[Any]:
+    ctx = context_of(request)
+    result = forms.parse_key(await request.form())
+    if result.ok:
+        data, who = result.data, actor(request)
+
+        async def write(session: AsyncSession) -> tuple[ApiKey, str]:
+            return await key_service.create_key(session, actor=who, **data)
+
+        created, _ = await save(request, result, write, aliases=forms.KEY_ALIASES)
+        if created is not None:
+            key, secret = created
+            # Post-redirect-get: the secret waits in this session's one-time server-side
+            # flash, so a reload of the next page neither shows it again nor re-creates.
+            async with ctx.sessionmaker() as session, session.begin():
+                await admin_sessions.set_flash(
+                    session, session_of(request).session_id or "",
+                    {"new_key": {"id": key.id, "name": key.name, "secret": secret}},
+                )
+            session_of(request).flash(f"Key {key.name} created.")
+            return redirect(request, "/keys")
+    return await _keys_page(request, result, status_code=400)
+
+
+@post("/keys/{key_id:int}/revoke")
+async def key_revoke(request: AdminRequest, key_id: int) -> Redirect:
+    async def revoke(session: AsyncSession) -> str:
+        key = await key_service.revoke_key(session, key_id, actor=actor(request))
+        return f"Key {key.name} revoked."
+
+    return await act(request, revoke, "/keys")
+
+
+ROUTE_HANDLERS = [keys_page, key_create, key_edit, key_update, key_revoke]
