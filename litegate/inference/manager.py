@@ -560,7 +560,8 @@ class ModelManager:
                         f"{', '.join(signature.output_names)}")
             result = await entry.batcher.submit(inputs)
         except Exception as exc:
-            self.metrics.failures.labels(*entry.key, str(getattr(exc, "status_code", 500))).inc()
+            status = exc.status_code if isinstance(exc, LitegateError) else 500
+            self.metrics.failures.labels(*entry.key, str(status)).inc()
             if isinstance(exc, QueueFull):
                 self.metrics.queue_rejections.labels(*entry.key).inc()
             stats.request_done(False, time.perf_counter() - started)
