@@ -8,7 +8,9 @@ rows are purged whenever someone signs in, and each user keeps at most
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import secrets
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -85,9 +87,33 @@ async def count_for_user(session: AsyncSession, user_id: int) -> int:
     return len(list(rows))
 
 
+def _keystream(session_id: str, nonce: bytes, size: int) -> bytes:
+    return hashlib.shake_256(b"litegate-flash\0" + nonce + session_id.encode()).digest(size)
+
+
+def _seal(session_id: str, data: dict[str, Any]) -> dict[str, str]:
+    """Encrypt ``data`` under the session id, which only the cookie holder has (the table
+    stores its hash): a new key's secret never sits in the database in clear."""
+    plain = json.dumps(data).encode()
+    nonce = secrets.token_bytes(16)
+    sealed = bytes(a ^ b for a, b in zip(plain, _keystream(session_id, nonce, len(plain))))
+    return {"nonce": base64.b64encode(nonce).decode(), "sealed": base64.b64encode(sealed).decode()}
+
+
+def _unseal(session_id: str, stored: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        nonce, sealed = base64.b64decode(stored["nonce"]), base64.b64decode(stored["sealed"])
+        plain = bytes(a ^ b for a, b in zip(sealed, _keystream(session_id, nonce, len(sealed))))
+        data = json.loads(plain)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 async def set_flash(session: AsyncSession, session_id: str, data: dict[str, Any]) -> None:
     await session.execute(
-        update(AdminSession).where(AdminSession.id_hash == _hash(session_id)).values(flash=data)
+        update(AdminSession).where(AdminSession.id_hash == _hash(session_id))
+        .values(flash=_seal(session_id, data))
     )
 
 
@@ -104,4 +130,4 @@ async def pop_flash(session: AsyncSession, session_id: str) -> dict[str, Any] | 
         .where(AdminSession.id_hash == id_hash, AdminSession.flash.is_not(None))
         .values(flash=null()),  # SQL NULL, not the JSON 'null' a Python None would store
     )
-    return data if cleared == 1 else None
+    return _unseal(session_id, data) if cleared == 1 else None
