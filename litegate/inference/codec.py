@@ -276,7 +276,7 @@ def _json_chunks(array: Tensor) -> Iterator[bytes]:
     for start in range(0, flat.size, _CHUNK):
         part = flat[start:start + _CHUNK]
         if text:
-            values: list[Any] = [_as_bytes(v).decode("utf-8", "replace") for v in part]
+            values = [_as_bytes(v).decode("utf-8", "replace") for v in part]
             encoded = _encoder.encode(values)
         elif part.dtype.kind == "f" and not np.isfinite(part).all():
             encoded = json.dumps(part.tolist(), allow_nan=True).encode()  # NaN, Infinity
