@@ -144,3 +144,19 @@ async def test_an_unexpected_failure_is_a_500_without_details(served) -> None:
     error = json.loads(payload)["error"]
     assert isinstance(error, str) and "secret" not in error and "Traceback" not in error
     assert [e["event"] for e in logs if e["log_level"] == "error"] == ["unhandled_error"]
+
+
+async def test_a_manager_created_by_the_request_follows_the_request_snapshot(tmp_path) -> None:
+    # The gateway creates its manager lazily: the first /v2 call may find one that has
+    # never seen a snapshot. It serves the snapshot this request started with.
+    manager = ModelManager(settings(tmp_path), CollectorRegistry())
+    snap = snapshot(model_spec("add", {"1": matmul_add_model(tmp_path / "a.onnx")}))
+    app = with_context(V2App(lambda: manager), snap)
+    try:
+        status, _, payload = await call(app, "GET", "/v2/models/stats")
+        assert status == 200 and [s["name"] for s in json.loads(payload)["model_stats"]] == ["add"]
+        assert manager.current_snapshot is snap
+        status, _, payload = await call(app, "GET", "/v2/models/other")
+        assert status == 404 and json.loads(payload) == {"error": "model 'other' not found"}
+    finally:
+        await manager.stop()
