@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-from litestar import Request, Response, Router
+from litestar import Response, Router
 from litestar.enums import MediaType
 from litestar.exceptions import HTTPException, NotAuthorizedException
 from litestar.response import Redirect
@@ -44,7 +45,7 @@ from .auth import (
     session_of,
 )
 from .config import STATIC_DIR, AdminContext, AdminHost, make_environment, resolve_secret
-from .pages import render
+from .pages import AdminRequest, render
 from .session import SessionSigner
 
 __all__ = ["ROUTE_HANDLERS", "AdminContext", "AdminHost", "create_admin_router"]
@@ -62,22 +63,21 @@ ROUTE_HANDLERS = [
 ]
 
 
-def _wants_html(request: Request[Any, Any, Any]) -> bool:
+def _wants_html(request: AdminRequest) -> bool:
     if request.headers.get("hx-request") or request.headers.get("x-litegate-partial"):
         return False
     accept = request.headers.get("accept", "")
     return "text/html" in accept or "*/*" in accept or not accept
 
 
-def _auth_required(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
+def _auth_required(request: AdminRequest, exc: NotAuthorizedException) -> Response[Any]:
     ctx = context_of(request)
     login = ctx.url("/login")
     if _wants_html(request):
         target = request.url.path
-        if request.method == "GET" and (target == ctx.base_path or target.startswith(ctx.base_path + "/")):
+        inside = target == ctx.base_path or target.startswith(ctx.base_path + "/")
+        if request.method == "GET" and inside:
             target = target if target != ctx.base_path else ctx.url()
-            from urllib.parse import urlencode
-
             login = f"{login}?{urlencode({'next': target})}"
         return Redirect(path=login, status_code=303)
     return Response(
@@ -88,7 +88,7 @@ def _auth_required(request: Request[Any, Any, Any], exc: NotAuthorizedException)
     )
 
 
-def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _http_error(request: AdminRequest, exc: HTTPException) -> Response[Any]:
     if not _wants_html(request):
         return Response(
             {"error": exc.detail}, status_code=exc.status_code, media_type=MediaType.JSON
@@ -103,7 +103,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     )
 
 
-def _litegate_error(request: Request[Any, Any, Any], exc: LitegateError) -> Response[Any]:
+def _litegate_error(request: AdminRequest, exc: LitegateError) -> Response[Any]:
     return _http_error(request, HTTPException(detail=exc.detail, status_code=exc.status_code))
 
 

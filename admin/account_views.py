@@ -76,24 +76,25 @@ async def password_change(request: AdminRequest) -> Response[Any]:
     return redirect(request, "/account")
 
 
-@post("/account/sessions/end")
-async def end_my_sessions(request: AdminRequest) -> Redirect:
+async def _end_sessions(request: AdminRequest, username: str | None, message: str) -> Redirect:
+    """End ``username``'s sessions (every user's for ``None``), this one included."""
     state = session_of(request)
     async with context_of(request).sessionmaker() as session, session.begin():
-        await user_service.end_sessions(session, state.user, actor=actor(request))
+        await user_service.end_sessions(session, username, actor=actor(request))
     state.sign_out()
-    state.flash("All your sessions were signed out.")
+    state.flash(message)
     return redirect(request, "/login")
+
+
+@post("/account/sessions/end")
+async def end_my_sessions(request: AdminRequest) -> Redirect:
+    user = session_of(request).user
+    return await _end_sessions(request, user, "All your sessions were signed out.")
 
 
 @post("/sessions/end-all")
 async def end_all_sessions(request: AdminRequest) -> Redirect:
-    state = session_of(request)
-    async with context_of(request).sessionmaker() as session, session.begin():
-        await user_service.end_sessions(session, None, actor=actor(request))
-    state.sign_out()
-    state.flash("Every console session was signed out.")
-    return redirect(request, "/login")
+    return await _end_sessions(request, None, "Every console session was signed out.")
 
 
 ROUTE_HANDLERS = [account_page, password_change, end_my_sessions, end_all_sessions]

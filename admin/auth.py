@@ -89,7 +89,8 @@ class AdminSessionMiddleware(ASGIMiddleware):
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start" and state.dirty:
                 cookie = self._cookie_header(state, secure).encode("latin-1")
-                message = {**message, "headers": [*message.get("headers", ()), (b"set-cookie", cookie)]}
+                headers = [*message.get("headers", ()), (b"set-cookie", cookie)]
+                message = {**message, "headers": headers}
             await send(message)
 
         await next_app(scope, receive, send_wrapper)

@@ -140,7 +140,25 @@ def _split_rows(
     return rows, outside
 
 
-def build(stats: Stats | None, models: ModelStatus | None, *, window: str = "10m") -> dict[str, Any]:
+PERCENT: dict[str, Any] = {"unit": "%", "y_max": 1.0}
+MS: dict[str, Any] = {"unit": " ms"}
+
+
+def _charts(
+    data: Mapping[str, list[dict[str, Any]]],
+    per: str,
+    specs: Sequence[tuple[str, PointValue, Mapping[str, Any]]],
+) -> list[Markup]:
+    """One line chart per ``(title, value, options)``, one line per route or variant."""
+    return [
+        line_chart(f"{title} (per {per})", _series(data, value), **options)
+        for title, value, options in specs
+    ]
+
+
+def build(
+    stats: Stats | None, models: ModelStatus | None, *, window: str = "10m"
+) -> dict[str, Any]:
     if window not in WINDOWS:
         window = "10m"
     bucket_s, buckets = WINDOWS[window]
@@ -148,39 +166,27 @@ def build(stats: Stats | None, models: ModelStatus | None, *, window: str = "10m
     routes, variants = normalize(raw)
     variant_rows, outside_rows = _split_rows(routes, variants)
     split = {k: v for k, v in variants.items() if not k.endswith("/" + NO_VARIANT)}
-    charts: list[Markup] = [
-        line_chart(
-            "Requests / s (per route)",
-            _series(routes, lambda p: _n(p, "requests") / bucket_s),
-        ),
-        line_chart(
-            "Error rate (per route)",
-            _series(routes, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
-        ),
-        line_chart("p50 latency (per route)", _series(routes, lambda p: _opt(p, "p50_ms")), unit=" ms"),
-        line_chart("p99 latency (per route)", _series(routes, lambda p: _opt(p, "p99_ms")), unit=" ms"),
-        line_chart(
-            "Cache hit rate (per route)",
-            _series(routes, _ratio("cache_hits", ["cache_hits", "cache_misses"])),
-            unit="%", y_max=1.0,
-        ),
-        line_chart(
-            "Limit rejections / bucket (per route)", _series(routes, lambda p: _n(p, "limited"))
-        ),
-    ]
-    variant_charts: list[Markup] = [
-        line_chart(
-            "Requests / s (per variant)",
-            _series(split, lambda p: _n(p, "requests") / bucket_s),
-        ),
-        line_chart(
-            "Error rate (per variant)",
-            _series(split, _ratio("errors", ["requests"])), unit="%", y_max=1.0,
-        ),
-        line_chart(
-            "p99 latency (per variant)", _series(split, lambda p: _opt(p, "p99_ms")), unit=" ms"
-        ),
-    ]
+
+    def per_second(p: Mapping[str, Any]) -> float | None:
+        return _n(p, "requests") / bucket_s
+
+    def p99(p: Mapping[str, Any]) -> float | None:
+        return _opt(p, "p99_ms")
+
+    error_rate = _ratio("errors", ["requests"])
+    charts = _charts(routes, "route", [
+        ("Requests / s", per_second, {}),
+        ("Error rate", error_rate, PERCENT),
+        ("p50 latency", lambda p: _opt(p, "p50_ms"), MS),
+        ("p99 latency", p99, MS),
+        ("Cache hit rate", _ratio("cache_hits", ["cache_hits", "cache_misses"]), PERCENT),
+        ("Limit rejections / bucket", lambda p: _n(p, "limited"), {}),
+    ])
+    variant_charts = _charts(split, "variant", [
+        ("Requests / s", per_second, {}),
+        ("Error rate", error_rate, PERCENT),
+        ("p99 latency", p99, MS),
+    ])
     return {
         "window": window,
         "windows": list(WINDOWS),

@@ -23,7 +23,7 @@ from litegate.services.models import ModelService
 from . import forms
 from .auth import context_of, session_of
 from .dashboard import manager_status
-from .pages import AdminRequest, act, actor, redirect, render
+from .pages import AdminRequest, act, actor, redirect, render, row_or_404
 
 MAX_UPLOAD_BYTES = 4 * 1024**3
 _FILENAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -114,10 +114,7 @@ async def model_upload(request: AdminRequest) -> Response[Any]:
 
 
 async def _model(session: AsyncSession, model_id: int) -> Model:
-    model = await session.get(Model, model_id)
-    if model is None:
-        raise NotFoundException(f"model {model_id} not found")
-    return model
+    return await row_or_404(session, Model, model_id, "model")
 
 
 @post("/models/{model_id:int}/activate")

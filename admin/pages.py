@@ -15,11 +15,12 @@ from urllib.parse import urlencode
 
 from litestar import Request, Response
 from litestar.enums import MediaType
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotFoundException, ValidationException
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from litegate.db.models import Base
 from litegate.errors import Conflict, LitegateError
 from litegate.services.schema import ValidationFailed
 
@@ -28,6 +29,7 @@ from .auth import context_of, session_of
 
 AdminRequest = Request[Any, Any, Any]
 T = TypeVar("T")
+Row = TypeVar("Row", bound=Base)
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -76,6 +78,14 @@ def render(
         media_type=MediaType.HTML,
         headers={**SECURITY_HEADERS, **(headers or {})},
     )
+
+
+async def row_or_404(session: AsyncSession, entity: type[Row], row_id: int, what: str) -> Row:
+    """The row a path id names; an unknown id is Litestar's 404 page."""
+    row = await session.get(entity, row_id)
+    if row is None:
+        raise NotFoundException(f"{what} {row_id} not found")
+    return row
 
 
 def redirect(request: AdminRequest, path: str) -> Redirect:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
-from litestar.exceptions import NotFoundException
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,14 +17,11 @@ from litegate.services.schema import check_route
 
 from . import forms
 from .auth import context_of, session_of
-from .pages import AdminRequest, act, actor, redirect, render, save
+from .pages import AdminRequest, act, actor, redirect, render, row_or_404, save
 
 
 async def _route(session: AsyncSession, route_id: int) -> Route:
-    route = await session.get(Route, route_id)
-    if route is None:
-        raise NotFoundException(f"route {route_id} not found")
-    return route
+    return await row_or_404(session, Route, route_id, "route")
 
 
 @get("/routes")

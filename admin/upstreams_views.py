@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
-from litestar.exceptions import NotFoundException
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,14 +13,11 @@ from litegate.services import routing
 
 from . import forms
 from .auth import context_of, session_of
-from .pages import AdminRequest, act, actor, redirect, render, save
+from .pages import AdminRequest, act, actor, redirect, render, row_or_404, save
 
 
 async def _upstream(session: AsyncSession, upstream_id: int) -> Upstream:
-    upstream = await session.get(Upstream, upstream_id)
-    if upstream is None:
-        raise NotFoundException(f"upstream {upstream_id} not found")
-    return upstream
+    return await row_or_404(session, Upstream, upstream_id, "upstream")
 
 
 async def _upstream_usage(session: AsyncSession) -> dict[int, list[str]]:

@@ -22,7 +22,10 @@ async def record_audit(
     entity_name: str,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
+    bump: bool = False,
 ) -> AuditEntry:
+    """The audit entry of one change; with ``bump``, also the config version gateways
+    poll (a batch bumps once at its end). Call inside the change's transaction."""
     fields: dict[str, Any] = {
         "actor": actor, "action": action, "entity_type": entity_type,
         "entity_name": entity_name, "before": before, "after": after,
@@ -30,27 +33,6 @@ async def record_audit(
     entry = AuditEntry(**fields)
     session.add(entry)
     log.info("config_change", **fields)
-    return entry
-
-
-async def record_change(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    entity_type: str,
-    entity_name: str,
-    before: dict[str, Any] | None = None,
-    after: dict[str, Any] | None = None,
-    bump: bool = True,
-) -> AuditEntry:
-    """One config change: its audit entry and (unless a batch bumps once at its end,
-    ``bump=False``) the config version gateways poll. Call inside the change's
-    transaction."""
-    entry = await record_audit(
-        session, actor=actor, action=action, entity_type=entity_type,
-        entity_name=entity_name, before=before, after=after,
-    )
     if bump:
         await bump_config_version(session)
     return entry

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
 from litegate.errors import Conflict, NotFound
-from litegate.services.audit import record_change
+from litegate.services.audit import record_audit
 from litegate.services.schema import ValidationFailed, check_rates
 
 KEY_PREFIX = "lg-"
@@ -114,8 +114,9 @@ async def create_key(
         session.add(Quota(key_id=key.id, kind="tokens", rate=rate))
     await session.flush()
     after = key_dict(key) | {"limits": list(limits or []), "token_limits": list(token_limits or [])}
-    await record_change(
-        session, actor=actor, action="create", entity_type="api_key", entity_name=name, after=after
+    await record_audit(
+        session, actor=actor, action="create", entity_type="api_key",
+        entity_name=name, after=after, bump=True,
     )
     return key, secret
 
@@ -167,9 +168,10 @@ async def update_key(
     await session.flush()
     after = _state(key, await own_limits(session, key.id))
     if after != before:
-        await record_change(
+        await record_audit(
             session, actor=actor, action="update", entity_type="api_key",
             entity_name=key.name, before=before, after=after,
+            bump=True,
         )
     return key
 
@@ -223,7 +225,7 @@ async def revoke_key(session: AsyncSession, key_id: int, *, actor: str) -> ApiKe
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         await session.flush()
-        await record_change(
+        await record_audit(
             session,
             actor=actor,
             action="revoke",
@@ -231,6 +233,7 @@ async def revoke_key(session: AsyncSession, key_id: int, *, actor: str) -> ApiKe
             entity_name=key.name,
             before=before,
             after=key_dict(key),
+            bump=True,
         )
     return key
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import Model, ModelVersion
 from litegate.errors import BadRequest, Conflict, NotFound
-from litegate.services.audit import record_change
+from litegate.services.audit import record_audit
 
 # Names become directory names: no separators, no dot-dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -181,9 +181,9 @@ class ModelService:
             if activate or not model.active_version:
                 self._switch(model, version)
             await self.session.flush()
-            await record_change(self.session, actor=actor, action="add_version",
+            await record_audit(self.session, actor=actor, action="add_version",
                                entity_type="model", entity_name=name, before=before,
-                               after=_summary(model) | {"added": version_dict(mv)})
+                               after=_summary(model) | {"added": version_dict(mv)}, bump=True)
         except BaseException:
             shutil.rmtree(target_dir, ignore_errors=True)
             raise
@@ -221,8 +221,8 @@ class ModelService:
         before = _summary(model)
         self._switch(model, version)
         await self.session.flush()
-        await record_change(self.session, actor=actor, action="activate", entity_type="model",
-                           entity_name=name, before=before, after=_summary(model))
+        await record_audit(self.session, actor=actor, action="activate", entity_type="model",
+                           entity_name=name, before=before, after=_summary(model), bump=True)
         return model
 
     async def rollback(
@@ -239,8 +239,8 @@ class ModelService:
         model.active_version = history.pop()
         model.history = history
         await self.session.flush()
-        await record_change(self.session, actor=actor, action="rollback", entity_type="model",
-                           entity_name=name, before=before, after=_summary(model))
+        await record_audit(self.session, actor=actor, action="rollback", entity_type="model",
+                           entity_name=name, before=before, after=_summary(model), bump=True)
         return model
 
     async def remove(self, name: str, version: str, *, actor: str) -> None:
@@ -257,9 +257,9 @@ class ModelService:
         model.versions.remove(mv)
         model.history = [v for v in (model.history or []) if v != version]
         await self.session.flush()
-        await record_change(self.session, actor=actor, action="remove_version",
+        await record_audit(self.session, actor=actor, action="remove_version",
                            entity_type="model", entity_name=name, before=before,
-                           after=_summary(model) | {"removed": version_dict(mv)})
+                           after=_summary(model) | {"removed": version_dict(mv)}, bump=True)
         version_dir = Path(mv.path).parent
         if version_dir.name == version and version_dir.parent.name == name:
             _on_commit(self.session, lambda: shutil.rmtree(version_dir, ignore_errors=True))
@@ -286,6 +286,6 @@ class ModelService:
         after = model_dict(model)
         for d in (before, after):
             d.pop("versions")
-        await record_change(self.session, actor=actor, action="update", entity_type="model",
-                           entity_name=name, before=before, after=after)
+        await record_audit(self.session, actor=actor, action="update", entity_type="model",
+                           entity_name=name, before=before, after=after, bump=True)
         return model

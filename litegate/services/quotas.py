@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route
 from litegate.errors import NotFound
-from litegate.services.audit import record_change
+from litegate.services.audit import record_audit
 from litegate.services.schema import ValidationFailed, check_rates
 
 KINDS = ("requests", "tokens")
@@ -100,9 +100,10 @@ async def add_quota(
     session.add(q)
     await session.flush()
     await session.refresh(q)
-    await record_change(
+    await record_audit(
         session, actor=actor, action="create", entity_type="quota",
         entity_name=quota_label(q), after=quota_dict(q),
+        bump=True,
     )
     return q
 
@@ -114,6 +115,7 @@ async def delete_quota(session: AsyncSession, quota_id: int, *, actor: str) -> N
     before = quota_dict(q)
     label = quota_label(q)
     await session.delete(q)
-    await record_change(
-        session, actor=actor, action="delete", entity_type="quota", entity_name=label, before=before
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="quota",
+        entity_name=label, before=before, bump=True,
     )

@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import Quota, Route, RouteVariant, Upstream, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
-from litegate.services.audit import record_change
+from litegate.services.audit import record_audit
 from litegate.services.schema import (
     CacheIn,
     RouteIn,
@@ -120,7 +120,7 @@ async def upsert_upstream(
     after = upstream_dict(u)
     if before != after:
         await session.flush()
-        await record_change(
+        await record_audit(
             session,
             actor=actor,
             action="create" if before is None else "update",
@@ -149,8 +149,9 @@ async def delete_upstream(session: AsyncSession, name: str, *, actor: str) -> No
         raise Conflict(f"upstream {name!r} is used by route {used!r}; change that route first")
     before = upstream_dict(u)
     await session.delete(u)
-    await record_change(
-        session, actor=actor, action="delete", entity_type="upstream", entity_name=name, before=before
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="upstream",
+        entity_name=name, before=before, bump=True,
     )
 
 
@@ -223,7 +224,7 @@ async def upsert_route(
             # concurrent editor holding the old version is refused instead of overwriting.
             r.updated_at = utcnow()
             await session.flush()
-        await record_change(
+        await record_audit(
             session,
             actor=actor,
             action="create" if before is None else "update",
@@ -255,8 +256,9 @@ async def delete_route(session: AsyncSession, name: str, *, actor: str) -> None:
     before = route_dict(r, await route_quotas(session, r.id))
     await session.execute(delete(Quota).where(Quota.route_id == r.id))
     await session.delete(r)
-    await record_change(
-        session, actor=actor, action="delete", entity_type="route", entity_name=name, before=before
+    await record_audit(
+        session, actor=actor, action="delete", entity_type="route",
+        entity_name=name, before=before, bump=True,
     )
 
 
