@@ -18,10 +18,14 @@ from litegate.errors import NotFound, send_error
 from litegate.faults import OperationalFault
 from litegate.gateway import Gateway
 from litegate.health import HEALTH_PATHS, send_health
+from litegate.request import OPENAI_BODY_PATHS
 from litegate.responses import send_response
 from litegate.settings import Settings
 
 log = structlog.get_logger("litegate.app")
+UNPREFIXED = frozenset(
+    {p.removeprefix("/v1") for p in OPENAI_BODY_PATHS} | {"/models", "/aggregate"}
+)
 
 
 def admin_router(gateway: Gateway) -> Any | None:
@@ -55,6 +59,10 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http":
             path: str = scope["path"]
+            if path in UNPREFIXED or path.startswith("/models/"):
+                # OpenAI clients pointed at the bare host (as LiteLLM accepts them).
+                path = "/v1" + path
+                scope = {**scope, "path": path, "raw_path": path.encode()}
             if path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/"):
                 await self.inference(scope, receive, send)
             elif path in HEALTH_PATHS:

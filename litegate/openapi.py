@@ -130,6 +130,11 @@ _SCHEMAS: dict[str, Any] = {
             "stream": {"type": "boolean"},
         },
     },
+    "ModelRequest": {
+        "type": "object", "required": ["model"],
+        "description": "The OpenAI request body, passed on with `model` set to the variant's.",
+        "properties": {"model": {"type": "string", "minLength": 1, "description": "A route name."}},
+    },
     "CompletionRequest": {
         "type": "object", "required": ["model", "prompt"],
         "properties": {
@@ -247,6 +252,13 @@ DOCUMENT: dict[str, Any] = {
                                     "CompletionRequest"),
         "/v1/embeddings": _v1_post("Embeddings, from an upstream or a local ONNX model.",
                                    "EmbeddingRequest"),
+        "/v1/responses": _v1_post("Responses API (streamed too), forwarded to the route's variant.",
+                                  "ModelRequest"),
+        "/v1/moderations": _v1_post("Moderation, forwarded to the route's variant.", "ModelRequest"),
+        "/v1/images/generations": _v1_post("Image generation, forwarded to the route's variant.",
+                                           "ModelRequest"),
+        "/v1/audio/speech": _v1_post("Text to speech (audio bytes back), forwarded to the route's "
+                                     "variant.", "ModelRequest"),
         "/v1/aggregate": {"post": {
             "summary": "One request fanned out to several routes in parallel.",
             "requestBody": {"required": True, "content": {"application/json": {

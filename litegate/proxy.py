@@ -1,5 +1,6 @@
-"""The OpenAI-compatible handler: ``/v1/models``, ``/v1/chat/completions``,
-``/v1/completions`` and ``/v1/embeddings``, forwarded to the chosen variant.
+"""The OpenAI-compatible handler: ``/v1/models[/{id}]`` and every JSON endpoint whose
+body names the model (chat and text completions, embeddings, responses, moderations,
+image generation, speech; ``OPENAI_BODY_PATHS``), forwarded to the chosen variant.
 
 Streams are relayed chunk by chunk; a stream that breaks after its first chunk ends
 with an SSE error event, never with a clean end that looks like a complete answer.
@@ -49,24 +50,33 @@ MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own bound per request
 class _Usage(msgspec.Struct):
     total_tokens: int = 0
     prompt_tokens: int = 0
+    input_tokens: int = 0
+    """The Responses API's name for prompt tokens."""
+
+
+class _Response(msgspec.Struct):
+    usage: _Usage | None = None
 
 
 class _WithUsage(msgspec.Struct):
     usage: _Usage | None = None
+    response: _Response | None = None
+    """Responses API stream events carry the usage in ``response.usage``."""
 
 
 _decode_usage = msgspec.json.Decoder(_WithUsage).decode
 
 
 def usage_tokens(payload: bytes) -> tuple[int, int]:
-    """(total, prompt) tokens from an OpenAI response body, (0, 0) if absent."""
+    """(total, prompt) tokens from an OpenAI response body or stream event, (0, 0) if absent."""
     if b'"usage"' not in payload:
         return 0, 0
     try:
-        usage = _decode_usage(payload).usage
+        body = _decode_usage(payload)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 0, 0
-    return (usage.total_tokens, usage.prompt_tokens) if usage else (0, 0)
+    usage = body.usage or (body.response.usage if body.response else None)
+    return (usage.total_tokens, usage.prompt_tokens or usage.input_tokens) if usage else (0, 0)
 
 
 async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:

@@ -14,7 +14,11 @@ if TYPE_CHECKING:
 
 
 SCOPE_KEY = "litegate"
-OPENAI_BODY_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+OPENAI_BODY_PATHS = frozenset({
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+    "/v1/moderations", "/v1/images/generations", "/v1/audio/speech",
+})
+"""The OpenAI endpoints whose JSON body names the ``model`` (the route); all proxied."""
 
 
 class RequestInfo:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -127,3 +128,93 @@ def test_embeddings_take_token_ids_and_refuse_dimensions_they_cannot_honour(mini
     for bad in ([[]], [[10**9]], [[1, "a"]], [1.5]):
         with pytest.raises(openai.BadRequestError):
             minilm.embeddings.create(model=DEMO_MODEL, input=bad)
+
+
+def _more_endpoints(seen: list[tuple[str, str]]) -> web.Application:
+    """A stand-in provider for the endpoints beyond chat: records (path, model)."""
+    usage = {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12}
+
+    async def responses(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append((request.path, body["model"]))
+        done = {"id": "resp_1", "object": "response", "created_at": 1, "model": body["model"],
+                "status": "completed", "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+                "status": "completed", "content": [{"type": "output_text", "text": "hi there",
+                                                    "annotations": []}]}],
+                "usage": usage}
+        if not body.get("stream"):
+            return web.json_response(done)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        events = [("response.output_text.delta", {"type": "response.output_text.delta",
+                                                  "item_id": "msg_1", "output_index": 0,
+                                                  "content_index": 0, "delta": "hi there",
+                                                  "sequence_number": 1}),
+                  ("response.completed", {"type": "response.completed", "response": done,
+                                          "sequence_number": 2})]
+        for name, data in events:
+            await resp.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
+        return resp
+
+    async def moderations(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((request.path, body["model"]))
+        return web.json_response({"id": "modr-1", "model": body["model"], "results": [
+            {"flagged": False, "categories": {}, "category_scores": {}}]})
+
+    async def images(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((request.path, body["model"]))
+        return web.json_response({"created": 1, "data": [{"url": "https://example.invalid/a.png"}]})
+
+    async def speech(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((request.path, body["model"]))
+        return web.Response(body=b"ID3-fake-mp3-bytes", content_type="audio/mpeg")
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/moderations", moderations)
+    app.router.add_post("/v1/images/generations", images)
+    app.router.add_post("/v1/audio/speech", speech)
+    return app
+
+
+def test_every_json_endpoint_is_proxied_with_the_same_policies(home, fake_upstream, make_gateway):
+    seen: list[tuple[str, str]] = []
+    with serve_aiohttp(_more_endpoints(seen)) as port:
+        apply_config(home, {
+            "upstreams": [
+                {"name": "prov", "kind": "openai", "base_url": f"http://127.0.0.1:{port}/v1"},
+                {"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url},
+            ],
+            "routes": [
+                {"name": "gpt", "variants": [{"upstream": "prov", "model": "real-model"}],
+                 "token_limits": ["20/minute"]},
+                {"name": "chat", "variants": [{"upstream": "mock", "model": "small-model"}]},
+            ],
+        })
+        key = create_key(home)
+        server = make_gateway()
+        c = client(server, key)
+        r = c.responses.create(model="gpt", input="hi")
+        assert r.output_text == "hi there"
+        c.moderations.create(model="gpt", input="x")
+        assert c.images.generate(model="gpt", prompt="a cat").data[0].url
+        assert c.audio.speech.create(model="gpt", voice="alloy", input="hi").content == b"ID3-fake-mp3-bytes"
+        assert seen == [("/v1/responses", "real-model"), ("/v1/moderations", "real-model"),
+                        ("/v1/images/generations", "real-model"), ("/v1/audio/speech", "real-model")]
+        # Streamed responses are relayed, and their usage (in response.completed) counts:
+        # 12 + 12 tokens pass the 20/minute quota, the next request is refused.
+        events = [e.type for e in c.responses.create(model="gpt", input="hi", stream=True)]
+        assert events == ["response.output_text.delta", "response.completed"]
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'litegate_tokens_total{route="gpt",variant="real-model"} 24.0' in metrics
+        with pytest.raises(openai.RateLimitError):
+            c.responses.create(model="gpt", input="hi")
+        # The same routes on the bare host, as OpenAI clients configured without /v1 call them.
+        bare = openai.OpenAI(base_url=server.url, api_key=key, max_retries=0)
+        assert bare.chat.completions.create(model="chat", messages=MSGS).choices[0].message.content
+        assert [m.id for m in bare.models.list().data] == ["chat", "gpt"]
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=server.url, api_key="lg-wrong", max_retries=0).models.list()
