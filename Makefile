@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test typecheck bench bench-inference clean
+.PHONY: install system-deps run test typecheck bench bench-compare bench-inference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ typecheck: install
 
 bench: install
 	$(PY) bench/proxy.py
+
+# This checkout against REF (default: the previous commit), side by side in one run.
+REF ?= HEAD~1
+bench-compare: install
+	$(PY) bench/proxy.py --targets mock,litegate --refs $(REF)
 
 bench-inference: install
 	$(PY) bench/inference.py
