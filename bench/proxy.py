@@ -4,6 +4,12 @@ One command, one run::
 
     .venv/bin/python bench/proxy.py                       # all four targets, 15 s each
     .venv/bin/python bench/proxy.py --targets mock,ceiling --duration 5
+    .venv/bin/python bench/proxy.py --targets mock,ceiling,litegate --servers uvicorn,granian --h2
+
+``--servers uvicorn,granian[,hypercorn]`` runs ``ceiling`` and ``litegate`` once per ASGI server
+(``ceiling+granian`` = ``bench/ceiling_servers.py``, ``litegate+granian`` = ``litegate serve
+--server granian``; hypercorn: ceiling only); ``--h2`` adds an HTTP/2 load (``h2load``, h2c
+with prior knowledge) and an h2 sequential probe for the targets that speak h2.
 
 Targets (in this order, one at a time, all on 127.0.0.1):
 
@@ -239,6 +245,16 @@ class Result:
     cpu_us_per_req: float | None = None
     cpu_util: float | None = None
     rps_rounds: list[int] | None = None
+    h2_rps: float | None = None
+    h2_p50_ms: float | None = None
+    h2_p99_ms: float | None = None
+    h2_non2xx: int | None = None
+    h2_rps_rounds: list[int] | None = None
+    h2_cpu_us_per_req: float | None = None
+    h2_seq_p50_ms: float | None = None
+    h2_seq_p99_ms: float | None = None
+    h2_added_p50_ms: float | None = None
+    h2_added_p99_ms: float | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -323,6 +339,41 @@ def run_wrk(port: int, key: str, duration: float, connections: int, threads: int
     return r
 
 
+# --------------------------------------------------------------------------- h2load
+
+def run_h2load(port: int, key: str, workdir: Path, tag: str, *, duration: float | None = None,
+               requests: int | None = None, connections: int = 8, streams: int = 8, threads: int = 2,
+               h1: bool = False) -> dict:
+    """``h2load`` POSTing the chat body (h2c with prior knowledge; ``h1``: HTTP/1.1, for the
+    mock). Latency percentiles come from its per-request ``--log-file``."""
+    body, log_file = workdir / "chat-body.json", workdir / f"h2load-{tag}.log"
+    body.write_text(CHAT_BODY)
+    argv = ["h2load", f"-t{min(threads, connections)}", f"-c{connections}", f"-m{streams}",
+            "-d", str(body), "-H", "content-type: application/json",
+            "-H", f"authorization: Bearer {key}", f"--log-file={log_file}"]
+    argv += [f"-D{max(1, int(round(duration)))}"] if duration else [f"-n{requests}"]
+    argv += ["--h1"] if h1 else []
+    argv.append(f"http://{HOST}:{port}/v1/chat/completions")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=(duration or 60) + 60)
+    text = out.stdout + out.stderr
+    (workdir / f"h2load-{tag}.txt").write_text(" ".join(argv) + "\n" + text)
+    m = re.search(r"finished in ([\d.]+)(s|ms), ([\d.]+) req/s", text)
+    if out.returncode != 0 or not m:
+        raise RuntimeError(f"h2load failed ({out.returncode}): {text[-500:]}")
+    lat, bad = [], 0
+    for line in log_file.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            lat.append(int(parts[2]) / 1000.0)
+            bad += not parts[1].startswith("2")
+    lat.sort()
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", text)
+    return {"rps": float(m.group(3)), "requests": int(done.group(1)) if done else len(lat),
+            "p50": percentile(lat, 0.5), "p99": percentile(lat, 0.99), "non2xx": bad,
+            "protocol": "h2" if "h2c" in text or "Application protocol: h2" in text else "?",
+            "raw": text}
+
+
 # --------------------------------------------------------------------------- sequential probe
 
 async def _probe(target_port: int | None, key: str, mock_port: int, n: int, warm: int) -> dict:
@@ -403,7 +454,7 @@ def export_ref(ref: str, workdir: Path) -> Path:
 
 
 def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool = False,
-                   source: Path | None = None, name: str = "litegate") -> Target:
+                   source: Path | None = None, name: str = "litegate", server: str | None = None) -> Target:
     """``nolimits`` (profiling only): no limit on the key or the route. ``source``: run
     the litegate exported there (``--refs``) instead of this checkout's."""
     home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
@@ -449,6 +500,9 @@ def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool =
         run(with_home(["db", "upgrade"]))
     argv = with_home(["serve", "--host", HOST, "--port", str(port)])
     label = "litegate serve" if source is None else f"litegate serve @ {name.partition('@')[2]}"
+    if server is not None:
+        argv += ["--server", server]
+        label += f" --server {server}"
     return Target(name, label, port, argv, auth_key=key, ready_path="/readyz", env=env,
                   notes=[f"home {home.name}; route `{ROUTE}` -> mock `{UPSTREAM_MODEL}`; "
                          "auth + limits (1000000/minute key and route) + metrics, no cache"])
@@ -527,6 +581,8 @@ class Running:
     cpu_s: float = 0.0
     wall_s: float = 0.0
     rounds: list = field(default_factory=list)
+    h2_rounds: list = field(default_factory=list)
+    h2_cpu_s: float = 0.0
 
 
 def start_target(procs: Procs, target: Target, args, workdir: Path, res: Result) -> subprocess.Popen:
@@ -559,6 +615,21 @@ def warm_and_probe(r: Running, args, mock_port: int, workdir: Path) -> None:
         res.seq_p50_ms, res.seq_p99_ms = pr["target"]["p50"], pr["target"]["p99"]
         res.added_p50_ms = res.seq_p50_ms - res.seq_mock_p50_ms
         res.added_p99_ms = res.seq_p99_ms - res.seq_mock_p99_ms
+    if getattr(args, "h2", False) and speaks_h2(target.name):
+        # One connection, one stream at a time, with the same client (h2load) against the
+        # mock over HTTP/1.1 just before: added = target over h2 - mock.
+        log(f"{target.name}: h2 sequential probe {args.probe} requests")
+        base = run_h2load(args.mock_port, target.auth_key, workdir, f"{target.name}-seq-mock",
+                          requests=args.probe, connections=1, streams=1, h1=True)
+        h2 = run_h2load(target.port, target.auth_key, workdir, f"{target.name}-seq-h2",
+                        requests=args.probe, connections=1, streams=1)
+        res.h2_seq_p50_ms, res.h2_seq_p99_ms = h2["p50"], h2["p99"]
+        res.h2_added_p50_ms, res.h2_added_p99_ms = h2["p50"] - base["p50"], h2["p99"] - base["p99"]
+
+
+def speaks_h2(name: str) -> bool:
+    """The targets whose server speaks HTTP/2 (uvicorn does not; the mock is aiohttp)."""
+    return name.endswith(("+granian", "+hypercorn"))
 
 
 def load_round(r: Running, args, workdir: Path, i: int) -> None:
@@ -571,6 +642,14 @@ def load_round(r: Running, args, workdir: Path, i: int) -> None:
     r.cpu_s += tree_cpu_s(r.proc.pid) - c0
     r.wall_s += time.perf_counter() - t0
     r.rounds.append(w)
+    if getattr(args, "h2", False) and speaks_h2(target.name):
+        c, m = args.h2_connections, args.h2_streams
+        log(f"{target.name}: round {i + 1}/{args.rounds}: h2load -c{c} -m{m} -D{secs:.0f}")
+        c0 = tree_cpu_s(r.proc.pid)
+        h = run_h2load(target.port, target.auth_key, workdir, f"{target.name}-h2-r{i + 1}",
+                       duration=secs, connections=c, streams=m, threads=args.threads)
+        r.h2_cpu_s += tree_cpu_s(r.proc.pid) - c0
+        r.h2_rounds.append(h)
 
 
 def finish_load(r: Running) -> None:
@@ -588,6 +667,15 @@ def finish_load(r: Running) -> None:
     res.cpu_util = r.cpu_s / r.wall_s if r.wall_s else None
     res.load_rss_mb = tree_rss_mb(r.proc.pid)
     res.load_after = loadavg()
+    if r.h2_rounds:
+        h2 = r.h2_rounds
+        res.h2_rps = statistics.fmean([h["rps"] for h in h2])
+        res.h2_p50_ms = statistics.median([h["p50"] for h in h2])
+        res.h2_p99_ms = max(h["p99"] for h in h2)
+        res.h2_non2xx = sum(h["non2xx"] for h in h2)
+        res.h2_rps_rounds = [round(h["rps"]) for h in h2]
+        served = sum(h["requests"] for h in h2)
+        res.h2_cpu_us_per_req = r.h2_cpu_s / served * 1e6 if served else None
     log(f"{r.target.name}: {res.rps:.0f} rps (rounds {res.rps_rounds}), p50 {res.lat_p50_ms:.2f} ms, "
         f"p99 {res.lat_p99_ms:.2f} ms, {res.cpu_us_per_req:.0f} us CPU/req, "
         f"added seq p50 {res.added_p50_ms:.3f} ms")
@@ -674,6 +762,10 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
             if lg.added_p50_ms is not None and other.added_p50_ms is not None:
                 line += (f"; added p50 {lg.added_p50_ms:.3f} vs {other.added_p50_ms:.3f} ms")
             checks.append(line)
+    servers = [r for r in results if not r.error and r.name.startswith(("ceiling", "litegate"))
+               and "@" not in r.name]
+    if len(servers) > 2 or any(r.h2_rps for r in servers):
+        lines += _server_table(by, args)
     if checks:
         lines.append("Ratios and goals (issue #2):")
         lines.append("")
@@ -700,6 +792,49 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
     lines.extend(f"- {n}" for n in notes)
     lines.append("")
     return "\n".join(lines)
+
+
+def _server_table(by: dict[str, Result], args) -> list[str]:
+    """Per ASGI server: litegate against the ceiling on the same server, HTTP/1.1 and h2."""
+    out = [f"ASGI servers (`--servers {args.servers}`): litegate and the ceiling forwarder on each "
+           "server; HTTP/1.1 = the wrk rounds above; h2 = `h2load -t{t} -c{c} -m{m}` (h2c, prior "
+           "knowledge; {cm} concurrent streams) in the same interleaved rounds, p50/p99 from its "
+           "per-request log; h2 added = `h2load -c1 -m1 -n{n}` to the target over h2 minus the same "
+           "to the mock over HTTP/1.1 (`--h1`), run just before.".format(
+               t=args.threads, c=args.h2_connections, m=args.h2_streams,
+               cm=args.h2_connections * args.h2_streams, n=args.probe),
+           "",
+           "| server | litegate RPS h1 | ceiling RPS h1 | litegate / ceiling h1 | litegate p50 / p99 ms h1 "
+           "| added p50 / p99 ms h1 | litegate RPS h2 | ceiling RPS h2 | litegate / ceiling h2 "
+           "| litegate p50 / p99 ms h2 | added p50 / p99 ms h2 | CPU µs/req h1 / h2 | idle RSS MiB |",
+           "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for server in args.servers.split(","):
+        suffix = "" if server == "uvicorn" else f"+{server}"
+        lg, ce = by.get(f"litegate{suffix}"), by.get(f"ceiling{suffix}")
+        if lg is None and ce is None:
+            continue
+
+        def ratio(a: float | None, b: float | None) -> str:
+            return f"**{a / b:.2f}×**" if a and b else "—"
+
+        def pair(a: float | None, b: float | None, spec: str = ".2f") -> str:
+            return f"{fmt(a, spec)} / {fmt(b, spec)}"
+
+        g = lg or Result("", "")
+        out.append(
+            f"| {server} | {fmt(g.rps, '.0f')} | {fmt(ce.rps if ce else None, '.0f')} | "
+            f"{ratio(g.rps, ce.rps if ce else None)} | {pair(g.lat_p50_ms, g.lat_p99_ms)} | "
+            f"{pair(g.added_p50_ms, g.added_p99_ms, '.3f')} | {fmt(g.h2_rps, '.0f')} | "
+            f"{fmt(ce.h2_rps if ce else None, '.0f')} | {ratio(g.h2_rps, ce.h2_rps if ce else None)} | "
+            f"{pair(g.h2_p50_ms, g.h2_p99_ms)} | {pair(g.h2_added_p50_ms, g.h2_added_p99_ms, '.3f')} | "
+            f"{pair(g.cpu_us_per_req, g.h2_cpu_us_per_req, '.0f')} | {fmt(g.idle_rss_mb, '.1f')} |")
+    out.append("")
+    for r in by.values():
+        if r.h2_rps_rounds:
+            out.append(f"- {r.label}: h2 RPS per round {r.h2_rps_rounds}"
+                       + (f", {r.h2_non2xx} non-2xx" if r.h2_non2xx else ""))
+    out.append("")
+    return out
 
 
 def append_results(text: str, path: Path) -> None:
@@ -757,6 +892,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to append to")
     p.add_argument("--no-append", action="store_true", help="print the table, do not append it")
     p.add_argument("--keep", action="store_true", help="keep the per-run work dir (logs, wrk output)")
+    p.add_argument("--servers", default="uvicorn",
+                   help="comma-separated ASGI servers for the ceiling and litegate targets: uvicorn, "
+                        "granian, hypercorn (ceiling only) (default uvicorn)")
+    p.add_argument("--h2", action="store_true",
+                   help="also load the targets that speak HTTP/2 with h2load (h2c), and probe them")
+    p.add_argument("--h2-connections", type=int, default=8, help="h2load connections (default 8)")
+    p.add_argument("--h2-streams", type=int, default=8,
+                   help="h2load concurrent streams per connection (default 8)")
     p.add_argument("--refs", default="",
                    help="comma-separated git commits to run as extra litegate targets side by side "
                         "with this checkout's (e.g. the commit before a change)")
@@ -767,6 +910,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not targets:
         p.error(f"unknown target(s) {unknown}; choose from {ALL_TARGETS}")
     targets = [t for t in ALL_TARGETS if t in targets]  # fixed order
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if not servers or any(s not in ("uvicorn", "granian", "hypercorn") for s in servers):
+        p.error(f"--servers: choose from uvicorn, granian, hypercorn (got {args.servers!r})")
+    args.servers = ",".join(servers)
+    targets = [f"{t}+{s}" if s != "uvicorn" else t
+               for t in targets for s in (servers if t in ("ceiling", "litegate") else ["uvicorn"])
+               if not (t == "litegate" and s == "hypercorn")]
+    if args.h2 and not shutil.which("h2load"):
+        p.error("--h2: h2load not found on PATH (apt-get install nghttp2-client)")
     refs = [r.strip() for r in args.refs.split(",") if r.strip()]
     for ref in refs:
         if subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "-q", ref + "^{commit}"],
@@ -797,7 +949,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Procs()
     results: list[Result] = []
     try:
-        mock_port = free_port()
+        mock_port = args.mock_port = free_port()
         mock_argv = [sys.executable, str(BENCH / "mock_upstream.py"), "--host", HOST, "--port", str(mock_port)]
         mock = procs.spawn(mock_argv, workdir / "mock.log", cwd=workdir)
         mock_t0 = time.perf_counter()
@@ -835,8 +987,17 @@ def main(argv: list[str] | None = None) -> int:
                     target = Target("ceiling", "ceiling (raw ASGI + aiohttp)", port,
                                     [sys.executable, str(BENCH / "ceiling.py"), "--host", HOST, "--port",
                                      str(port), "--upstream", f"http://{HOST}:{mock_port}"])
+                elif name.startswith("ceiling+"):
+                    server = name.partition("+")[2]
+                    target = Target(name, f"ceiling (raw ASGI + aiohttp) on {server}", port,
+                                    [sys.executable, str(BENCH / "ceiling_servers.py"), "--server", server,
+                                     "--host", HOST, "--port", str(port),
+                                     "--upstream", f"http://{HOST}:{mock_port}"])
                 elif name == "litegate":
                     target = setup_litegate(workdir, mock_port, port)
+                elif name.startswith("litegate+"):
+                    target = setup_litegate(workdir, mock_port, port, name=name,
+                                            server=name.partition("+")[2])
                 elif name.startswith("litegate@"):
                     source = export_ref(name.partition("@")[2], workdir)
                     target = setup_litegate(workdir, mock_port, port, source=source, name=name)

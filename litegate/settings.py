@@ -21,6 +21,10 @@ class Settings:
     """``redis://host:port/db`` — shared limits and cache (configuration changes travel by polling the database)."""
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int = 0
+    """Port of the gRPC Open Inference Protocol service (``tritonclient.grpc``); 0 = off.
+    Off by default: it is a second listening port and needs ``litegate[grpc]``; Triton's
+    convention is 8001."""
     workers: int = 1
     config: Path | None = None
     """Declarative YAML applied at start-up (like ``litegate config apply``)."""
@@ -56,6 +60,16 @@ class Settings:
     """A request's whole body must arrive within this many seconds after its head."""
     max_connections: int = 2048
     """Open client connections per worker process; more are answered 503 and closed."""
+
+    server: str = "uvicorn"
+    """ASGI server of ``litegate serve``: ``uvicorn`` (HTTP/1.1; the connection guard of
+    ``litegate.connections``) or ``granian`` (HTTP/1.1 and HTTP/2; h2c with prior
+    knowledge in cleartext). Chosen by measurement: bench/RESULTS.md, "ASGI servers"."""
+    certfile: Path | None = None
+    """PEM certificate (chain) for HTTPS; with ``keyfile``. Under granian ALPN offers
+    ``h2`` and ``http/1.1``; under uvicorn HTTP/1.1 only."""
+    keyfile: Path | None = None
+    """PEM private key matching ``certfile``."""
 
     breaker_failures: int = 5
     breaker_reset_s: float = 10.0

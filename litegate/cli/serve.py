@@ -1,4 +1,7 @@
-"""``litegate serve``: the standalone gateway under uvicorn (uvloop + httptools)."""
+"""``litegate serve``: the standalone gateway under uvicorn (uvloop + httptools, with the
+connection guard of ``litegate.connections``) or granian (``--server granian``: HTTP/2, h2c).
+Both serve HTTPS with ``--certfile/--keyfile``; under granian ALPN offers ``h2`` then
+``http/1.1``."""
 
 from __future__ import annotations
 
@@ -7,8 +10,10 @@ import asyncio
 import dataclasses
 import errno
 import faulthandler
+import http.client
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -19,6 +24,8 @@ from litegate.db import migrate
 from litegate.faults import EXIT_OPERATIONAL, OperationalFault, PortInUse
 from litegate.log_config import configure_logging
 from litegate.settings import ENV_PREFIX, Settings
+
+SERVERS = ("uvicorn", "granian")
 
 URL_FILE = "serve-url"
 """Under ``home``: the URL a running ``serve`` listens on (read by ``admin create-user``)."""
@@ -38,6 +45,15 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="memory budget for loaded models; least recently used idle ones are unloaded")
     p.add_argument("--migrate", action="store_true",
                    help="apply migrations to a non-SQLite database before starting")
+    p.add_argument("--server", choices=SERVERS,
+                   help="ASGI server (default uvicorn; granian adds HTTP/2) (LITEGATE_SERVER)")
+    p.add_argument("--certfile", type=Path,
+                   help="PEM certificate: serve HTTPS (with --keyfile) (LITEGATE_CERTFILE)")
+    p.add_argument("--keyfile", type=Path, help="PEM private key of --certfile (LITEGATE_KEYFILE)")
+    p.add_argument("--grpc-port", type=int, dest="grpc_port",
+                   help="also serve the gRPC Open Inference Protocol (tritonclient.grpc) on "
+                        "this port; off by default, 8001 by Triton's convention "
+                        "(LITEGATE_GRPC_PORT)")
     p.set_defaults(func=_serve)
 
 
@@ -173,6 +189,36 @@ def _print_when_started(server: object, text: str, url_file: Path, url: str) -> 
     threading.Thread(target=watch, name="litegate-announce", daemon=True).start()
 
 
+class TLSFault(OperationalFault):
+    pass
+
+
+def check_tls(settings: Settings) -> None:
+    """Load the certificate and key once before anything starts, so a missing,
+    unreadable or mismatched file is one line naming the fix (not a server traceback)."""
+    cert, key = settings.certfile, settings.keyfile
+    if cert is None and key is None:
+        return
+    if cert is None or key is None:
+        raise TLSFault("HTTPS needs both --certfile and --keyfile "
+                       "(LITEGATE_CERTFILE / LITEGATE_KEYFILE): give the missing one")
+    for flag, path in (("--certfile", cert), ("--keyfile", key)):
+        try:
+            path.read_bytes()
+        except OSError as exc:
+            raise TLSFault(f"cannot read {flag} {path} ({exc.strerror}): check the path "
+                           "and that this user may read it") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise TLSFault(f"the key {key} does not match the certificate {cert}: "
+                           "give --keyfile the private key of --certfile") from None
+        raise TLSFault(f"cannot load the certificate {cert} with the key {key} "
+                       f"({exc.reason or exc}): give PEM files (an unencrypted key)") from None
+
+
 async def _check_database(settings: Settings) -> None:
     from litegate.db.engine import make_engine
 
@@ -184,10 +230,14 @@ async def _check_database(settings: Settings) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from litegate.connections import protocol_for
-
+    flags = {name: getattr(args, name, None) for name in ("server", "certfile", "keyfile")}
+    settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
+    if settings.server not in SERVERS:
+        raise OperationalFault(f"unknown server {settings.server!r}: choose --server "
+                               f"{' or '.join(SERVERS)} (LITEGATE_SERVER)")
+    check_tls(settings)
+    if getattr(args, "grpc_port", None) is not None:
+        settings = settings.replace(grpc_port=args.grpc_port)
     configure_logging(settings.log_format, settings.log_level, cache=True)
     faulthandler.enable()  # a fatal signal (SIGSEGV, SIGBUS) still says where, on stderr
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -199,9 +249,24 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(_check_database(settings))
     sock = _bind(settings.host, settings.port)
     lines = asyncio.run(_prepare(settings))
-    url = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.certfile else "http"
+    url = f"{scheme}://{settings.host}:{settings.port}"
     if settings.admin_enabled and not settings.demo:
         lines.append(f"Admin console: {url}{settings.admin_path}")
+    if settings.grpc_port:
+        lines.append(f"gRPC inference (tritonclient.grpc): {settings.host}:{settings.grpc_port}")
+    if settings.server == "granian":
+        return _serve_granian(settings, sock, url, lines)
+    return _serve_uvicorn(settings, sock, url, lines)
+
+
+def _serve_uvicorn(settings: Settings, sock: socket.socket, url: str, lines: list[str]) -> int:
+    import uvicorn
+
+    from litegate.connections import protocol_for
+
+    if settings.certfile:
+        lines.append("HTTP/1.1 over TLS (uvicorn has no HTTP/2: --server granian for h2)")
     common = dict(
         host=settings.host,
         port=settings.port,
@@ -213,6 +278,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        ssl_certfile=str(settings.certfile) if settings.certfile else None,
+        ssl_keyfile=str(settings.keyfile) if settings.keyfile else None,
     )
     url_file = settings.home / URL_FILE
     try:  # uvicorn re-raises Ctrl+C once it has shut down
@@ -240,3 +307,73 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         url_file.unlink(missing_ok=True)
     return 0 if server.started else EXIT_OPERATIONAL  # uvicorn logged why, in one line
+
+
+def _serve_granian(settings: Settings, sock: socket.socket, url: str, lines: list[str]) -> int:
+    """Granian (Rust, hyper): HTTP/1.1 and HTTP/2 on one port — ALPN over TLS, h2c with
+    prior knowledge in cleartext. Its workers are processes that rebuild the app from the
+    environment (like uvicorn's ``--workers``). Slow clients: granian's own
+    ``header_read_timeout`` bounds a request head; HTTP/2 bounds streams per connection."""
+    from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
+    from granian.http import HTTP1Settings, HTTP2Settings
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    if settings.workers > 1 and not settings.redis:
+        print("warning: --workers > 1 without --redis: limits, token quotas and the cache "
+              "are per worker process; use --redis redis://... for one global quota",
+              file=sys.stderr, flush=True)
+    _export_env(settings.replace(config=None, demo=False))
+    sock.close()  # granian binds the port itself; ours proved it is free
+    lines.append("HTTP/1.1 and HTTP/2 (" + ("ALPN h2, http/1.1" if settings.certfile
+                                            else "h2c with prior knowledge") + "), granian")
+    server = Server(
+        "litegate.cli.serve:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=max(1, settings.workers),
+        loop=Loops.uvloop,
+        http=HTTPModes.auto,
+        websockets=False,
+        factory=True,
+        log_level=LogLevels.warning,
+        log_access=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout_s * 1000)),
+        http2_settings=HTTP2Settings(max_concurrent_streams=200),
+        ssl_cert=settings.certfile.resolve() if settings.certfile else None,
+        ssl_key=settings.keyfile.resolve() if settings.keyfile else None,
+        ssl_protocol_min=SSLProtocols.tls12,
+    )
+    url_file = settings.home / URL_FILE
+    announced = threading.Event()
+
+    def watch() -> None:
+        # granian has no started hook either: print once a request is really answered.
+        context = ssl._create_unverified_context() if settings.certfile else None
+        while True:
+            try:
+                conn = (http.client.HTTPSConnection(settings.host, settings.port, timeout=2,
+                                                    context=context)
+                        if context else http.client.HTTPConnection(settings.host, settings.port,
+                                                                   timeout=2))
+                try:
+                    conn.request("GET", "/healthz")
+                    conn.getresponse().read()
+                finally:
+                    conn.close()
+                break
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.05)
+        url_file.write_text(url + "\n")
+        announced.set()
+        print(_announce(url, lines), flush=True)
+
+    threading.Thread(target=watch, name="litegate-announce", daemon=True).start()
+    try:
+        server.serve()
+    except SystemExit as exc:
+        return int(exc.code or 0) if announced.is_set() else EXIT_OPERATIONAL
+    finally:
+        url_file.unlink(missing_ok=True)
+    return 0 if announced.is_set() else EXIT_OPERATIONAL
