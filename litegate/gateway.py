@@ -36,6 +36,7 @@ from litegate.snapshot import Snapshot, SnapshotStore
 from litegate.upstreams.client import UpstreamClient
 
 if TYPE_CHECKING:
+    from litegate.grpc_api.server import GrpcServer
     from litegate.inference.manager import ModelManager
 
 log = structlog.get_logger("litegate.gateway")
@@ -69,6 +70,8 @@ class Gateway:
             max_body_bytes=s.max_upstream_body_bytes,
         )
         self._models: ModelManager | None = None
+        self.grpc: GrpcServer | None = None
+        """The gRPC Open Inference Protocol server while started (``grpc_port`` set)."""
         self._key_use: dict[int, float] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._started = False
@@ -97,8 +100,32 @@ class Gateway:
             if self.settings.redis:
                 await self._check_redis(at_start=True)
                 self._tasks.append(asyncio.create_task(self._watch_redis()))
+            if self.settings.grpc_port:
+                await self._start_grpc()
             self._started = True
             log.info("gateway_started", config_version=self.snapshots.current.version)
+
+    async def _start_grpc(self) -> None:
+        """The gRPC inference service on its own port, in this event loop."""
+        try:
+            from litegate.grpc_api.server import GrpcServer
+            from litegate.grpc_api.service import InferenceService
+        except ImportError as exc:
+            from litegate.faults import OperationalFault
+
+            raise OperationalFault(f"--grpc-port needs grpcio and tritonclient[grpc] ({exc}): "
+                                   "pip install 'litegate[grpc]'") from exc
+        s = self.settings
+        service = InferenceService(
+            snapshots=self.snapshots, limiter=self.limiter, metrics=self.metrics,
+            stats=self.stats, models=lambda: self.models, client=self.http,
+            on_key_use=self.note_key_use, max_response_bytes=s.max_infer_response_bytes,
+            access_log=s.access_log)
+        server = GrpcServer(service, host=s.host, port=s.grpc_port,
+                            max_receive_bytes=s.max_infer_body_bytes,
+                            max_send_bytes=s.max_infer_response_bytes, reuse_port=s.workers > 1)
+        await server.start()
+        self.grpc = server
 
     async def _open_database(self) -> None:
         """First start in a new directory: migrate the embedded SQLite default in place.
@@ -145,6 +172,9 @@ class Gateway:
         if not self._started:
             return
         self._started = False
+        if self.grpc is not None:
+            await self.grpc.stop()
+            self.grpc = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
