@@ -5,6 +5,8 @@ and a route forwarding to a remote v2 server."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.request
 
 import grpc
@@ -218,3 +220,26 @@ def test_route_to_remote_v2_server_and_upstream_down(tmp_path, home, make_gatewa
             client.infer("down", [_fp32_input(x)], headers=_auth(key))
         assert _code(info) == "StatusCode.UNAVAILABLE"
         client.close()
+
+
+def test_readme_grpc_example_against_litegate_serve(tmp_path, home) -> None:
+    """The README's gRPC block, run as written against ``litegate serve --grpc-port``
+    (uvloop, the real CLI); only the port and the key are substituted."""
+    from tests.helpers.cli import serving
+    from tests.integration.test_readme import readme_blocks
+
+    block = next(b for b in readme_blocks() if "tritonclient.grpc" in b.code)
+    assert block.skip and "test_grpc_inference" in block.skip
+    src = tmp_path / "mlp.onnx"
+    assert run_cli("models", "example", "mlp", str(src), home=home)[0] == 0
+    assert run_cli("models", "add", "mlp", str(src), home=home)[0] == 0
+    key = create_key(home)
+    grpc_port = free_port()
+    with serving("--port", str(free_port()), "--grpc-port", str(grpc_port), home=home) as served:
+        assert f"gRPC inference (tritonclient.grpc): 127.0.0.1:{grpc_port}" in served.stdout
+        code = block.code.replace("127.0.0.1:8001", f"127.0.0.1:{grpc_port}")
+        code = code.replace("lg-...", key)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=30, check=False)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "(2, 16)"
