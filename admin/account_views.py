@@ -50,7 +50,7 @@ async def password_change(request: AdminRequest) -> Response[Any]:
         for name in ("current_password", "new_password", "repeat_password")
     )
     user, user_id, ip = state.user or "", state.user_id or 0, client_ip(request)
-    result = forms.FormResult({})
+    result = forms.FormResult[None]({})
     wait = ctx.throttle.retry_after(user, ip)
     if wait > 0:
         result.add(forms.GENERAL, f"Too many wrong passwords. Try again in {math.ceil(wait)} s.")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, Generic, TypedDict, TypeVar
 
 from litestar.datastructures import FormMultiDict
 
@@ -40,11 +40,36 @@ class VariantRow(TypedDict):
     remove: bool
 
 
+class KeyInput(TypedDict):
+    """The key form as ``create_key`` takes it (``update_key`` leaves the name alone)."""
+
+    name: str
+    routes: list[str]
+    limits: list[str]
+    token_limits: list[str]
+    expires_at: datetime | None
+
+
+class QuotaInput(TypedDict):
+    """The quota form as ``add_quota`` takes it."""
+
+    key_id: int | None
+    route: str | None
+    kind: str
+    rate: str
+
+
+D = TypeVar("D")
+
+
 @dataclass
-class FormResult:
+class FormResult(Generic[D]):
+    """What the user typed (``values``, to re-render), the errors per field, and the
+    parsed input for the service (``data``)."""
+
     values: dict[str, Any]
     errors: dict[str, list[str]] = field(default_factory=dict)
-    data: Any = None
+    data: D | None = None
     row_map: list[int] = field(default_factory=list)
     """Index in ``data.variants`` -> index of the submitted row (blank rows are dropped)."""
     submitted_rows: int = 0
@@ -59,7 +84,7 @@ class FormResult:
 
 def map_errors(
     messages: Sequence[str],
-    result: FormResult,
+    result: FormResult[Any],
     *,
     aliases: Mapping[str, str] | None = None,
     only_new: bool = False,
@@ -70,7 +95,7 @@ def map_errors(
     """
     aliases = aliases or {}
     if only_new:
-        target = FormResult(result.values, row_map=result.row_map)
+        target: FormResult[Any] = FormResult(result.values, row_map=result.row_map)
         map_errors(messages, target, aliases=aliases)
         for name, texts in target.errors.items():
             if name not in result.errors and not (
@@ -105,7 +130,9 @@ def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.replace("\r", "").split("\n") if line.strip()]
 
 
-def _int(result: FormResult, name: str, text: str, *, default: int | None = None) -> int | None:
+def _int(
+    result: FormResult[Any], name: str, text: str, *, default: int | None = None
+) -> int | None:
     if text == "":
         if default is None:
             result.add(name, "required")
@@ -117,7 +144,7 @@ def _int(result: FormResult, name: str, text: str, *, default: int | None = None
         return default
 
 
-def _float(result: FormResult, name: str, text: str, *, required: bool) -> float | None:
+def _float(result: FormResult[Any], name: str, text: str, *, required: bool) -> float | None:
     if text == "":
         if required:
             result.add(name, "required")
@@ -188,9 +215,11 @@ def _pad_variants(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return rows + [dict(blank) for _ in range(EXTRA_VARIANT_ROWS)]
 
 
-def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> FormResult:
+def parse_route(
+    form: Mapping[str, Any], *, fixed_name: str | None = None
+) -> FormResult[RouteIn]:
     """Parse the route form; ``fixed_name`` is the stored name when editing."""
-    count = _int(FormResult({}), "variant_rows", _text(form, "variant_rows"), default=0) or 0
+    count = _int(FormResult[None]({}), "variant_rows", _text(form, "variant_rows"), default=0) or 0
     count = max(0, min(count, MAX_VARIANT_ROWS))
     rows: list[VariantRow] = [
         {
@@ -206,7 +235,7 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
     text["name"] = fixed_name if fixed_name is not None else text["name"]
     text["sticky_mode"] = text["sticky_mode"] or "key"
     values: dict[str, Any] = {**text, "variants": rows}
-    result = FormResult(values, submitted_rows=len(rows))
+    result: FormResult[RouteIn] = FormResult(values, submitted_rows=len(rows))
     if not text["name"]:
         result.add("name", "required")
     variants: list[VariantIn] = []
@@ -256,7 +285,7 @@ def parse_route(form: Mapping[str, Any], *, fixed_name: str | None = None) -> Fo
     return result
 
 
-def add_variant_row(result: FormResult) -> None:
+def add_variant_row(result: FormResult[RouteIn]) -> None:
     """One more blank variant row (the form's "Add variant" without JavaScript)."""
     rows = result.values["variants"][: result.submitted_rows]
     if len(rows) < MAX_VARIANT_ROWS:
@@ -298,12 +327,14 @@ def upstream_values(upstream: Upstream | None) -> dict[str, Any]:
     }
 
 
-def parse_upstream(form: Mapping[str, Any], *, fixed_name: str | None = None) -> FormResult:
+def parse_upstream(
+    form: Mapping[str, Any], *, fixed_name: str | None = None
+) -> FormResult[UpstreamIn]:
     keys = ("kind", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "max_retries")
     values = {k: _text(form, k) for k in keys}
     values["name"] = fixed_name if fixed_name is not None else _text(form, "name")
     values["row_version"] = _text(form, "row_version")
-    result = FormResult(values)
+    result: FormResult[UpstreamIn] = FormResult(values)
     if not values["name"]:
         result.add("name", "required")
     if values["kind"] not in ("openai", "v2", "onnx"):
@@ -339,13 +370,13 @@ def key_values(key: ApiKey, limits: Mapping[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def parse_key(form: FormMultiDict, *, fixed_name: str | None = None) -> FormResult:
+def parse_key(form: FormMultiDict, *, fixed_name: str | None = None) -> FormResult[KeyInput]:
     """The key form; ``fixed_name`` when editing (the name is not changed)."""
     routes = [r for r in form.getall("routes", []) if isinstance(r, str) and r]
     text = {name: _text(form, name) for name in ("name", "limits", "token_limits", "expires_at")}
     text["name"] = fixed_name if fixed_name is not None else text["name"]
     values: dict[str, Any] = {**text, "routes": routes}
-    result = FormResult(values)
+    result: FormResult[KeyInput] = FormResult(values)
     if not text["name"]:
         result.add("name", "required")
     expires: datetime | None = None
@@ -373,14 +404,14 @@ KEY_ALIASES = {"limit": "limits", "token_limit": "token_limits"}
 # -- quotas ---------------------------------------------------------------------------
 
 
-def parse_quota(form: Mapping[str, Any]) -> FormResult:
+def parse_quota(form: Mapping[str, Any]) -> FormResult[QuotaInput]:
     values = {
         "key_id": _text(form, "key_id"),
         "route": _text(form, "route"),
         "kind": _text(form, "kind") or "requests",
         "rate": _text(form, "rate"),
     }
-    result = FormResult(values)
+    result: FormResult[QuotaInput] = FormResult(values)
     key_id = None
     if values["key_id"]:
         key_id = _int(result, "key_id", values["key_id"])

@@ -18,6 +18,7 @@ from litegate.services import quotas as quota_service
 
 from . import forms
 from .auth import context_of, session_of
+from .forms import KeyInput
 from .pages import AdminRequest, act, actor, paging, query_int, redirect, render, save
 
 KEYS_PAGE_SIZE = 50
@@ -25,7 +26,7 @@ KEYS_PAGE_SIZE = 50
 
 async def _keys_page(
     request: AdminRequest,
-    result: forms.FormResult | None = None,
+    result: forms.FormResult[KeyInput] | None = None,
     *,
     created: tuple[str, str] | None = None,  # (name, secret) of a key just created
     status_code: int = 200,
@@ -74,7 +75,7 @@ async def keys_page(request: AdminRequest) -> Response[str]:
 
 
 async def _key_form(
-    request: AdminRequest, key_id: int, result: forms.FormResult | None = None,
+    request: AdminRequest, key_id: int, result: forms.FormResult[KeyInput] | None = None,
     status_code: int = 200,
 ) -> Response[str]:
     ctx = context_of(request)
@@ -104,11 +105,15 @@ async def key_update(request: AdminRequest, key_id: int) -> Response[Any]:
     async with context_of(request).sessionmaker() as session:
         current = await key_service.get_key(session, key_id)
     result = forms.parse_key(await request.form(), fixed_name=current.name)
-    if result.ok:
-        data, who = {k: v for k, v in result.data.items() if k != "name"}, actor(request)
+    data = result.data
+    if result.ok and data is not None:
+        who = actor(request)
 
         async def write(session: AsyncSession) -> ApiKey:
-            return await key_service.update_key(session, key_id, actor=who, **data)
+            return await key_service.update_key(
+                session, key_id, actor=who, routes=data["routes"], limits=data["limits"],
+                token_limits=data["token_limits"], expires_at=data["expires_at"],
+            )
 
         updated, _ = await save(request, result, write, aliases=forms.KEY_ALIASES)
         if updated is not None:
@@ -121,8 +126,9 @@ async def key_update(request: AdminRequest, key_id: int) -> Response[Any]:
 async def key_create(request: AdminRequest) -> Response[Any]:
     ctx = context_of(request)
     result = forms.parse_key(await request.form())
-    if result.ok:
-        data, who = result.data, actor(request)
+    data = result.data
+    if result.ok and data is not None:
+        who = actor(request)
 
         async def write(session: AsyncSession) -> tuple[ApiKey, str]:
             return await key_service.create_key(session, actor=who, **data)

@@ -36,7 +36,7 @@ def _service(request: AdminRequest, session: AsyncSession) -> ModelService:
 
 async def _models_page(
     request: AdminRequest,
-    result: forms.FormResult | None = None,
+    result: forms.FormResult[None] | None = None,
     *,
     status_code: int = 200,
 ) -> Response[str]:
@@ -82,7 +82,7 @@ async def model_upload(request: AdminRequest) -> Response[Any]:
     name = str(form.get("name") or "").strip()
     version = str(form.get("version") or "").strip()
     activate = bool(form.get("activate"))
-    result = forms.FormResult({"name": name, "version": version, "activate": activate})
+    result = forms.FormResult[None]({"name": name, "version": version, "activate": activate})
     upload = form.get("file")
     if not name:
         result.add("name", "required")

@@ -133,7 +133,7 @@ def conflict_message(kind: str) -> str:
 
 async def save(
     request: AdminRequest,
-    result: forms.FormResult,
+    result: forms.FormResult[Any],
     write: Callable[[AsyncSession], Awaitable[T]],
     *,
     conflict_kind: str | None = None,

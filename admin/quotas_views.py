@@ -14,11 +14,14 @@ from litegate.services import routing
 
 from . import forms
 from .auth import context_of, session_of
+from .forms import QuotaInput
 from .pages import AdminRequest, act, actor, redirect, render, save
 
 
 async def _quotas_page(
-    request: AdminRequest, result: forms.FormResult | None = None, status_code: int = 200
+    request: AdminRequest,
+    result: forms.FormResult[QuotaInput] | None = None,
+    status_code: int = 200,
 ) -> Response[str]:
     async with context_of(request).sessionmaker() as session:
         quotas = await quota_service.list_quotas(session)
@@ -39,8 +42,9 @@ async def quotas_page(request: AdminRequest) -> Response[str]:
 @post("/quotas", status_code=200)
 async def quota_create(request: AdminRequest) -> Response[Any]:
     result = forms.parse_quota(await request.form())
-    if result.ok:
-        quota, who = result.data, actor(request)
+    quota = result.data
+    if result.ok and quota is not None:
+        who = actor(request)
 
         async def write(session: AsyncSession) -> int:
             return (await quota_service.add_quota(session, actor=who, **quota)).id

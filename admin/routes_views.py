@@ -13,7 +13,7 @@ from litegate.db.models import Route
 from litegate.services import models as model_service
 from litegate.services import quotas as quota_service
 from litegate.services import routing
-from litegate.services.schema import check_route
+from litegate.services.schema import RouteIn, check_route
 
 from . import forms
 from .auth import context_of, session_of
@@ -36,7 +36,7 @@ async def routes_page(request: AdminRequest) -> Response[str]:
 
 
 async def _route_form(
-    request: AdminRequest, result: forms.FormResult, *, route: Route | None,
+    request: AdminRequest, result: forms.FormResult[RouteIn], *, route: Route | None,
     status_code: int = 200,
 ) -> Response[str]:
     async with context_of(request).sessionmaker() as session:
@@ -88,14 +88,15 @@ async def _save_route(request: AdminRequest, route_id: int | None) -> Response[A
         # "Add variant" without JavaScript: the same form back with one more row, unsaved.
         forms.add_variant_row(result)
         return await _route_form(request, forms.FormResult(result.values), route=current)
-    if not result.ok:
+    data = result.data
+    if not result.ok and data is not None:
         # Report the service's rules too, so every problem shows in one round trip.
         async with ctx.sessionmaker() as session:
             upstreams = {u.name for u in await routing.list_upstreams(session)}
-        forms.map_errors(check_route(result.data, "route", upstreams), result, only_new=True)
+        forms.map_errors(check_route(data, "route", upstreams), result, only_new=True)
     status_code = 400
-    if result.ok:
-        data, who = result.data, actor(request)
+    if result.ok and data is not None:
+        who = actor(request)
 
         async def write(session: AsyncSession) -> tuple[int, str]:
             if current is None:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import Upstream
 from litegate.services import routing
+from litegate.services.schema import UpstreamIn
 
 from . import forms
 from .auth import context_of, session_of
@@ -42,7 +43,7 @@ async def upstreams_page(request: AdminRequest) -> Response[str]:
 
 
 def _upstream_form(
-    request: AdminRequest, result: forms.FormResult, *, upstream: Upstream | None,
+    request: AdminRequest, result: forms.FormResult[UpstreamIn], *, upstream: Upstream | None,
     status_code: int = 200,
 ) -> Response[str]:
     return render(
@@ -83,8 +84,9 @@ async def _save_upstream(request: AdminRequest, upstream_id: int | None) -> Resp
             current = await _upstream(session, upstream_id)
     result = forms.parse_upstream(form, fixed_name=current.name if current else None)
     status_code = 400
-    if result.ok:
-        data, who = result.data, actor(request)
+    data = result.data
+    if result.ok and data is not None:
+        who = actor(request)
 
         async def write(session: AsyncSession) -> str:
             if current is None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from datetime import datetime, timedelta, timezone
-from typing import cast
+from datetime import UTC, datetime, timedelta
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import keys as key_service
@@ -19,15 +18,15 @@ def parse_expiry(value: str) -> datetime:
     """``30d`` / ``12h`` from now, or an ISO-8601 timestamp (UTC if no zone)."""
     m = _DURATION.match(value)
     if m:
-        return datetime.now(timezone.utc) + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        return datetime.now(UTC) + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
         raise ValueError(f"--expires: expected e.g. 30d, 12h or 2027-01-01T00:00:00, got {value!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
-def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="API keys")
     s = p.add_subparsers(dest="keys_command", required=True)
     c = s.add_parser("create", help="create a key; the secret is shown only now")
@@ -98,23 +97,25 @@ async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _rates(values: list[str] | None) -> list[str] | object:
+def _rates(values: list[str] | None) -> list[str] | key_service.Keep:
     if values is None:
-        return cast(object, key_service.KEEP)
+        return key_service.KEEP
     return [] if [v.strip().lower() for v in values] == ["none"] else values
 
 
 async def _update(args: argparse.Namespace, settings: Settings) -> int:
-    changes: dict[str, object] = {
-        "limits": _rates(args.limit), "token_limits": _rates(args.token_limit),
-    }
+    routes: list[str] | key_service.Keep = key_service.KEEP
     if args.routes is not None:
-        routes = [r.strip() for r in args.routes.split(",") if r.strip()]
-        changes["routes"] = [] if routes == ["*"] else routes
+        names = [r.strip() for r in args.routes.split(",") if r.strip()]
+        routes = [] if names == ["*"] else names
+    expires: datetime | None | key_service.Keep = key_service.KEEP
     if args.expires is not None:
-        changes["expires_at"] = None if args.expires == "never" else parse_expiry(args.expires)
+        expires = None if args.expires == "never" else parse_expiry(args.expires)
     async with transaction(settings) as session:
-        key = await key_service.update_key(session, args.id, actor=actor(), **changes)
+        key = await key_service.update_key(
+            session, args.id, actor=actor(), routes=routes, limits=_rates(args.limit),
+            token_limits=_rates(args.token_limit), expires_at=expires,
+        )
         limits = await key_service.own_limits(session, key.id)
         row = key_service.key_dict(key)
     print(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,8 +122,13 @@ async def create_key(
     return key, secret
 
 
-KEEP: Any = object()
-"""``update_key`` default: leave this field as it is."""
+class Keep(enum.Enum):
+    """``update_key`` default: leave this field as it is."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
 
 
 async def update_key(
@@ -130,10 +136,10 @@ async def update_key(
     key_id: int,
     *,
     actor: str,
-    routes: list[str] | Any = KEEP,
-    limits: list[str] | Any = KEEP,
-    token_limits: list[str] | Any = KEEP,
-    expires_at: datetime | None | Any = KEEP,
+    routes: list[str] | Keep = KEEP,
+    limits: list[str] | Keep = KEEP,
+    token_limits: list[str] | Keep = KEEP,
+    expires_at: datetime | None | Keep = KEEP,
 ) -> ApiKey:
     """Change a key's scopes, own limits or expiry (``KEEP`` leaves a field alone; an
     empty ``routes`` list means every route, ``expires_at=None`` never expires)."""
