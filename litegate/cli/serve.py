@@ -168,6 +168,17 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_grpc_port(host: str, port: int) -> None:
+    """The gRPC port is bound by the gateway at start-up; prove it free first, so a busy
+    port is one line here rather than a failed start-up later."""
+    try:
+        _bind(host, port).close()
+    except PortInUse:
+        raise PortInUse(f"gRPC port {port} on {host} is already in use: stop the other "
+                        "process or choose another with --grpc-port N (LITEGATE_GRPC_PORT)"
+                        ) from None
+
+
 def _announce(url: str, lines: list[str]) -> str:
     width = max(len(line) for line in [url, *lines]) + 4
     rule = "  " + "-" * min(width, 100)
@@ -248,6 +259,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     else:
         asyncio.run(_check_database(settings))
     sock = _bind(settings.host, settings.port)
+    if settings.grpc_port:
+        _check_grpc_port(settings.host, settings.grpc_port)
     lines = asyncio.run(_prepare(settings))
     scheme = "https" if settings.certfile else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"

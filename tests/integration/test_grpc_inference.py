@@ -5,6 +5,7 @@ and a route forwarding to a remote v2 server."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -20,7 +21,7 @@ from tritonclient.utils import InferenceServerException
 
 from litegate.settings import Settings
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference, strings_model
-from tests.helpers.cli import apply_config, create_key, run_cli
+from tests.helpers.cli import apply_config, create_key, one_line_error, run_cli, run_litegate
 from tests.helpers.servers import ThreadServer, free_port
 
 
@@ -243,3 +244,36 @@ def test_readme_grpc_example_against_litegate_serve(tmp_path, home) -> None:
                              timeout=30, check=False)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "(2, 16)"
+
+
+def test_message_bounds(tmp_path, home, make_gateway) -> None:
+    """A request past max_infer_body_bytes is refused by gRPC itself; an answer past
+    max_infer_response_bytes is INVALID_ARGUMENT with the REST message."""
+    src = matmul_add_model(tmp_path / "add.onnx")
+    assert run_cli("models", "add", "add", str(src), home=home)[0] == 0
+    key = create_key(home)
+    port = free_port()
+    make_gateway(grpc_port=port, max_infer_body_bytes=8192, max_infer_response_bytes=64)
+    client = _grpc(port)
+    ok = client.infer("add", [_fp32_input(np.ones((4, 4), np.float32))], headers=_auth(key))
+    assert ok.as_numpy("y").shape == (4, 3)  # 48 bytes of output
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("add", [_fp32_input(np.ones((8, 4), np.float32))], headers=_auth(key))
+    assert _code(info) == "StatusCode.INVALID_ARGUMENT"
+    assert "max_infer_response_bytes" in info.value.message()
+    with pytest.raises(InferenceServerException) as info:  # 16 KiB of tensor > 8 KiB
+        client.infer("add", [_fp32_input(np.ones((1024, 4), np.float32))], headers=_auth(key))
+    assert _code(info) == "StatusCode.RESOURCE_EXHAUSTED"
+    client.close()
+
+
+def test_busy_grpc_port_is_one_line(home) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_litegate("serve", "--port", str(free_port()), "--grpc-port", str(port),
+                              home=home)
+    line = one_line_error(result.returncode, result.stderr)
+    assert line == (f"error: gRPC port {port} on 127.0.0.1 is already in use: stop the other "
+                    "process or choose another with --grpc-port N (LITEGATE_GRPC_PORT)")
