@@ -31,6 +31,7 @@ from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics
 from litegate.policies.runtime_metrics import register_runtime
 from litegate.policies.stats import Stats
+from litegate.policies.tracing import Tracing, start_tracing
 from litegate.settings import Settings
 from litegate.snapshot import Snapshot, SnapshotStore
 from litegate.upstreams.client import UpstreamClient
@@ -69,6 +70,8 @@ class Gateway:
             breaker_reset_s=s.breaker_reset_s,
             max_body_bytes=s.max_upstream_body_bytes,
         )
+        self.tracing: Tracing | None = start_tracing(s.tracing)
+        """OpenTelemetry tracer, None when ``settings.tracing`` is off (nothing imported)."""
         self._models: ModelManager | None = None
         self.grpc: GrpcServer | None = None
         """The gRPC Open Inference Protocol server while started (``grpc_port`` set)."""
@@ -286,18 +289,36 @@ class Gateway:
         mount mode uses it. ``branch=True`` is an aggregate branch: the parent request
         already has its context (error boundary) and its authenticated key."""
         s = self.settings
-        inner: ASGIApp = ABRoutingMiddleware(app)
-        inner = CacheMiddleware(inner, cache=self.cache, cache_streams=s.cache_streams)
-        inner = RateLimitMiddleware(inner, limiter=self.limiter)
-        inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes)
+        # Tracing off: no tracing layer at all (and no opentelemetry import), so `span` and
+        # `end` return what they are given. On: a server span outermost, a span per policy
+        # (opened around it, ended by its next app) and one around the handler.
+        layers = None
+        if self.tracing is not None:
+            from litegate.middleware.tracing import TraceLayers
+
+            layers = TraceLayers(self.tracing)
+
+        def span(name: str, policy: ASGIApp) -> ASGIApp:
+            return policy if layers is None else layers.policy(name, policy)
+
+        def end(next_app: ASGIApp) -> ASGIApp:
+            return next_app if layers is None else layers.end(next_app)
+
+        inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app))
+        inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
+                                              cache_streams=s.cache_streams))
+        inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter))
+        inner = span("route", RouteResolutionMiddleware(end(inner),
+                                                        max_body_bytes=s.max_body_bytes))
         if not branch:
-            inner = AuthMiddleware(
-                inner, on_key_use=self.note_key_use, exclude_prefixes=public_prefixes
-            )
+            inner = span("auth", AuthMiddleware(
+                end(inner), on_key_use=self.note_key_use, exclude_prefixes=public_prefixes
+            ))
         inner = ObserveMiddleware(inner, metrics=self.metrics, stats=self.stats)
         if branch:
             return inner
-        return RequestContextMiddleware(inner, snapshots=self.snapshots, access_log=s.access_log)
+        inner = RequestContextMiddleware(inner, snapshots=self.snapshots, access_log=s.access_log)
+        return inner if layers is None else layers.server(inner)
 
     def inference_app(self) -> ASGIApp:
         """``/v1`` and ``/v2`` behind the full policy stack."""

@@ -74,6 +74,12 @@ class Settings:
     breaker_failures: int = 5
     breaker_reset_s: float = 10.0
 
+    tracing: str = "off"
+    """OpenTelemetry tracing (``pip install 'litegate[otel]'``): ``off`` | ``otlp`` (OTLP
+    exporter configured by the standard ``OTEL_*`` variables) | ``console`` | ``global``
+    (the provider the host process set up). Off: opentelemetry is never imported and the
+    policy stack has no tracing layer. See ``litegate.policies.tracing``."""
+
     log_format: str = "auto"
     """``json`` | ``console`` | ``auto`` (console on a TTY, JSON otherwise)."""
     log_level: str = "info"

@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 
 from litegate.errors import UpstreamError, UpstreamTimeout
+from litegate.policies import tracing
 from litegate.policies.breaker import OPEN, CircuitBreaker
 from litegate.policies.metrics import Metrics
 from litegate.snapshot import UpstreamSpec
@@ -201,6 +202,9 @@ def forward_headers(scope_headers: Any, upstream: UpstreamSpec, request_id: str)
     headers["x-request-id"] = request_id
     if upstream.api_key:
         headers["authorization"] = f"Bearer {upstream.api_key}"
+    inject = tracing.inject  # None unless tracing is on: then the current span's traceparent
+    if inject is not None:
+        inject(headers)
     return headers
 
 
