@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from litegate.cli.common import actor, print_json, print_table, transaction
+from litegate.errors import BadRequest
 from litegate.inference.examples import EXAMPLES
 from litegate.services.models import ModelService, model_dict
 from litegate.settings import Settings
@@ -43,6 +44,20 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="serving option (repeatable): instances, providers, intra_op_threads, "
                         "inter_op_threads, graph_optimization, cpu_arena, max_queue, "
                         "memory_bytes, max_length, warmup_runs ...; VALUE is JSON or a string")
+    a.add_argument("--quantize", choices=["int8"],
+                   help="register an INT8-quantized copy of PATH as this version (ONNX Runtime "
+                        "dynamic quantization; static with --calibration) and print a report: "
+                        "size, loaded memory, latency, accuracy against the fp32 model")
+    a.add_argument("--calibration", type=Path, metavar="FILE.npz",
+                   help="--quantize: static quantization calibrated on these inputs "
+                        "(numpy.savez, one array per input, rows along the first dimension); "
+                        "accuracy is measured on them too")
+    a.add_argument("--max-error", type=float, dest="max_error", metavar="X",
+                   help="--quantize: refuse the version if the max abs error against the fp32 "
+                        "model exceeds X")
+    a.add_argument("--min-cosine", type=float, dest="min_cosine", metavar="Y",
+                   help="--quantize: refuse the version if the cosine similarity of any output "
+                        "row to the fp32 model's is below Y")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_add)
 
@@ -97,17 +112,35 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
     options = parse_options(args.option)
     if args.tokenizer:
         options["tokenizer"] = args.tokenizer
+    if not args.quantize:
+        given = [f for f, v in (("--calibration", args.calibration),
+                                ("--max-error", args.max_error),
+                                ("--min-cosine", args.min_cosine)) if v is not None]
+        if given:
+            raise BadRequest(f"{given[0]} only applies with --quantize int8")
+    report: dict[str, Any] | None = None
+    common: dict[str, Any] = dict(
+        actor=actor(), version=args.version, activate=args.activate,
+        max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
+        hot=args.hot, options=options or None, warmup_sample=args.warmup_sample)
     async with transaction(settings) as session:
-        mv = await _service(session, settings).add(
-            args.name, args.path, actor=actor(), version=args.version, activate=args.activate,
-            max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
-            hot=args.hot, options=options or None, warmup_sample=args.warmup_sample)
+        if args.quantize:
+            mv, report = await _service(session, settings).add_quantized(
+                args.name, args.path, quantize=args.quantize, calibration=args.calibration,
+                max_error=args.max_error, min_cosine=args.min_cosine, **common)
+        else:
+            mv = await _service(session, settings).add(args.name, args.path, **common)
         model = await _service(session, settings).get(args.name)
         active = model.active_version
     if args.json:
         print_json({"name": args.name, "version": mv.version, "sha256": mv.sha256,
-                    "active_version": active, "signature": mv.signature})
+                    "active_version": active, "signature": mv.signature}
+                   | ({"quantization": report} if report is not None else {}))
     else:
+        if report is not None:
+            from litegate.inference.quantize import format_report
+
+            print("\n".join(format_report(report)))
         inputs = ", ".join(f"{t['name']}:{t['datatype']}{t['shape']}"
                            for t in mv.signature.get("inputs", []))
         print(f"added {args.name} version {mv.version} (sha256 {mv.sha256[:12]}, inputs {inputs})"

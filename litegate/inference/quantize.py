@@ -450,14 +450,12 @@ def main(argv: list[str]) -> int:
         report = _run(args)
     except MemoryError:
         return _fail(too_big)
-    except InvalidCalibration as exc:
-        return _fail(exc.detail, "calibration")
-    except InvalidModel as exc:
-        return _fail(exc.detail, "model")
-    except LitegateError as exc:
+    except LitegateError as exc:  # ORT reports a refused allocation as a load failure
         if any(m in exc.detail for m in _OUT_OF_MEMORY):
             return _fail(too_big)
-        return _fail(exc.detail)
+        kind = ("calibration" if isinstance(exc, InvalidCalibration)
+                else "model" if isinstance(exc, InvalidModel) else "quantize")
+        return _fail(exc.detail, kind)
     print(json.dumps(report))
     return 0
 

@@ -127,6 +127,7 @@ class ModelService:
         hot: bool | None = None,
         options: Mapping[str, Any] | None = None,
         warmup_sample: Path | None = None,
+        quantization: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Validate ``source`` (ONNX checker + a real ORT session), copy it, record it.
 
@@ -135,6 +136,7 @@ class ModelService:
         Batching is off unless ``max_batch_size`` > 1 is given (Triton's rule: only the
         operator knows whether the first dimension is a batch). ``warmup_sample`` (an
         ``.npz``) is checked, used for warm-up and stored with the version.
+        ``quantization`` (the report of :meth:`add_quantized`) goes into the audit entry.
         """
         from litegate.inference.files import copy_model
         from litegate.inference.session import WARMUP_SAMPLE, check_model_file
@@ -183,11 +185,60 @@ class ModelService:
             await self.session.flush()
             await record_audit(self.session, actor=actor, action="add_version",
                                entity_type="model", entity_name=name, before=before,
-                               after=_summary(model) | {"added": version_dict(mv)}, bump=True)
+                               after=_summary(model) | {"added": version_dict(mv)}
+                               | ({"quantization": dict(quantization)} if quantization else {}),
+                               bump=True)
         except BaseException:
             shutil.rmtree(target_dir, ignore_errors=True)
             raise
         return mv
+
+    async def add_quantized(
+        self,
+        name: str,
+        source: Path | str,
+        *,
+        actor: str,
+        quantize: str = "int8",
+        calibration: Path | None = None,
+        max_error: float | None = None,
+        min_cosine: float | None = None,
+        version: str | None = None,
+        warmup_sample: Path | None = None,
+        **kwargs: Any,
+    ) -> tuple[ModelVersion, dict[str, Any]]:
+        """Quantize the fp32 ``source`` (in the registration check's capped child process)
+        and register the result as a version like any other; return it with the report.
+
+        A report beyond ``max_error`` (max abs error) or ``min_cosine`` (cosine similarity)
+        against the fp32 model raises :class:`QuantizationDrift` (400): nothing is written.
+        """
+        import tempfile
+
+        from litegate.inference.quantize import MODES, OUTPUT_FILE, check_drift, quantize_model
+
+        if quantize not in MODES:
+            raise BadRequest(f"quantize {quantize!r} is not supported: use {', '.join(MODES)}")
+        _check_name(name, "model name")
+        model = await self._find(name)
+        if model is None:
+            await self._refuse_case_duplicate(name)
+        version = _check_version(version or _next_version(model))
+        if model is not None and any(v.version == version for v in model.versions):
+            raise Conflict(f"model {name!r} already has version {version!r}")
+        work = Path(tempfile.mkdtemp(prefix="litegate-quantize-"))
+        try:
+            report = await asyncio.to_thread(
+                quantize_model, Path(source), work, self.settings, calibration=calibration,
+                sample=warmup_sample)
+            check_drift(report, max_error=max_error, min_cosine=min_cosine)
+            summary = {k: report[k] for k in ("method", "fp32", "int8", "accuracy")} | {
+                "quantize": quantize, "source_name": Path(source).name}
+            mv = await self.add(name, work / OUTPUT_FILE, actor=actor, version=version,
+                                warmup_sample=warmup_sample, quantization=summary, **kwargs)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+        return mv, summary
 
     async def _refuse_case_duplicate(self, name: str) -> None:
         other = await self.session.scalar(
