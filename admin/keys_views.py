@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Response, get, post
 from litestar.exceptions import ValidationException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -96,12 +97,12 @@ async def _key_form(
 
 
 @get("/keys/{key_id:int}")
-async def key_edit(request: AdminRequest, key_id: int) -> Response[str]:
+async def key_edit(request: AdminRequest, key_id: FromPath[int]) -> Response[str]:
     return await _key_form(request, key_id)
 
 
 @post("/keys/{key_id:int}", status_code=200)
-async def key_update(request: AdminRequest, key_id: int) -> Response[Any]:
+async def key_update(request: AdminRequest, key_id: FromPath[int]) -> Response[Any]:
     async with context_of(request).sessionmaker() as session:
         current = await key_service.get_key(session, key_id)
     result = forms.parse_key(await request.form(), fixed_name=current.name)
@@ -149,7 +150,7 @@ async def key_create(request: AdminRequest) -> Response[Any]:
 
 
 @post("/keys/{key_id:int}/revoke")
-async def key_revoke(request: AdminRequest, key_id: int) -> Redirect:
+async def key_revoke(request: AdminRequest, key_id: FromPath[int]) -> Redirect:
     async def revoke(session: AsyncSession) -> str:
         key = await key_service.revoke_key(session, key_id, actor=actor(request))
         return f"Key {key.name} revoked."

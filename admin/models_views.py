@@ -13,6 +13,7 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import NotFoundException
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -118,7 +119,7 @@ async def _model(session: AsyncSession, model_id: int) -> Model:
 
 
 @post("/models/{model_id:int}/activate")
-async def model_activate(request: AdminRequest, model_id: int) -> Redirect:
+async def model_activate(request: AdminRequest, model_id: FromPath[int]) -> Redirect:
     form = await request.form()
     version = str(form.get("version") or "")
 
@@ -133,7 +134,7 @@ async def model_activate(request: AdminRequest, model_id: int) -> Redirect:
 
 
 @post("/models/{model_id:int}/rollback")
-async def model_rollback(request: AdminRequest, model_id: int) -> Redirect:
+async def model_rollback(request: AdminRequest, model_id: FromPath[int]) -> Redirect:
     form = await request.form()
 
     async def rollback(session: AsyncSession) -> str:
@@ -147,7 +148,9 @@ async def model_rollback(request: AdminRequest, model_id: int) -> Redirect:
 
 
 @post("/models/{model_id:int}/versions/{version_id:int}/delete")
-async def model_version_delete(request: AdminRequest, model_id: int, version_id: int) -> Redirect:
+async def model_version_delete(
+    request: AdminRequest, model_id: FromPath[int], version_id: FromPath[int]
+) -> Redirect:
     async def remove(session: AsyncSession) -> str:
         model = await _model(session, model_id)
         mv = await session.get(ModelVersion, version_id)

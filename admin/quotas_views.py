@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,7 +58,7 @@ async def quota_create(request: AdminRequest) -> Response[Any]:
 
 
 @post("/quotas/{quota_id:int}/delete")
-async def quota_delete(request: AdminRequest, quota_id: int) -> Redirect:
+async def quota_delete(request: AdminRequest, quota_id: FromPath[int]) -> Redirect:
     async def delete(session: AsyncSession) -> str:
         await quota_service.delete_quota(session, quota_id, actor=actor(request))
         return "Quota deleted."

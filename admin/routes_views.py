@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -57,7 +58,7 @@ async def route_new(request: AdminRequest) -> Response[str]:
 
 
 @get("/routes/{route_id:int}")
-async def route_edit(request: AdminRequest, route_id: int) -> Response[str]:
+async def route_edit(request: AdminRequest, route_id: FromPath[int]) -> Response[str]:
     async with context_of(request).sessionmaker() as session:
         route = await _route(session, route_id)
         limits = await routing.route_quotas(session, route.id)
@@ -72,7 +73,7 @@ async def route_create(request: AdminRequest) -> Response[Any]:
 
 
 @post("/routes/{route_id:int}", status_code=200)
-async def route_update(request: AdminRequest, route_id: int) -> Response[Any]:
+async def route_update(request: AdminRequest, route_id: FromPath[int]) -> Response[Any]:
     return await _save_route(request, route_id)
 
 
@@ -115,7 +116,7 @@ async def _save_route(request: AdminRequest, route_id: int | None) -> Response[A
 
 
 @post("/routes/{route_id:int}/delete")
-async def route_delete(request: AdminRequest, route_id: int) -> Redirect:
+async def route_delete(request: AdminRequest, route_id: FromPath[int]) -> Redirect:
     async def delete(session: AsyncSession) -> str:
         name = (await _route(session, route_id)).name
         await routing.delete_route(session, name, actor=actor(request))

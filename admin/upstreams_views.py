@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,7 +59,7 @@ async def upstream_new(request: AdminRequest) -> Response[str]:
 
 
 @get("/upstreams/{upstream_id:int}")
-async def upstream_edit(request: AdminRequest, upstream_id: int) -> Response[str]:
+async def upstream_edit(request: AdminRequest, upstream_id: FromPath[int]) -> Response[str]:
     async with context_of(request).sessionmaker() as session:
         upstream = await _upstream(session, upstream_id)
     return _upstream_form(
@@ -72,7 +73,7 @@ async def upstream_create(request: AdminRequest) -> Response[Any]:
 
 
 @post("/upstreams/{upstream_id:int}", status_code=200)
-async def upstream_update(request: AdminRequest, upstream_id: int) -> Response[Any]:
+async def upstream_update(request: AdminRequest, upstream_id: FromPath[int]) -> Response[Any]:
     return await _save_upstream(request, upstream_id)
 
 
@@ -105,7 +106,7 @@ async def _save_upstream(request: AdminRequest, upstream_id: int | None) -> Resp
 
 
 @post("/upstreams/{upstream_id:int}/delete")
-async def upstream_delete(request: AdminRequest, upstream_id: int) -> Redirect:
+async def upstream_delete(request: AdminRequest, upstream_id: FromPath[int]) -> Redirect:
     async def delete(session: AsyncSession) -> str:
         name = (await _upstream(session, upstream_id)).name
         await routing.delete_upstream(session, name, actor=actor(request))
