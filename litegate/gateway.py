@@ -308,8 +308,7 @@ class Gateway:
         inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
                                               cache_streams=s.cache_streams))
         inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter))
-        inner = span("route", RouteResolutionMiddleware(end(inner),
-                                                        max_body_bytes=s.max_body_bytes))
+        inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes)
         if not branch:
             inner = span("auth", AuthMiddleware(
                 end(inner), on_key_use=self.note_key_use, exclude_prefixes=public_prefixes

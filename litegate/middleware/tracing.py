@@ -7,7 +7,7 @@ nothing per request, and this module (and opentelemetry) is never imported.
 * ``ServerSpanMiddleware`` (outermost): the request's ``SERVER`` span, a child of the
   client's W3C ``traceparent`` when it sends one; it is the current span for everything
   inside.
-* ``PolicySpanMiddleware`` around a policy (``auth``, ``route``, ``limits``, ``cache``) and
+* ``PolicySpanMiddleware`` around a policy (``auth``, ``limits``, ``cache``) and
   ``PolicySpanEnd`` as that policy's next app: the span covers the policy's own decision,
   up to the moment it hands on (or answers, or refuses), not the rest of the request.
 * ``HandlerSpanMiddleware`` around the handler: ``upstream`` (a ``CLIENT`` span: the
@@ -147,10 +147,6 @@ def _close_policy(name: str, span: trace.Span, scope: Scope) -> None:
     if info is not None:
         if name == "auth" and info.key is not None:
             span.set_attribute("litegate.key_id", info.key.id)
-        elif name == "route":
-            route = configured_name(info)
-            if route is not None:
-                span.set_attribute("litegate.route", route)
         elif name == "cache" and info.cache is not None:
             span.set_attribute("litegate.cache", info.cache)
     span.end()

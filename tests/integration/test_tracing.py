@@ -86,7 +86,7 @@ def test_request_span_has_policy_children_and_joins_the_callers_trace(
     assert attrs["litegate.upstream"] == "mock" and attrs["litegate.cache"] == "MISS"
     assert isinstance(attrs["litegate.key_id"], int)
     children = _children(done, root)
-    assert set(children) == {"auth", "route", "limits", "cache", "upstream"}
+    assert set(children) == {"auth", "limits", "cache", "upstream"}
     assert all(c.context.trace_id == root.context.trace_id for c in children.values())
     assert children["auth"].attributes["litegate.key_id"] == attrs["litegate.key_id"]
     assert children["cache"].attributes["litegate.cache"] == "MISS"
@@ -94,7 +94,7 @@ def test_request_span_has_policy_children_and_joins_the_callers_trace(
     assert upstream.kind == SpanKind.CLIENT
     assert upstream.attributes["http.response.status_code"] == 200
     # A policy's span is its decision only; the upstream call comes after it has ended.
-    assert children["auth"].end_time <= children["route"].start_time
+    assert children["auth"].end_time <= children["limits"].start_time
     assert children["cache"].end_time <= upstream.start_time
     # The upstream got the same trace, parented on the gateway's upstream span.
     seen = {k.lower(): v for k, v in fake_upstream.headers_seen[-1].items()}
@@ -114,7 +114,7 @@ def test_request_span_has_policy_children_and_joins_the_callers_trace(
     (root,) = [s for s in done if s.kind == SpanKind.SERVER]
     assert root.parent is None  # no traceparent: a new trace starts here
     children = _children(done, root)
-    assert set(children) == {"auth", "route", "limits", "cache"}
+    assert set(children) == {"auth", "limits", "cache"}
     assert children["cache"].attributes["litegate.cache"] == "HIT"
 
 
@@ -134,8 +134,8 @@ def test_refusals_end_in_the_refusing_policys_span(home, fake_upstream, make_gat
     assert set(unauthorized) == {"auth"}
     assert unauthorized["auth"].status.status_code == StatusCode.ERROR
     assert unauthorized["auth"].attributes["error.type"] == "Unauthorized"
-    assert set(ok) == {"auth", "route", "limits", "cache", "upstream"}
-    assert set(limited) == {"auth", "route", "limits"}
+    assert set(ok) == {"auth", "limits", "cache", "upstream"}
+    assert set(limited) == {"auth", "limits"}
     assert limited["limits"].status.status_code == StatusCode.ERROR
     assert roots[2].status.status_code == StatusCode.UNSET  # a 429 is not a server error
 
@@ -175,7 +175,7 @@ def test_otlp_mode_exports_to_the_collector_named_by_otel_variables(
             names = {span.name for m in list(received) for rs in m.resource_spans
                      for ss in rs.scope_spans for span in ss.spans}
         server.config.app.gateway.tracing.shutdown()  # its own provider: stop the export thread
-    assert {"POST /v1/chat/completions", "auth", "route", "limits", "cache", "upstream"} <= names
+    assert {"POST /v1/chat/completions", "auth", "limits", "cache", "upstream"} <= names
     assert auth_seen[0] == "t0k"
     resource = {a.key: a.value.string_value for a in received[0].resource_spans[0].resource.attributes}
     assert resource["service.name"] == "litegate"
