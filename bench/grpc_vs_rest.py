@@ -159,19 +159,19 @@ def main() -> None:
             log.close()
 
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## gRPC vs REST v2 inference (issue 10, item 2) — {stamp}",
         "",
-        f"`.venv/bin/python bench/grpc_vs_rest.py --rounds {args.rounds} --seconds "
-        f"{args.seconds:g}` — one `litegate serve --grpc-port` (model `mlp`: x FP32 "
-        "[-1, 256] -> y [-1, 16], `--max-batch 64 --max-queue-delay-ms 2`), the official "
-        "asyncio clients (`tritonclient.http.aio` binary tensors, `tritonclient.grpc.aio`) "
-        f"in one process; medians of {args.rounds} interleaved rounds; {os.cpu_count()} "
-        f"CPUs, load average after: {load}",
+        (f"`.venv/bin/python bench/grpc_vs_rest.py --rounds {args.rounds} --seconds "
+         f"{args.seconds:g}` — one `litegate serve --grpc-port` (model `mlp`: x FP32 "
+         "[-1, 256] -> y [-1, 16], `--max-batch 64 --max-queue-delay-ms 2`), the official "
+         "asyncio clients (`tritonclient.http.aio` binary tensors, `tritonclient.grpc.aio`) "
+         f"in one process; medians of {args.rounds} interleaved rounds; {os.cpu_count()} "
+         f"CPUs, load average after: {load}"),
         "",
-        "| rows/request | concurrency | REST rows/s | gRPC rows/s | gRPC / REST | REST p50 / p99 ms "
-        "| gRPC p50 / p99 ms | gateway CPU µs/request REST / gRPC |",
+        ("| rows/request | concurrency | REST rows/s | gRPC rows/s | gRPC / REST "
+         "| REST p50 / p99 ms | gRPC p50 / p99 ms | gateway CPU µs/request REST / gRPC |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for rows in row_counts:

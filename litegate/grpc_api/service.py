@@ -178,20 +178,19 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._serve("ModelStatistics", request.name, request.version, context,
-                                 self._statistics, request, named=bool(request.name))
+                                 self._statistics, request)
 
     # ------------------------------------------------------------ the policies
     async def _serve(self, method: str, name: str, version: str,
-                     context: grpc.aio.ServicerContext, handler: Any, request: Any, *,
-                     named: bool = True) -> Any:
+                     context: grpc.aio.ServicerContext, handler: Any, request: Any) -> Any:
         metadata = _metadata(context)
         rid = metadata.get("x-request-id")
         call = Call(method, rid if rid and len(rid) <= 128 and rid.isprintable()
                     else f"grpc-{next(_IDS):08x}", self.snapshots.current)
         try:
             self._authenticate(call, metadata)
-            if named:
-                await self._resolve_and_limit(call, name, metadata)
+            # Every keyed call counts, as on REST; no name: the key's own limits only.
+            await self._resolve_and_limit(call, name, metadata)
             return await handler(call, request, version)
         except LitegateError as exc:
             call.status = exc.status_code
