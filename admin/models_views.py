@@ -83,7 +83,9 @@ async def model_upload(request: AdminRequest) -> Response[Any]:
     name = str(form.get("name") or "").strip()
     version = str(form.get("version") or "").strip()
     activate = bool(form.get("activate"))
-    result = forms.FormResult[None]({"name": name, "version": version, "activate": activate})
+    quantize = str(form.get("quantize") or "")
+    result = forms.FormResult[None]({"name": name, "version": version, "activate": activate,
+                                     "quantize": quantize == "int8"})
     upload = form.get("file")
     if not name:
         result.add("name", "required")
@@ -97,10 +99,18 @@ async def model_upload(request: AdminRequest) -> Response[Any]:
     workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=uploads))
     try:
         path = await asyncio.to_thread(_save_upload, upload, workdir)
+        report: dict[str, Any] | None = None
         async with ctx.sessionmaker() as session, session.begin():
-            mv = await _service(request, session).add(
-                name, path, actor=actor(request), version=version or None, activate=activate,
-            )
+            if quantize:  # int8 copy of the uploaded fp32 file (ModelService checks the mode)
+                mv, report = await _service(request, session).add_quantized(
+                    name, path, actor=actor(request), quantize=quantize,
+                    version=version or None, activate=activate,
+                )
+            else:
+                mv = await _service(request, session).add(
+                    name, path, actor=actor(request), version=version or None,
+                    activate=activate,
+                )
             added = mv.version
     except LitegateError as exc:
         result.add(_upload_error_field(exc.detail), exc.detail)
@@ -110,8 +120,18 @@ async def model_upload(request: AdminRequest) -> Response[Any]:
     session_of(request).flash(
         f"Model {name} version {added} uploaded and validated"
         + (" and activated." if activate else ".")
+        + (" " + _quantization_summary(report) if report is not None else "")
     )
     return redirect(request, "/models")
+
+
+def _quantization_summary(report: dict[str, Any]) -> str:
+    f, q, acc = report["fp32"], report["int8"], report["accuracy"]
+    return (f"Quantized to INT8 ({report['method']}): file {q['file_bytes'] / 2**20:.2f} MB "
+            f"({q['file_bytes'] / f['file_bytes']:.2f}× fp32), loaded memory "
+            f"{q['memory_bytes'] / 2**20:.2f} MB ({q['memory_bytes'] / f['memory_bytes']:.2f}×), "
+            f"max abs error {acc['max_abs_error']:.4g}, cosine similarity ≥ "
+            f"{acc['min_cosine']:.4f} on {acc['rows']} {acc['inputs']} row(s).")
 
 
 async def _model(session: AsyncSession, model_id: int) -> Model:
