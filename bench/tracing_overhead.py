@@ -142,8 +142,8 @@ def run_child(mode: str, home: str, key: str, requests: int, concurrency: int) -
     if mode == "otlp-1%":
         os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
         os.environ["OTEL_TRACES_SAMPLER_ARG"] = "0.01"
-    settings = Settings.load(home=home, tracing=mode.split("-")[0], access_log=False,
-                             log_level="warning")
+    options = {} if "@" in mode else {"tracing": mode.split("-")[0]}  # @ref: maybe pre-tracing
+    settings = Settings.load(home=home, access_log=False, log_level="warning", **options)
     configure_logging("json", "warning")
     app = create_app(settings)
     gateway = app.gateway
@@ -156,7 +156,7 @@ def run_child(mode: str, home: str, key: str, requests: int, concurrency: int) -
             await gateway.stop()
 
     cpu, wall, statuses = asyncio.run(main())
-    if gateway.tracing is not None:
+    if getattr(gateway, "tracing", None) is not None:
         gateway.tracing.shutdown()  # flush: the sink must have received the spans
     print(json.dumps({
         "mode": mode, "cpu_us": cpu / requests * 1e6, "wall_us": wall / requests * 1e6,
@@ -194,7 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--no-append", action="store_true", help="print the table only")
     p.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--refs", default="",
+                   help="comma-separated commits also run as 'off@REF' (git archive on "
+                        "PYTHONPATH): e.g. the gateway before tracing existed and the commit "
+                        "that added it, beside this checkout's 'off'")
+    p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--home", help=argparse.SUPPRESS)
     p.add_argument("--key", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -230,21 +234,35 @@ def main(argv: list[str] | None = None) -> int:
                                        "--limit", "100000000/minute", "--json"))["key"]
             env = {k: v for k, v in os.environ.items() if not k.startswith(("LITEGATE_", "OTEL_"))}
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{sink_port}"
-            runs: dict[str, list[dict]] = {m: [] for m in MODES}
+            refs = [r.strip() for r in args.refs.split(",") if r.strip()]
+            modes = (*(f"off@{ref}" for ref in refs), *MODES)
+            sources: dict[str, Path] = {}
+            for ref in refs:
+                source = sources[f"off@{ref}"] = Path(tmp) / f"src-{ref}"
+                source.mkdir()
+                archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref],
+                                         capture_output=True, check=True).stdout
+                subprocess.run(["tar", "-x", "-C", str(source)], input=archive, check=True)
+                for sub in ("admin", "migrations"):  # where the installed package puts them
+                    (source / "litegate" / sub).symlink_to(source / sub)
+            runs: dict[str, list[dict]] = {m: [] for m in modes}
             for r in range(args.rounds):
-                for mode in (MODES if r % 2 == 0 else MODES[::-1]):  # alternate the order
+                for mode in (modes if r % 2 == 0 else modes[::-1]):  # alternate the order
+                    child_env = dict(env)
+                    if mode in sources:
+                        child_env["PYTHONPATH"] = str(sources[mode])  # ahead of the editable install
                     out = subprocess.run(
                         [sys.executable, __file__, "--child", mode, "--home", str(home),
                          "--key", key, "--requests", str(args.requests),
                          "--concurrency", str(args.concurrency)],
-                        capture_output=True, text=True, env=env, timeout=600, cwd=tmp)
+                        capture_output=True, text=True, env=child_env, timeout=600, cwd=tmp)
                     if out.returncode != 0:
                         raise RuntimeError(f"{mode} run failed:\n{out.stderr[-3000:]}")
                     res = json.loads(out.stdout.strip().splitlines()[-1])
                     if set(res["statuses"]) != {"200"}:
                         raise RuntimeError(f"{mode}: non-200 answers {res['statuses']}")
                     runs[mode].append(res)
-                    print(f"round {r + 1} {mode:4}: {res['cpu_us']:7.1f} CPU µs/req "
+                    print(f"round {r + 1} {mode:12}: {res['cpu_us']:7.1f} CPU µs/req "
                           f"{res['wall_us']:7.1f} wall µs/req", flush=True)
     finally:
         for proc in procs:
@@ -256,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     med = {m: (statistics.median(r["cpu_us"] for r in runs[m]),
-               statistics.median(r["wall_us"] for r in runs[m])) for m in MODES}
+               statistics.median(r["wall_us"] for r in runs[m])) for m in modes}
     lines = [
         "",
         f"## Tracing overhead (issue 11, item 3) — "
@@ -268,13 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         "| LITEGATE_TRACING | CPU µs/request per round | median CPU µs/request | median wall µs/request | opentelemetry imported | policy stack |",
         "|---|---|---|---|---|---|",
     ]
-    for m in MODES:
+    for m in modes:
         per = ", ".join(f"{r['cpu_us']:.0f}" for r in runs[m])
         layers = " → ".join(runs[m][0]["layers"])
         lines.append(f"| {m} | {per} | {med[m][0]:.0f} | {med[m][1]:.0f} | "
                      f"{'yes' if runs[m][0]['otel_imported'] else 'no'} | {layers} |")
     lines.append("")
-    for m in MODES[1:]:
+    for m in modes:
+        if m == "off":
+            continue
         lines.append(f"- {m} − off: **{med[m][0] - med['off'][0]:+.0f} CPU µs/request** "
                      f"({(med[m][0] / med['off'][0] - 1) * 100:+.0f} %)")
     lines.append("")
