@@ -340,24 +340,6 @@ def _serve_granian(settings: Settings, sock: socket.socket, url: str, lines: lis
     sock.close()  # granian binds the port itself; ours proved it is free
     lines.append("HTTP/1.1 and HTTP/2 (" + ("ALPN h2, http/1.1" if settings.certfile
                                             else "h2c with prior knowledge") + "), granian")
-    server = Server(
-        "litegate.cli.serve:app_from_env",
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=max(1, settings.workers),
-        loop=Loops.uvloop,
-        http=HTTPModes.auto,
-        websockets=False,
-        factory=True,
-        log_level=LogLevels.warning,
-        log_access=False,
-        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout_s * 1000)),
-        http2_settings=HTTP2Settings(max_concurrent_streams=200),
-        ssl_cert=settings.certfile.resolve() if settings.certfile else None,
-        ssl_key=settings.keyfile.resolve() if settings.keyfile else None,
-        ssl_protocol_min=SSLProtocols.tls12,
-    )
     url_file = settings.home / URL_FILE
     announced = threading.Event()
 
@@ -382,7 +364,31 @@ def _serve_granian(settings: Settings, sock: socket.socket, url: str, lines: lis
         announced.set()
         print(_announce(url, lines), flush=True)
 
-    threading.Thread(target=watch, name="litegate-announce", daemon=True).start()
+    class Granian(Server):  # type: ignore[misc, valid-type]
+        def _spawn_workers(self, *args: object, **kwargs: object) -> None:
+            super()._spawn_workers(*args, **kwargs)
+            # Only once every worker is forked: a thread running (holding a lock) while
+            # the process forks can leave the worker deadlocked on that lock.
+            threading.Thread(target=watch, name="litegate-announce", daemon=True).start()
+
+    server = Granian(
+        "litegate.cli.serve:app_from_env",
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=max(1, settings.workers),
+        loop=Loops.uvloop,
+        http=HTTPModes.auto,
+        websockets=False,
+        factory=True,
+        log_level=LogLevels.warning,
+        log_access=False,
+        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout_s * 1000)),
+        http2_settings=HTTP2Settings(max_concurrent_streams=200),
+        ssl_cert=settings.certfile.resolve() if settings.certfile else None,
+        ssl_key=settings.keyfile.resolve() if settings.keyfile else None,
+        ssl_protocol_min=SSLProtocols.tls12,
+    )
     try:
         server.serve()
     except SystemExit as exc:
