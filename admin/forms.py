@@ -17,8 +17,15 @@ from typing import Any, Generic, TypedDict, TypeVar
 
 from litestar.datastructures import FormMultiDict
 
-from litegate.db.models import MAX_ROW_ID, ApiKey, Quota, Route, Upstream
-from litegate.services.schema import CacheIn, RouteIn, UpstreamIn, VariantIn
+from litegate.db.models import ApiKey, Quota, Route, Upstream
+from litegate.services.schema import (
+    UPSTREAM_KINDS,
+    CacheIn,
+    RouteIn,
+    UpstreamIn,
+    VariantIn,
+    check_quota,
+)
 
 ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.DOTALL)
 EXTRA_VARIANT_ROWS = 2
@@ -256,8 +263,6 @@ def parse_route(
             )
         )
         result.row_map.append(i)
-    if not variants:
-        result.add("variants", "at least one variant is required")
     mode = text["sticky_mode"]
     if mode == "header":
         sticky = f"header:{text['sticky_header']}"
@@ -302,10 +307,6 @@ def _blank_tail(rows: Sequence[VariantRow]) -> int:
     return n
 
 
-def weights_of(form: Mapping[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in form.items() if k.startswith("weight-")}
-
-
 # -- upstreams ------------------------------------------------------------------------
 
 
@@ -337,8 +338,8 @@ def parse_upstream(
     result: FormResult[UpstreamIn] = FormResult(values)
     if not values["name"]:
         result.add("name", "required")
-    if values["kind"] not in ("openai", "v2", "onnx"):
-        result.add("kind", "choose openai, v2 or onnx")
+    if values["kind"] not in UPSTREAM_KINDS:
+        result.add("kind", f"choose {', '.join(UPSTREAM_KINDS)}")
     timeout = _float(result, "timeout_s", values["timeout_s"], required=True)
     connect = _float(result, "connect_timeout_s", values["connect_timeout_s"], required=True)
     retries = _int(result, "max_retries", values["max_retries"])
@@ -412,22 +413,18 @@ def parse_quota(form: Mapping[str, Any]) -> FormResult[QuotaInput]:
         "rate": _text(form, "rate"),
     }
     result: FormResult[QuotaInput] = FormResult(values)
-    key_id = None
-    if values["key_id"]:
-        key_id = _int(result, "key_id", values["key_id"])
-        if key_id is not None and not 1 <= key_id <= MAX_ROW_ID:
-            result.add("key_id", "unknown key")
-            key_id = None
+    key_id = _int(result, "key_id", values["key_id"]) if values["key_id"] else None
     if not values["rate"]:
         result.add("rate", "required")
-    if not values["key_id"] and not values["route"]:
-        result.add("scope", "choose a key, a route, or both")
     result.data = {
         "key_id": key_id,
         "route": values["route"] or None,
         "kind": values["kind"],
         "rate": values["rate"],
     }
+    if "key_id" not in result.errors:
+        # The service's own rules as well, so every problem shows in one round trip.
+        map_errors(check_quota(**result.data), result, aliases=QUOTA_ALIASES, only_new=True)
     return result
 
 

@@ -90,8 +90,8 @@ async def _save_route(request: AdminRequest, route_id: int | None) -> Response[A
         forms.add_variant_row(result)
         return await _route_form(request, forms.FormResult(result.values), route=current)
     data = result.data
-    if not result.ok and data is not None:
-        # Report the service's rules too, so every problem shows in one round trip.
+    if data is not None:
+        # The service's rules too (``check_route``), so every problem shows in one round trip.
         async with ctx.sessionmaker() as session:
             upstreams = {u.name for u in await routing.list_upstreams(session)}
         forms.map_errors(check_route(data, "route", upstreams), result, only_new=True)

@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from litegate.db.models import ApiKey, Quota, Route
+from litegate.db.models import MAX_ROW_ID, ApiKey, Quota, Route
 from litegate.errors import NotFound
 from litegate.services.audit import record_audit
-from litegate.services.schema import ValidationFailed, check_rates
+from litegate.services.schema import QUOTA_KINDS, ValidationFailed, check_quota
 
-KINDS = ("requests", "tokens")
+KINDS = QUOTA_KINDS
 
 
 def quota_dict(q: Quota) -> dict[str, Any]:
@@ -82,17 +82,15 @@ async def add_quota(
     key_id: int | None = None,
     route: str | None = None,
 ) -> Quota:
-    errors = check_rates([rate], "rate")
-    if kind not in KINDS:
-        errors.append(f"kind: must be one of {KINDS}")
-    if key_id is None and route is None:
-        errors.append("scope: choose a key, a route, or both")
+    errors = check_quota(rate=rate, kind=kind, key_id=key_id, route=route)
     route_row = None
     if route is not None:
         route_row = await session.scalar(select(Route).where(Route.name == route))
         if route_row is None:
             errors.append(f"route: unknown route {route!r}")
-    if key_id is not None and await session.get(ApiKey, key_id) is None:
+    if key_id is not None and (
+        not 1 <= key_id <= MAX_ROW_ID or await session.get(ApiKey, key_id) is None
+    ):
         errors.append(f"key: unknown key {key_id}")
     if errors:
         raise ValidationFailed(errors)

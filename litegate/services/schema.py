@@ -78,10 +78,25 @@ def check_rates(rates: list[str], path: str) -> list[str]:
     return errors
 
 
+QUOTA_KINDS = ("requests", "tokens")
+
+
+def check_quota(*, rate: str, kind: str, key_id: int | None, route: str | None) -> list[str]:
+    """The rules of one quota that need no database (CLI and console alike)."""
+    errors = check_rates([rate], "rate")
+    if kind not in QUOTA_KINDS:
+        errors.append(f"kind: must be one of {QUOTA_KINDS}")
+    if key_id is None and route is None:
+        errors.append("scope: choose a key, a route, or both")
+    return errors
+
+
 def check_upstream(u: UpstreamIn, path: str) -> list[str]:
     errors = []
     if not NAME_RE.match(u.name):
         errors.append(f"{path}.name: invalid name {u.name!r}")
+    if u.kind not in UPSTREAM_KINDS:
+        errors.append(f"{path}.kind: must be one of {', '.join(UPSTREAM_KINDS)}")
     if u.kind in ("openai", "v2") and not u.base_url.startswith(("http://", "https://")):
         errors.append(f"{path}.base_url: must be an http:// or https:// URL for kind {u.kind!r}")
     if u.timeout_s <= 0:
