@@ -465,7 +465,12 @@ def _rest_answer(data: bytes, header_length: int | None, variant: VariantSpec,
             items = [str(v).encode() for v in _flat(out.get("data"))]
             raw = b"".join(struct.pack("<I", len(v)) + v for v in items)
         else:
-            raw = _numeric(out.get("data"), V2_TO_NUMPY[datatype], datatype, name).tobytes()
+            try:
+                raw = _numeric(out.get("data"), V2_TO_NUMPY[datatype], datatype,
+                               name).tobytes()
+            except BadRequest as exc:  # the upstream's answer is wrong, not the client
+                raise UpstreamError(f"upstream {variant.upstream.name!r}: output "
+                                    f"{exc.detail}") from exc
         response.outputs.add(name=name, datatype=datatype, shape=list(shape))
         response.raw_output_contents.append(raw)
     return response
