@@ -12,7 +12,8 @@ nothing per request, and this module (and opentelemetry) is never imported.
   up to the moment it hands on (or answers, or refuses), not the rest of the request.
 * ``HandlerSpanMiddleware`` around the handler: ``upstream`` (a ``CLIENT`` span: the
   upstream client injects its context as the upstream's ``traceparent``), ``inference``
-  (local ONNX) or ``handler``.
+  (local ONNX), ``aggregate`` (each branch's ``limits``, ``cache`` and ``upstream`` spans
+  are its children) or ``handler``.
 
 Attributes are configured names and facts only (route, variant, upstream, cache result,
 key id, status, tokens), never client text: no path of a client's choosing (``http.route``
@@ -34,6 +35,9 @@ from litegate.request import OPENAI_BODY_PATHS, RequestInfo, configured_name, ge
 
 _OPEN = "litegate.policy_span"
 """Scope key of the policy span that is open: (name, span)."""
+_RECORDING = "litegate.span_recording"
+"""Scope key: whether the request's server span records (is sampled). When it does not,
+the inner layers pass straight through: a sampled-out request costs one span, not five."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _FIXED_ROUTES = OPENAI_BODY_PATHS | {
     "/v1/models", "/v1/aggregate", "/v2", "/v2/health/live", "/v2/health/ready",
@@ -117,6 +121,7 @@ class ServerSpanMiddleware:
             attributes=attributes,
         )
         token = context.attach(trace.set_span_in_context(span, parent))
+        scope[_RECORDING] = span.is_recording()
         try:
             await self.app(scope, receive, send)
         except BaseException as exc:  # cancelled: the client went away
@@ -161,7 +166,7 @@ class PolicySpanMiddleware:
         self.name = name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope.get(_RECORDING):
             await self.app(scope, receive, send)
             return
         span = self.tracer.start_span(self.name)  # a child of the current (server) span
@@ -201,7 +206,9 @@ class HandlerSpanMiddleware:
         self.tracer = tracing.tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope.get(_RECORDING):
+            # Sampled out: the server span stays current, so upstreams still get the
+            # trace id (with the "not sampled" flag) and decide alike.
             await self.app(scope, receive, send)
             return
         info = get_info(scope)
@@ -210,6 +217,8 @@ class HandlerSpanMiddleware:
             name, span_kind = "upstream", SpanKind.CLIENT
         elif kind == "onnx" or (kind is None and scope["path"].startswith("/v2/models/")):
             name, span_kind = "inference", SpanKind.INTERNAL
+        elif scope["path"] == "/v1/aggregate":  # its branches' spans are children of this one
+            name, span_kind = "aggregate", SpanKind.INTERNAL
         else:
             name, span_kind = "handler", SpanKind.INTERNAL
         span = self.tracer.start_span(name, kind=span_kind)

@@ -140,6 +140,53 @@ def test_refusals_end_in_the_refusing_policys_span(home, fake_upstream, make_gat
     assert roots[2].status.status_code == StatusCode.UNSET  # a 429 is not a server error
 
 
+def test_a_caller_that_does_not_sample_gets_no_spans_and_upstreams_hear_it(
+        home, fake_upstream, make_gateway, spans):
+    apply_config(home, chat_config(fake_upstream.base_url))
+    key = create_key(home)
+    server = make_gateway(tracing="global")  # the SDK's default sampler: parent-based
+    assert _chat(server, key, traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-00").status_code == 200
+    time.sleep(0.2)
+    assert spans.get_finished_spans() == ()
+    seen = {k.lower(): v for k, v in fake_upstream.headers_seen[-1].items()}
+    version, trace_id, parent_id, flags = seen["traceparent"].split("-")
+    assert (trace_id, flags) == (CLIENT_TRACE, "00") and parent_id != CLIENT_SPAN
+
+
+def test_aggregate_branches_are_children_of_the_aggregate_span(
+        home, fake_upstream, make_gateway, spans):
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": "a", "variants": [{"upstream": "mock", "model": "model-a"}]},
+                   {"name": "b", "variants": [{"upstream": "mock", "model": "model-b"}]}],
+    })
+    key = create_key(home)
+    server = make_gateway(tracing="global")
+    r = httpx.post(server.url + "/v1/aggregate", timeout=10,
+                   headers={"Authorization": f"Bearer {key}",
+                            "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"},
+                   json={"routes": ["a", "b"], "request": {"messages": []}})
+    assert r.status_code == 200 and {x["status"] for x in r.json()["results"]} == {200}
+    done = _wait_for_server_spans(spans, 1)
+    (root,) = [s for s in done if s.kind == SpanKind.SERVER]
+    assert root.name == "POST /v1/aggregate"
+    assert set(_children(done, root)) == {"auth", "limits", "cache", "aggregate"}
+    aggregate = _children(done, root)["aggregate"]
+    branches = [s for s in done if s.parent is not None
+                and s.parent.span_id == aggregate.context.span_id]
+    assert sorted(s.name for s in branches) == ["cache", "cache", "limits", "limits",
+                                                "upstream", "upstream"]
+    upstreams = {s.attributes["litegate.route"]: s for s in branches if s.name == "upstream"}
+    assert set(upstreams) == {"a", "b"}
+    # Each branch's upstream call carries its own span as the parent, in the caller's trace.
+    parents = {}
+    for seen in fake_upstream.headers_seen[-2:]:
+        tp = {k.lower(): v for k, v in seen.items()}["traceparent"].split("-")
+        assert tp[1] == CLIENT_TRACE
+        parents[tp[2]] = seen
+    assert set(parents) == {format(s.context.span_id, "016x") for s in upstreams.values()}
+
+
 def test_otlp_mode_exports_to_the_collector_named_by_otel_variables(
         home, fake_upstream, make_gateway, monkeypatch):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
