@@ -11,7 +11,8 @@ codes in one place (``_abort``); a 429's ``Retry-After`` and ``X-RateLimit-*`` g
 trailing metadata.
 
 Served: ServerLive, ServerReady, ServerMetadata (no key, like ``/v2/health/*`` and
-``/v2``), ModelReady, ModelMetadata, ModelInfer and ModelStatistics (keyed). Local ONNX
+``/v2``), ModelReady, ModelMetadata, ModelConfig, ModelInfer and ModelStatistics
+(keyed). Local ONNX
 models and routes whose variant is a local model or a ``kind: v2`` upstream; an
 upstream is reached over its REST v2 surface (the configuration knows its HTTP base URL
 only), its answer buffered up to ``max_upstream_body_bytes``. Everything else in the
@@ -31,6 +32,7 @@ import grpc
 import msgspec
 import structlog
 from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc.service_pb2_grpc import GRPCInferenceServiceServicer
 
@@ -137,8 +139,9 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         max_response_bytes: int,
         access_log: bool = True,
         server_name: str = "litegate",
-        version: str = "0",
     ) -> None:
+        from litegate.inference.v2_server import _version
+
         self.snapshots = snapshots
         self.limiter = limiter
         self.metrics = metrics
@@ -149,7 +152,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.max_response_bytes = max_response_bytes
         self.access_log = access_logger() if access_log else None
         self.server_metadata = pb.ServerMetadataResponse(
-            name=server_name, version=version,
+            name=server_name, version=_version(),
             extensions=["model_configuration", "statistics"])
 
     # ------------------------------------------------------------ public health
@@ -175,6 +178,10 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._serve("ModelInfer", request.model_name, request.model_version,
                                  context, self._infer, request)
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await self._serve("ModelConfig", request.name, request.version, context,
+                                 self._config, request)
 
     async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return await self._serve("ModelStatistics", request.name, request.version, context,
@@ -353,6 +360,31 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             encode_outputs(response, result.outputs, outputs, self.max_response_bytes)
         return response
 
+    async def _config(self, call: Call, request: Any, version: str) -> Any:
+        """The model configuration, as REST ``/v2/models/<m>/config`` answers it."""
+        model, remote = self._target(call, request.name)
+        if remote is not None:
+            _, body, _ = await self._upstream(call, remote, "GET", model, version, "config")
+            try:
+                config = json_format.ParseDict(_json_object(body, remote), mc.ModelConfig(),
+                                               ignore_unknown_fields=True)
+            except json_format.ParseError as exc:
+                raise UpstreamError(f"upstream {remote.upstream.name!r} answered a model "
+                                    "configuration that is not Triton's") from exc
+            return pb.ModelConfigResponse(config=config)
+        manager = self._local(call)
+        spec, resolved = manager.resolve(model, version or None)
+        signature = spec.versions[resolved].signature or {}
+        config = mc.ModelConfig(name=model, platform="onnxruntime_onnx", backend="onnxruntime",
+                                max_batch_size=int(spec.max_batch_size or 0))
+        for t in signature.get("inputs", ()):
+            config.input.add(name=t["name"], data_type=_config_type(t["datatype"]),
+                             dims=t["shape"])
+        for t in signature.get("outputs", ()):
+            config.output.add(name=t["name"], data_type=_config_type(t["datatype"]),
+                              dims=t["shape"])
+        return pb.ModelConfigResponse(config=config)
+
     async def _statistics(self, call: Call, request: Any, version: str) -> Any:
         from litegate.inference.v2_server import _stats
 
@@ -406,6 +438,10 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             {"content-type": "application/octet-stream",
              HEADER_LENGTH: str(header_length)})
         return _rest_answer(data, length, variant, request_id)
+
+
+def _config_type(datatype: str) -> int:
+    return int(mc.DataType.Value("TYPE_" + ("STRING" if datatype == BYTES else datatype)))
 
 
 def _error_detail(data: bytes) -> str | None:

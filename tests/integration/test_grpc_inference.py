@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from tritonclient.grpc import model_config_pb2, service_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from litegate.settings import Settings
@@ -73,6 +73,9 @@ def test_metadata_and_fp32_infer(gateway) -> None:
     np.testing.assert_allclose(result.as_numpy("y"), matmul_add_reference(x), rtol=1e-5)
     assert result.get_response().model_version == "1"
     assert client.is_model_ready("add", headers=_auth(key))
+    config = client.get_model_config("add", headers=_auth(key)).config  # perf_analyzer asks
+    assert (config.max_batch_size, config.input[0].name, list(config.input[0].dims)) == (8, "x", [-1, 4])
+    assert config.input[0].data_type == model_config_pb2.TYPE_FP32
     stats = client.get_inference_statistics("add", headers=_auth(key))
     assert stats.model_stats[0].inference_stats.success.count >= 1
     client.close()
@@ -217,6 +220,8 @@ def test_route_to_remote_v2_server_and_upstream_down(tmp_path, home, make_gatewa
         meta = client.get_model_metadata("remote-add", headers=_auth(key))
         assert [t.name for t in meta.outputs] == ["y"]
         assert client.is_model_ready("remote-add", headers=_auth(key))
+        remote_config = client.get_model_config("remote-add", headers=_auth(key)).config
+        assert remote_config.output[0].data_type == model_config_pb2.TYPE_FP32
         with pytest.raises(InferenceServerException) as info:
             client.infer("down", [_fp32_input(x)], headers=_auth(key))
         assert _code(info) == "StatusCode.UNAVAILABLE"
