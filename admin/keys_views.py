@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Response, get, post
-from litestar.exceptions import ValidationException
 from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,8 +33,6 @@ async def _keys_page(
 ) -> Response[str]:
     q = str(request.query_params.get("q") or "")[:200]
     status = str(request.query_params.get("status") or "all")
-    if status not in key_service.STATUSES:
-        raise ValidationException(f"status must be one of {', '.join(key_service.STATUSES)}")
     page = query_int(request, "page", default=1)
     async with context_of(request).sessionmaker() as session:
         keys, total = await key_service.search_keys(

@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
-from litegate.errors import Conflict, NotFound
+from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 from litegate.services.schema import ValidationFailed, check_rates
 
@@ -197,6 +197,8 @@ async def search_keys(
 ) -> tuple[list[ApiKey], int]:
     """One page of keys whose name or prefix contains ``query``, newest first, and
     how many match in all. ``status`` is one of :data:`STATUSES`."""
+    if status not in STATUSES:
+        raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
     stmt = select(ApiKey)
     if query:
         stmt = stmt.where(or_(
