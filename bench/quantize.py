@@ -46,8 +46,8 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
 sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from litegate.inference.quantize import format_report, quantize_model  # noqa: E402
-from litegate.settings import Settings  # noqa: E402
+from litegate.inference.quantize import format_report, quantize_model
+from litegate.settings import Settings
 
 
 def minilm_fp32(target: Path) -> Path:
@@ -221,8 +221,8 @@ def main() -> None:
         v = d["latency_ms"].get(b)
         return "-" if v is None else f"{v:.3f}"
 
-    table = ["| model | version | file MB | loaded memory MB | p50 ms batch 1 | p50 ms batch 64 "
-             "| max abs error | min cosine |", "|---|---|---|---|---|---|---|---|"]
+    table = [("| model | version | file MB | loaded memory MB | p50 ms batch 1 | p50 ms batch 64 "
+              "| max abs error | min cosine |"), "|---|---|---|---|---|---|---|---|"]
     for name, f, q, a in rows:
         if q is None:
             table.append(f"| {name} | shipped int8-storage file | {mb(f['file_bytes'])} | "

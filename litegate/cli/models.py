@@ -119,10 +119,10 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
         if given:
             raise BadRequest(f"{given[0]} only applies with --quantize int8")
     report: dict[str, Any] | None = None
-    common: dict[str, Any] = dict(
-        actor=actor(), version=args.version, activate=args.activate,
-        max_batch_size=args.max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
-        hot=args.hot, options=options or None, warmup_sample=args.warmup_sample)
+    common: dict[str, Any] = {
+        "actor": actor(), "version": args.version, "activate": args.activate,
+        "max_batch_size": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms,
+        "hot": args.hot, "options": options or None, "warmup_sample": args.warmup_sample}
     async with transaction(settings) as session:
         if args.quantize:
             mv, report = await _service(session, settings).add_quantized(

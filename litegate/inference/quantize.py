@@ -155,8 +155,8 @@ def format_report(report: Mapping[str, Any]) -> list[str]:
         a, c = f["latency_ms"].get(str(b)), q["latency_ms"].get(str(b))
         rows.append((f"latency batch {b}", _ms(a), _ms(c), ratio(a, c)))
     acc = report["accuracy"]
-    lines = [f"quantization: int8 {report['method']} "
-             f"(accuracy on {acc['rows']} {acc['inputs']} row(s))",
+    lines = [(f"quantization: int8 {report['method']} "
+              f"(accuracy on {acc['rows']} {acc['inputs']} row(s))"),
              f"  {'':<17}{'fp32':>12}{'int8':>12}{'int8/fp32':>11}"]
     lines += [f"  {n:<17}{a:>12}{b:>12}{r:>11}" for n, a, b, r in rows]
     lines.append(f"  accuracy: max abs error {acc['max_abs_error']:.6g}, cosine similarity "
@@ -463,7 +463,7 @@ def main(argv: list[str]) -> int:
         kind = ("calibration" if isinstance(exc, InvalidCalibration)
                 else "model" if isinstance(exc, InvalidModel) else "quantize")
         return _fail(exc.detail, kind)
-    except Exception as exc:  # anything else: one line for the caller, details on stderr
+    except Exception as exc:  # noqa: BLE001 - anything else: one line, details on stderr
         import traceback
 
         traceback.print_exc()
