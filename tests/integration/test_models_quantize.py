@@ -192,3 +192,34 @@ def test_quantization_runs_in_the_capped_child(tmp_path) -> None:
     assert not (tmp_path / "out" / "model.onnx").exists()
     big = np.ones(64 * 2**20 // 8)  # the caller can still allocate beyond that cap
     assert big.sum() == big.size
+
+
+def test_gemm_rewrite_keeps_the_fp32_answer(tmp_path) -> None:
+    """Gemm (transB, bias) becomes MatMul + Add before dynamic quantization; the rewritten
+    fp32 graph answers exactly like the original."""
+    import onnxruntime as ort
+
+    from litegate.inference.quantize import gemm_as_matmul
+
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((8, 6)).astype(np.float32)  # [out, in]: transB=1
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "B"], ["h"], transB=1),
+         helper.make_node("Gemm", ["h", "W2"], ["y"], alpha=0.5)],  # alpha != 1: kept
+        "gemms",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=[numpy_helper.from_array(w, "W"),
+                     numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "B"),
+                     numpy_helper.from_array(rng.standard_normal((8, 3)).astype(np.float32),
+                                             "W2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              ir_version=8)
+    before = model.SerializeToString()
+    assert gemm_as_matmul(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Add", "Gemm"]
+    onnx.checker.check_model(model)
+    x = rng.standard_normal((4, 6)).astype(np.float32)
+    run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+           for m in (before, model.SerializeToString())]
+    np.testing.assert_allclose(run[1], run[0], rtol=1e-5, atol=1e-6)
