@@ -105,6 +105,13 @@ def test_bytes_infer_and_typed_contents(gateway) -> None:
         y = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).reshape(1, 3)
         np.testing.assert_allclose(y, matmul_add_reference(np.array([[1, 2, 3, 4]], np.float32)),
                                    rtol=1e-5)
+        words_request = pb.ModelInferRequest(model_name="strings", inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="s", datatype="BYTES", shape=[2],
+                contents=pb.InferTensorContents(bytes_contents=[b"typed", "ü".encode()]))])
+        words_answer = stub.ModelInfer(words_request, metadata=[("x-api-key", key)], timeout=10)
+        assert [o.name for o in words_answer.outputs] == ["same", "column"]
+        assert words_answer.raw_output_contents[0] == b"\x05\x00\x00\x00typed\x02\x00\x00\x00\xc3\xbc"
         request.inputs[0].contents.fp32_contents.append(5)  # five values for shape [1, 4]
         with pytest.raises(grpc.RpcError) as info:
             stub.ModelInfer(request, metadata=[("x-api-key", key)], timeout=10)
