@@ -192,6 +192,11 @@ def test_quantization_runs_in_the_capped_child(tmp_path) -> None:
     assert not (tmp_path / "out" / "model.onnx").exists()
     big = np.ones(64 * 2**20 // 8)  # the caller can still allocate beyond that cap
     assert big.sum() == big.size
+    # ... and so is the time limit: the child is killed, the caller gets one line.
+    with pytest.raises(QuantizationFailed) as info:
+        quantize_model(src, tmp_path / "out2", Settings(model_check_timeout_s=0.3))
+    assert info.value.detail == ("wide.onnx: quantization did not finish within 0.3 s "
+                                 "(model_check_timeout_s)")
 
 
 def test_gemm_rewrite_keeps_the_fp32_answer(tmp_path) -> None:
