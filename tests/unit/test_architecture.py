@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"litegate": ROOT / "litegate", "litegate.admin": ROOT / "admin",
             "litegate.migrations": ROOT / "migrations"}
-HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.upstreams", "litegate.inference")
+HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.upstreams", "litegate.inference",
+            "litegate.grpc_api")
 SHELLS = ("litegate.app", "litegate.asgi", "litegate.mount", "litegate.plugin",
           "litegate.health", "litegate.openapi", "litegate.demo", "litegate.cli",
           "litegate.admin", "litegate.ops")
