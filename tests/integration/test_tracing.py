@@ -137,6 +137,7 @@ def test_refusals_end_in_the_refusing_policys_span(home, fake_upstream, make_gat
     assert set(ok) == {"auth", "limits", "cache", "upstream"}
     assert set(limited) == {"auth", "limits"}
     assert limited["limits"].status.status_code == StatusCode.ERROR
+    assert limited["limits"].attributes["error.type"] == "RateLimited"
     assert roots[2].status.status_code == StatusCode.UNSET  # a 429 is not a server error
 
 
