@@ -271,3 +271,27 @@ def test_span_names_are_templates_never_client_text():
     assert http_route("/v2/models/m/ready") == "/v2/models/{model}/ready"
     assert http_route("/v2/models/m/../../repository") is None
     assert http_route("/secret-probe/" + SECRET_TEXT) is None
+
+
+def test_tracing_without_the_extra_is_one_line_naming_the_fix(home):
+    from tests.helpers.cli import clean_env
+
+    home.mkdir(parents=True)
+    code = ("import sys; sys.modules['opentelemetry'] = None  # as if the extra were absent\n"
+            "from litegate.cli import main\nsys.exit(main(['serve', '--port', '0']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=home, env=clean_env(LITEGATE_HOME=str(home), LITEGATE_TRACING="otlp"))
+    assert out.returncode == 3, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: LITEGATE_TRACING=otlp needs OpenTelemetry")
+    assert line.endswith("pip install 'litegate[otel]'")
+
+
+def test_tracing_modes(monkeypatch):
+    from litegate.policies.tracing import start_tracing
+
+    with pytest.raises(ValueError, match="unknown tracing mode 'jaeger'"):
+        start_tracing("jaeger")
+    assert start_tracing("off") is None
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")  # the standard switch wins
+    assert start_tracing("otlp") is None
