@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import ceiling  # noqa: E402
+import ceiling
 
 ceiling.UPSTREAM = os.environ.get("CEILING_UPSTREAM", ceiling.UPSTREAM).rstrip("/")
 app = ceiling.app
