@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from litegate.middleware.tracing import http_route
 from tests.helpers.cli import apply_config, chat_config, create_key
-from tests.helpers.servers import serve_aiohttp
+from tests.helpers.servers import run_fake_upstream, serve_aiohttp
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -139,6 +139,32 @@ def test_refusals_end_in_the_refusing_policys_span(home, fake_upstream, make_gat
     assert limited["limits"].status.status_code == StatusCode.ERROR
     assert limited["limits"].attributes["error.type"] == "RateLimited"
     assert roots[2].status.status_code == StatusCode.UNSET  # a 429 is not a server error
+
+
+def test_a_stream_is_one_upstream_span_to_its_end_and_a_broken_one_an_error(
+        home, make_gateway, spans):
+    with run_fake_upstream(chunk_delay_s=0.05, chunks=4) as fake:
+        cfg = chat_config(fake.base_url)
+        cfg["routes"].append({"name": "dying", "variants": [
+            {"upstream": "mock", "model": "die-model", "weight": 100}]})
+        apply_config(home, cfg)
+        key = create_key(home)
+        server = make_gateway(tracing="global")
+        headers = {"Authorization": f"Bearer {key}"}
+        for model in ("chat", "dying"):
+            with httpx.stream("POST", server.url + "/v1/chat/completions", headers=headers,
+                              timeout=10, json={"model": model, "messages": [], "stream": True}) as r:
+                assert r.status_code == 200
+                r.read()
+        done = _wait_for_server_spans(spans, 2)
+    whole, broken = sorted((s for s in done if s.kind == SpanKind.SERVER), key=lambda s: s.start_time)
+    upstream = _children(done, whole)["upstream"]
+    assert (upstream.end_time - upstream.start_time) / 1e9 >= 0.15  # 4 chunks, 50 ms apart
+    assert upstream.status.status_code == StatusCode.UNSET
+    assert whole.attributes["litegate.tokens"] > 0  # counted for streams too
+    for span in (broken, _children(done, broken)["upstream"]):
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.attributes["error.type"] == "stream_interrupted"
 
 
 def test_a_caller_that_does_not_sample_gets_no_spans_and_upstreams_hear_it(
