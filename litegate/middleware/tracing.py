@@ -5,8 +5,9 @@ an untraced gateway's stack is the same objects as before tracing existed, so it
 nothing per request, and this module (and opentelemetry) is never imported.
 
 * ``ServerSpanMiddleware`` (outermost): the request's ``SERVER`` span, a child of the
-  client's W3C ``traceparent`` when it sends one; it is the current span for everything
-  inside.
+  client's W3C ``traceparent`` when it sends one (mounted inside an application whose own
+  OpenTelemetry middleware already opened a span: an ``INTERNAL`` child of that span); it
+  is the current span for everything inside.
 * ``PolicySpanMiddleware`` around a policy (``auth``, ``limits``, ``cache``) and
   ``PolicySpanEnd`` as that policy's next app: the span covers the policy's own decision,
   up to the moment it hands on (or answers, or refuses), not the rest of the request.
@@ -115,9 +116,15 @@ class ServerSpanMiddleware:
         attributes: dict[str, Any] = {"http.request.method": method}
         if route is not None:
             attributes["http.route"] = route
-        parent = propagate.extract(scope["headers"], getter=_GETTER)
+        kind = SpanKind.SERVER
+        if trace.get_current_span().get_span_context().is_valid:
+            # Mounted in an app whose own instrumentation already opened the server span
+            # (and read the traceparent): the gateway's span is a child of that one.
+            parent, kind = context.get_current(), SpanKind.INTERNAL
+        else:
+            parent = propagate.extract(scope["headers"], getter=_GETTER)
         span = self.tracer.start_span(
-            f"{method} {route}" if route else method, context=parent, kind=SpanKind.SERVER,
+            f"{method} {route}" if route else method, context=parent, kind=kind,
             attributes=attributes,
         )
         token = context.attach(trace.set_span_in_context(span, parent))

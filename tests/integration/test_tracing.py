@@ -214,6 +214,57 @@ def test_aggregate_branches_are_children_of_the_aggregate_span(
     assert set(parents) == {format(s.context.span_id, "016x") for s in upstreams.values()}
 
 
+def test_mounted_under_the_hosts_own_instrumentation_the_gateway_span_is_its_child(
+        home, fake_upstream, spans):
+    from opentelemetry import propagate
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from litegate import LitegateMiddleware
+    from litegate.db import migrate
+    from litegate.settings import Settings
+    from tests.helpers.servers import ThreadServer
+
+    settings = Settings.load(home=home, reload_interval_s=0.1, tracing="global")
+    migrate.upgrade(settings.db_url)
+    apply_config(home, chat_config(fake_upstream.base_url))
+    key = create_key(home)
+
+    async def hello(request):
+        return PlainTextResponse("hello")
+
+    inner = LitegateMiddleware(Starlette(routes=[Route("/hello", hello)]), settings=settings)
+    host_tracer = trace.get_tracer("host-app")
+
+    async def instrumented(scope, receive, send):  # what a host's OTel ASGI middleware does
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        carrier = {k.decode(): v.decode() for k, v in scope["headers"]}
+        with host_tracer.start_as_current_span("host", context=propagate.extract(carrier),
+                                               kind=SpanKind.SERVER):
+            await inner(scope, receive, send)
+
+    with ThreadServer(instrumented) as server:
+        r = _chat(server, key, traceparent=f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01")
+        assert r.status_code == 200, r.text
+        assert httpx.get(server.url + "/hello", headers={"X-API-Key": key}).text == "hello"
+        deadline = time.monotonic() + 5
+        while sum(s.name == "host" for s in spans.get_finished_spans()) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    done = list(spans.get_finished_spans())
+    hosts = sorted((s for s in done if s.name == "host"), key=lambda s: s.start_time)
+    assert format(hosts[0].parent.span_id, "016x") == CLIENT_SPAN
+    (chat,) = _children(done, hosts[0]).values()
+    assert chat.name == "POST /v1/chat/completions" and chat.kind == SpanKind.INTERNAL
+    assert set(_children(done, chat)) == {"auth", "limits", "cache", "upstream"}
+    (host_route,) = _children(done, hosts[1]).values()
+    assert host_route.name == "GET" and "http.route" not in host_route.attributes
+    assert set(_children(done, host_route)) == {"auth", "limits", "cache", "handler"}
+
+
 def test_otlp_mode_exports_to_the_collector_named_by_otel_variables(
         home, fake_upstream, make_gateway, monkeypatch):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
