@@ -18,6 +18,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.settings import Settings
 
 
@@ -36,7 +37,8 @@ def _raw_response(status: bytes, message: bytes) -> bytes:
 
 
 _TOO_MANY = _raw_response(b"503 Service Unavailable", b'{"error":"too many connections"}')
-_TIMEOUT = _raw_response(b"408 Request Timeout", b'{"error":"request not received in time"}')
+_TIMEOUT_BODY = b'{"error":"request not received in time"}'
+_TIMEOUT = _raw_response(b"408 Request Timeout", _TIMEOUT_BODY)
 _MALFORMED = _raw_response(b"400 Bad Request", b'{"error":"malformed HTTP request"}')
 
 
@@ -100,6 +102,52 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # app is already answering, its response must not be interleaved.)
             self.transport.write(_TIMEOUT)
         self.transport.close()
+
+
+class BodyDeadline:
+    """Pure ASGI: a request's body must arrive within ``timeout_s`` of the app being
+    called (the head is complete by then), else 408 — for servers that lack the protocol
+    guard above (granian). Until the deadline passes it only relays ``receive``."""
+
+    def __init__(self, app: ASGIApp, *, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        body_done = started = expired = False
+
+        async def guarded_receive() -> Message:
+            nonlocal body_done, expired
+            if body_done or expired:
+                return await receive()  # after the body: only a disconnect is left to wait for
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                expired = True
+                if not started:
+                    await send({"type": "http.response.start", "status": 408, "headers": [
+                        (b"content-type", b"application/json"), (b"connection", b"close"),
+                        (b"content-length", str(len(_TIMEOUT_BODY)).encode())]})
+                    await send({"type": "http.response.body", "body": _TIMEOUT_BODY})
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if expired:
+                return  # the 408 went out: whatever the app answers now is dropped
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
 
 
 def protocol_for(settings: Settings) -> Any:

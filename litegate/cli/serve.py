@@ -84,6 +84,12 @@ def app_from_env():  # type: ignore[no-untyped-def]
     configure_logging(settings.log_format, settings.log_level, cache=True)
     faulthandler.enable()
     app = create_app(settings)
+    if settings.server == "granian":  # uvicorn has the guard in its protocol instead
+        from litegate.connections import BodyDeadline
+
+        guarded = BodyDeadline(app, timeout_s=settings.body_timeout_s)
+        _tune_gc()
+        return guarded
     _tune_gc()
     return app
 
@@ -326,7 +332,8 @@ def _serve_granian(settings: Settings, sock: socket.socket, url: str, lines: lis
     """Granian (Rust, hyper): HTTP/1.1 and HTTP/2 on one port — ALPN over TLS, h2c with
     prior knowledge in cleartext. Its workers are processes that rebuild the app from the
     environment (like uvicorn's ``--workers``). Slow clients: granian's own
-    ``header_read_timeout`` bounds a request head; HTTP/2 bounds streams per connection."""
+    ``header_read_timeout`` bounds a request head, ``BodyDeadline`` its body (408); HTTP/2
+    bounds streams per connection. No cap on connections, none on silent ones."""
     from granian.constants import HTTPModes, Interfaces, Loops, SSLProtocols
     from granian.http import HTTP1Settings, HTTP2Settings
     from granian.log import LogLevels

@@ -1,10 +1,12 @@
-"""``litegate serve --server granian``: a request head sent a byte at a time is cut off by
-granian's own ``header_read_timeout``, which serve sets from ``LITEGATE_HEADER_TIMEOUT_S``.
+"""``litegate serve --server granian`` against slow clients: a request head sent a byte at
+a time is cut off by granian's own ``header_read_timeout`` (serve sets it from
+``LITEGATE_HEADER_TIMEOUT_S``); a body that does not arrive within ``LITEGATE_BODY_TIMEOUT_S``
+is answered 408 by ``litegate.connections.BodyDeadline``.
 
 (The default server, uvicorn, has the full guard of ``litegate.connections``: 408 on slow
 heads, silent connections and slow bodies, and the connection cap —
-tests/integration/test_slow_clients.py. Under granian only the head deadline holds; the
-README's TLS/HTTP/2 section says so.)
+tests/integration/test_slow_clients.py. Under granian silent connections stay open and
+there is no connection cap; the README's TLS/HTTP/2 section says so.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers.cli import serving
+from tests.helpers.cli import create_key, serving
 from tests.helpers.servers import free_port
 from tests.integration.test_slow_clients import _close_all, _dribble, _open
 
@@ -38,3 +40,24 @@ def test_granian_cuts_off_dribbling_heads_and_serves_others(home: Path) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
         finally:
             _close_all(socks)
+
+
+def test_granian_answers_408_to_a_slow_body(home: Path) -> None:
+    port = free_port()
+    key = create_key(home)  # so that the gateway waits for the body (no early 401)
+    with serving("--server", "granian", "--port", str(port), home=home,
+                 LITEGATE_BODY_TIMEOUT_S="1"):
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 100000\r\n\r\n{")
+        t0 = time.monotonic()
+        slow = _open(port, 10, head)
+        try:
+            closed = _dribble(slow, t0 + 8, None)
+            assert len(closed) == 10, f"{10 - len(closed)} slow bodies still open"
+            assert all(data.startswith(b"HTTP/1.1 408 ") for data in closed.values()), closed
+            assert all(b"request not received in time" in data for data in closed.values())
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                           headers={"Authorization": f"Bearer {key}"}, json={"model": "nope"})
+            assert r.status_code == 404  # a whole body in time is served as usual
+        finally:
+            _close_all(slow)
