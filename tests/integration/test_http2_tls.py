@@ -233,6 +233,12 @@ def test_tls_operational_errors_are_one_line(tmp_path: Path) -> None:
             line = one_line_error(code, err)
             assert expected in line, line
             assert not out.strip()  # nothing started
+    with socket.socket() as busy:  # granian binds the port itself: still checked first
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        done = run_litegate("serve", "--server", "granian", "--port", str(busy.getsockname()[1]),
+                            "--certfile", str(cert), "--keyfile", str(key), home=home, timeout=30)
+        assert "is already in use" in one_line_error(done.returncode, done.stderr)
     # As a user sees it: the installed command, one line on stderr, exit status 3.
     done = run_litegate("serve", "--server", "granian", "--port", str(free_port()),
                         "--certfile", str(cert), "--keyfile", str(other_key), home=home, timeout=30)
