@@ -15,8 +15,14 @@ from pathlib import Path
 
 from litegate.errors import LitegateError
 
-# How ONNX Runtime reports an allocation refused by the address-space limit.
-_OUT_OF_MEMORY = ("Failed to allocate", "bad_alloc", "Out of memory")
+# How running out of the capped address space shows up: ONNX Runtime's refused
+# allocations, and thread stacks that can no longer be mapped.
+OUT_OF_MEMORY = ("Failed to allocate", "bad_alloc", "Out of memory", "MemoryError",
+                 "can't start new thread")
+
+
+def out_of_memory(text: str) -> bool:
+    return any(mark in text for mark in OUT_OF_MEMORY)
 
 
 def main(argv: list[str]) -> int:
@@ -54,21 +60,31 @@ def main(argv: list[str]) -> int:
                               f"{timeout:g} s (model_check_timeout_s); the model may loop "
                               "for ever"}))
             return 2
-        if error and any(m in error for m in _OUT_OF_MEMORY):
+        if error and out_of_memory(error):
             raise MemoryError
         if error and sample is not None:  # zeros may be refused; the user's own sample not
             print(json.dumps({"error": f"{path.name}: the model failed on the warm-up "
                               f"sample: {error}"}))
             return 2
     except LitegateError as exc:
+        if out_of_memory(exc.detail):
+            return _too_big(path, limit)
         print(json.dumps({"error": exc.detail}))
         return 2
+    except RuntimeError as exc:  # e.g. a thread that the capped address space cannot hold
+        if not out_of_memory(str(exc)):
+            raise
+        return _too_big(path, limit)
     except MemoryError:
-        print(json.dumps({"error": f"{path.name}: validation and warm-up need more than "
-                          f"{limit // 2**20} MB (model_check_memory_mb)"}))
-        return 2
+        return _too_big(path, limit)
     print(json.dumps({"signature": signature.to_dict()}))
     return 0
+
+
+def _too_big(path: Path, limit: int) -> int:
+    print(json.dumps({"error": f"{path.name}: validation and warm-up need more than "
+                      f"{limit // 2**20} MB (model_check_memory_mb)"}))
+    return 2
 
 
 if __name__ == "__main__":

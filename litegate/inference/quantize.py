@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from litegate.errors import BadRequest, LitegateError
+from litegate.inference.check import out_of_memory
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor
 from litegate.inference.session import InvalidModel
 from litegate.settings import Settings
@@ -49,7 +50,6 @@ GENERATED_ROWS = 8
 GENERATED_DIM = 16  # every other dynamic dimension of generated inputs (e.g. a sequence)
 LATENCY_BATCHES = (1, 64)
 CALIBRATION_CHUNK = 16
-_OUT_OF_MEMORY = ("Failed to allocate", "bad_alloc", "Out of memory", "MemoryError")
 
 
 class InvalidCalibration(BadRequest):
@@ -418,7 +418,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         raise
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
-        if any(m in text for m in _OUT_OF_MEMORY):
+        if out_of_memory(text):
             raise MemoryError from exc
         raise QuantizationFailed(
             f"{source.name}: onnxruntime could not quantize the model: {text}") from exc
@@ -458,7 +458,7 @@ def main(argv: list[str]) -> int:
     except MemoryError:
         return _fail(too_big)
     except LitegateError as exc:  # ORT reports a refused allocation as a load failure
-        if any(m in exc.detail for m in _OUT_OF_MEMORY):
+        if out_of_memory(exc.detail):
             return _fail(too_big)
         kind = ("calibration" if isinstance(exc, InvalidCalibration)
                 else "model" if isinstance(exc, InvalidModel) else "quantize")
@@ -469,7 +469,7 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         text = " ".join(str(exc).split()).replace(
             str(Path(args.source).resolve().parent) + os.sep, "")[:300]
-        if any(m in text for m in _OUT_OF_MEMORY):
+        if out_of_memory(text):
             return _fail(too_big)
         return _fail(f"{name}: quantization failed: {type(exc).__name__}: {text}")
     print(json.dumps(report))
