@@ -141,18 +141,12 @@ class ModelService:
         from litegate.inference.files import copy_model
         from litegate.inference.session import WARMUP_SAMPLE, check_model_file
 
-        _check_name(name, "model name")
         source = Path(source)
         if max_batch_size is not None and max_batch_size < 0:
             raise BadRequest("max_batch_size must not be negative (0 = no batching)")
         if max_queue_delay_ms is not None and max_queue_delay_ms < 0:
             raise BadRequest("max_queue_delay_ms must not be negative")
-        model = await self._find(name)
-        if model is None:
-            await self._refuse_case_duplicate(name)
-        version = _check_version(version or _next_version(model))
-        if model is not None and any(v.version == version for v in model.versions):
-            raise Conflict(f"model {name!r} already has version {version!r}")
+        model, version = await self._new_version(name, version)
 
         signature = await asyncio.to_thread(check_model_file, source, self.settings,
                                             warmup_sample)
@@ -193,6 +187,18 @@ class ModelService:
             raise
         return mv
 
+    async def _new_version(self, name: str, version: str | None) -> tuple[Model | None, str]:
+        """The model (if it exists) and the canonical version a new file will get; refuses
+        bad or case-duplicate names and a version that exists."""
+        _check_name(name, "model name")
+        model = await self._find(name)
+        if model is None:
+            await self._refuse_case_duplicate(name)
+        version = _check_version(version or _next_version(model))
+        if model is not None and any(v.version == version for v in model.versions):
+            raise Conflict(f"model {name!r} already has version {version!r}")
+        return model, version
+
     async def add_quantized(
         self,
         name: str,
@@ -219,13 +225,7 @@ class ModelService:
 
         if quantize not in MODES:
             raise BadRequest(f"quantize {quantize!r} is not supported: use {', '.join(MODES)}")
-        _check_name(name, "model name")
-        model = await self._find(name)
-        if model is None:
-            await self._refuse_case_duplicate(name)
-        version = _check_version(version or _next_version(model))
-        if model is not None and any(v.version == version for v in model.versions):
-            raise Conflict(f"model {name!r} already has version {version!r}")
+        _, version = await self._new_version(name, version)
         work = Path(tempfile.mkdtemp(prefix="litegate-quantize-"))
         try:
             report = await asyncio.to_thread(
