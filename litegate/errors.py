@@ -81,6 +81,13 @@ class RateLimited(LitegateError):
     code = "rate_limit_exceeded"
 
 
+class BudgetExceeded(RateLimited):
+    """This API key's spend budget for the period is used up."""
+
+    type = "insufficient_quota"  # what OpenAI answers when a quota is spent
+    code = "budget_exceeded"
+
+
 class UpstreamError(LitegateError):
     """The upstream failed."""
 

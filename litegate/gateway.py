@@ -28,6 +28,7 @@ from litegate.middleware import (
 )
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
+from litegate.policies.spend import Spend
 from litegate.policies.metrics import Metrics
 from litegate.policies.runtime_metrics import register_runtime
 from litegate.policies.stats import Stats
@@ -55,6 +56,8 @@ class Gateway:
         self.limiter = Limiter(
             storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
         )
+        self.spend = Spend(self.limiter.storage)
+        """Usage, cost and budgets per key, in the limiter's storage (shared with Redis)."""
         self.cache: ResponseCache | RedisResponseCache
         if s.cache_backend == "redis" or (s.cache_backend == "auto" and s.redis):
             if not s.redis:
@@ -307,13 +310,15 @@ class Gateway:
         inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app))
         inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
                                               cache_streams=s.cache_streams))
-        inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter))
+        inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter,
+                                                                spend=self.spend))
         inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes)
         if not branch:
             inner = span("auth", AuthMiddleware(
                 end(inner), on_key_use=self.note_key_use, exclude_prefixes=public_prefixes
             ))
-        inner = ObserveMiddleware(inner, metrics=self.metrics, stats=self.stats)
+        inner = ObserveMiddleware(inner, metrics=self.metrics, stats=self.stats,
+                                  spend=self.spend)
         if branch:
             return inner
         inner = RequestContextMiddleware(inner, snapshots=self.snapshots, access_log=s.access_log)

@@ -251,7 +251,7 @@ class OpenAIProxy:
 
         watcher = asyncio.create_task(watch_disconnect())
         events = 0
-        reported = 0
+        reported = reported_prompt = 0
         try:
             try:
                 await send(
@@ -260,7 +260,8 @@ class OpenAIProxy:
                 async for chunk in resp.content.iter_any():
                     events += chunk.count(b"data:")
                     if b'"usage"' in chunk:
-                        reported = max(reported, _stream_usage(chunk))
+                        reported, reported_prompt = max((reported, reported_prompt),
+                                                        _stream_usage(chunk))
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 if not disconnected:
@@ -294,7 +295,11 @@ class OpenAIProxy:
                 resp.release()
             # Streams are counted too: the upstream's usage when it sends one, else an
             # estimate (one token per event plus ~4 bytes per prompt token).
-            info.tokens = reported or (max(events - 1, 0) + request_bytes // 4)
+            if reported:
+                info.tokens, info.prompt_tokens = reported, reported_prompt
+            else:
+                info.prompt_tokens = request_bytes // 4
+                info.tokens = max(events - 1, 0) + info.prompt_tokens
         if not disconnected:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -384,10 +389,10 @@ def _model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "litegate"}
 
 
-def _stream_usage(chunk: bytes) -> int:
-    best = 0
+def _stream_usage(chunk: bytes) -> tuple[int, int]:
+    """The largest (total, prompt) usage reported in a chunk's events."""
+    best = (0, 0)
     for line in chunk.split(b"\n"):
         if line.startswith(b"data:") and b'"usage"' in line:
-            total, _ = usage_tokens(line[5:].strip())
-            best = max(best, total)
+            best = max(best, usage_tokens(line[5:].strip()))
     return best

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from litegate.db.models import ApiKey, Model, Quota, Route, Upstream, as_utc
 from litegate.services.audit import current_config_version
+from litegate.services.schema import parse_period
 
 log = structlog.get_logger("litegate.snapshot")
 
@@ -46,6 +47,15 @@ class VariantSpec:
     upstream: UpstreamSpec
     model: str
     weight: int
+    input_nano_per_token: int = 0
+    """Price of one prompt token in nano-USD (``input_per_1m`` × 1000), so cost is exact
+    integer arithmetic."""
+    output_nano_per_token: int = 0
+
+
+def nano_per_token(price_per_1m: float | None) -> int:
+    """USD per 1M tokens as nano-USD per token (1e-9 USD resolution)."""
+    return round((price_per_1m or 0.0) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,25 @@ class RouteSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A key's spend budget: ``max_nano`` nano-USD per fixed window of ``period_s``."""
+
+    max_nano: int
+    period: str
+    period_s: int
+    alert_at: float | None
+    """Fraction of the budget at which a warning is logged once per period."""
+
+
+def build_budget(max_usd: float | None, period: str | None, alert_at: float | None) -> Budget | None:
+    if max_usd is None:
+        return None
+    period = period or "30d"
+    return Budget(max_nano=round(max_usd * 1e9), period=period,
+                  period_s=parse_period(period), alert_at=alert_at)
+
+
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     id: int
     name: str
@@ -79,6 +108,7 @@ class KeySpec:
     route_token_limits: Mapping[str, tuple[RateLimitItem, ...]] = field(
         default_factory=lambda: EMPTY
     )
+    budget: Budget | None = None
 
     def allows(self, route: str) -> bool:
         return self.routes is None or route in self.routes
@@ -138,7 +168,11 @@ def build_upstream(u: Upstream) -> UpstreamSpec:
 
 def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamSpec]) -> RouteSpec:
     variants = tuple(
-        VariantSpec(name=v.name, upstream=upstreams[v.upstream_id], model=v.model, weight=v.weight)
+        VariantSpec(
+            name=v.name, upstream=upstreams[v.upstream_id], model=v.model, weight=v.weight,
+            input_nano_per_token=nano_per_token(v.price_input_per_1m),
+            output_nano_per_token=nano_per_token(v.price_output_per_1m),
+        )
         for v in r.variants
     )
     cumulative, total = [], 0
@@ -216,6 +250,7 @@ async def build_snapshot(session: AsyncSession) -> Snapshot:
             token_limits=_rates([q.rate for q in kq if q.route_id is None and q.kind == "tokens"]),
             route_limits=MappingProxyType({n: _rates(v) for n, v in per_route.items()}),
             route_token_limits=MappingProxyType({n: _rates(v) for n, v in per_route_tokens.items()}),
+            budget=build_budget(k.budget_usd, k.budget_period, k.budget_alert_at),
         )
     models = {m.name: build_model(m) for m in await session.scalars(select(Model))}
     return Snapshot(

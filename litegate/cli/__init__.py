@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "litegate.cli.serve",
     "litegate.cli.db",
     "litegate.cli.keys",
+    "litegate.cli.usage",
     "litegate.cli.routes",
     "litegate.cli.config",
     "litegate.cli.models",

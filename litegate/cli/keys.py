@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import keys as key_service
+from litegate.services.schema import BudgetIn, ValidationFailed
 from litegate.settings import Settings
 
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
@@ -36,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--token-limit", action="append", default=[], help='token quota, e.g. "100000/day"')
     c.add_argument("--expires", help="30d, 12h or an ISO timestamp")
     c.add_argument("--admin", action="store_true", help="may call model-control endpoints")
+    _budget_args(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=_create)
     ls = s.add_parser("list", help="list keys (never their secrets)")
@@ -50,15 +52,40 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--token-limit", action="append", help='token quota (repeatable; replaces; "none")'
     )
     u.add_argument("--expires", help='30d, 12h, an ISO timestamp, or "never"')
+    _budget_args(u, update=True)
     u.set_defaults(func=_update)
     r = s.add_parser("revoke", help="revoke a key by id")
     r.add_argument("id", type=int)
     r.set_defaults(func=_revoke)
 
 
+def _budget_args(p: argparse.ArgumentParser, *, update: bool = False) -> None:
+    p.add_argument("--budget", help="spend budget in USD per period, e.g. 10"
+                   + ('; "none" removes it' if update else ""))
+    p.add_argument("--budget-period", help="budget period: 30d (default), 7d, 12h, 90m")
+    p.add_argument("--budget-alert", type=float,
+                   help="log a warning once per period at this fraction, e.g. 0.8")
+
+
+def _budget(args: argparse.Namespace) -> BudgetIn | None | key_service.Keep:
+    if args.budget is None:
+        if args.budget_period is not None or args.budget_alert is not None:
+            raise ValidationFailed(["--budget-period/--budget-alert: also give --budget"])
+        return key_service.KEEP
+    if args.budget.strip().lower() == "none":
+        return None
+    try:
+        max_usd = float(args.budget)
+    except ValueError:
+        raise ValidationFailed([f"--budget: expected USD, e.g. 10, got {args.budget!r}"]) from None
+    return BudgetIn(max_usd=max_usd, period=args.budget_period or "30d",
+                    alert_at=args.budget_alert)
+
+
 async def _create(args: argparse.Namespace, settings: Settings) -> int:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()] if args.routes else []
     expires = parse_expiry(args.expires) if args.expires else None
+    budget = _budget(args)
     async with transaction(settings) as session:
         key, secret = await key_service.create_key(
             session,
@@ -69,6 +96,7 @@ async def _create(args: argparse.Namespace, settings: Settings) -> int:
             token_limits=args.token_limit,
             expires_at=expires,
             is_admin=args.admin,
+            budget=None if budget is key_service.KEEP else budget,
         )
     if args.json:
         print_json({"id": key.id, "name": key.name, "key": secret})
@@ -114,7 +142,7 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
         key = await key_service.update_key(
             session, args.id, actor=actor(), routes=routes, limits=_rates(args.limit),
-            token_limits=_rates(args.token_limit), expires_at=expires,
+            token_limits=_rates(args.token_limit), expires_at=expires, budget=_budget(args),
         )
         limits = await key_service.own_limits(session, key.id)
         row = key_service.key_dict(key)
@@ -122,6 +150,13 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
         f"updated key {row['id']} ({row['name']}): routes {','.join(row['routes']) or '*'}; "
         f"limits {', '.join(limits['requests']) or 'none'}; "
         f"token limits {', '.join(limits['tokens']) or 'none'}; "
-        f"expires {row['expires_at'] or 'never'}"
+        f"expires {row['expires_at'] or 'never'}; budget {_budget_text(row['budget'])}"
     )
     return 0
+
+
+def _budget_text(b: dict[str, object] | None) -> str:
+    if b is None:
+        return "none"
+    alert = f", alert at {b['alert_at']:g}" if isinstance(b["alert_at"], float) else ""
+    return f"${b['max_usd']:g} per {b['period']}{alert}"

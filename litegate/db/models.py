@@ -103,6 +103,9 @@ class RouteVariant(Base):
     model: Mapped[str] = mapped_column(String(200))
     weight: Mapped[int] = mapped_column(Integer, default=1)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # USD per 1M tokens; NULL: no price (usage is counted, cost is 0).
+    price_input_per_1m: Mapped[float | None] = mapped_column(Float, default=None)
+    price_output_per_1m: Mapped[float | None] = mapped_column(Float, default=None)
 
     route: Mapped[Route] = relationship(back_populates="variants")
     upstream: Mapped[Upstream] = relationship(lazy="joined")
@@ -124,6 +127,10 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    # Spend budget: USD per period (``30d``, ``12h``); NULL: no budget.
+    budget_usd: Mapped[float | None] = mapped_column(Float, default=None)
+    budget_period: Mapped[str | None] = mapped_column(String(20), default=None)
+    budget_alert_at: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class Quota(Base):

@@ -1,7 +1,8 @@
 """Requests/period and tokens/period per key, per route, per key on a route.
 
 429 with ``Retry-After`` and ``X-RateLimit-Limit/Remaining/Reset``; the same headers on
-every allowed response that a limit applies to. Token usage (from the handler, also for
+every allowed response that a limit applies to. A key whose spend budget for the period
+is used up gets 429 ``budget_exceeded`` before the upstream is called. Token usage (from the handler, also for
 streamed and cancelled requests) is counted after the response.
 """
 
@@ -11,15 +12,17 @@ import asyncio
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.policies.limiting import Limiter
+from litegate.policies.spend import Spend
 from litegate.request import configured_name, get_info
 
 AGGREGATE_PATH = "/v1/aggregate"
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, limiter: Limiter) -> None:
+    def __init__(self, app: ASGIApp, *, limiter: Limiter, spend: Spend | None = None) -> None:
         self.app = app
         self.limiter = limiter
+        self.spend = spend
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
@@ -33,6 +36,8 @@ class RateLimitMiddleware:
         checks = self.limiter.checks("req", version, key, route_name, route)
         if checks:
             info.extra_headers.extend(await self.limiter.hit(checks))
+        if self.spend is not None and key.budget is not None:
+            await self.spend.check(key)  # 429 budget_exceeded before any upstream call
         token_checks = self.limiter.checks("tok", version, key, route_name, route)
         if not token_checks:
             await self.app(scope, receive, send)

@@ -8,15 +8,19 @@ import time
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.policies.metrics import Metrics
+from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.request import configured_name, get_info
 
 
 class ObserveMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, stats: Stats) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, stats: Stats, spend: Spend | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.stats = stats
+        self.spend = spend
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
@@ -52,4 +56,9 @@ class ObserveMiddleware:
                               502 if info.stream_error else status, elapsed, info.cache)
             if info.key is not None:
                 self.stats.keys.record(info.key.id, status, info.tokens)
+                if self.spend is not None and name is not None and info.tokens:
+                    # Shielded: a cancelled (disconnected) stream still records its usage.
+                    prompt = min(info.prompt_tokens, info.tokens)
+                    await asyncio.shield(self.spend.record(
+                        info.key, name, info.variant, prompt, info.tokens - prompt))
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
-from litegate.services.schema import ValidationFailed, check_rates
+from litegate.services.schema import BudgetIn, ValidationFailed, check_budget, check_rates
 
 KEY_PREFIX = "lg-"
 
@@ -39,7 +39,21 @@ def key_dict(k: ApiKey) -> dict[str, Any]:
         "expires_at": k.expires_at.isoformat() if k.expires_at else None,
         "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
         "last_used_at": k.last_used_at.isoformat() if k.last_used_at else None,
+        "budget": budget_dict(k),
     }
+
+
+def budget_dict(k: ApiKey) -> dict[str, Any] | None:
+    if k.budget_usd is None:
+        return None
+    return {"max_usd": k.budget_usd, "period": k.budget_period or "30d",
+            "alert_at": k.budget_alert_at}
+
+
+def _set_budget(k: ApiKey, budget: BudgetIn | None) -> None:
+    k.budget_usd = budget.max_usd if budget else None
+    k.budget_period = budget.period if budget else None
+    k.budget_alert_at = budget.alert_at if budget else None
 
 
 async def _check(
@@ -87,6 +101,7 @@ async def create_key(
     token_limits: list[str] | None = None,
     expires_at: datetime | None = None,
     is_admin: bool = False,
+    budget: BudgetIn | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret — the only time the secret exists."""
     errors = []
@@ -96,6 +111,8 @@ async def create_key(
     errors += await _check(
         session, routes=routes, limits=limits, token_limits=token_limits, expires_at=expires_at
     )
+    if budget is not None:
+        errors += check_budget(budget)
     if errors:
         raise ValidationFailed(errors)
     secret = new_secret()
@@ -107,6 +124,7 @@ async def create_key(
         expires_at=expires_at,
         is_admin=is_admin,
     )
+    _set_budget(key, budget)
     session.add(key)
     await session.flush()
     for rate in limits or []:
@@ -140,6 +158,7 @@ async def update_key(
     limits: list[str] | Keep = KEEP,
     token_limits: list[str] | Keep = KEEP,
     expires_at: datetime | None | Keep = KEEP,
+    budget: BudgetIn | None | Keep = KEEP,
 ) -> ApiKey:
     """Change a key's scopes, own limits or expiry (``KEEP`` leaves a field alone; an
     empty ``routes`` list means every route, ``expires_at=None`` never expires)."""
@@ -156,11 +175,15 @@ async def update_key(
         token_limits=None if token_limits is KEEP else token_limits,
         expires_at=None if expires_at is KEEP else new_expiry,
     )
+    if isinstance(budget, BudgetIn):
+        errors += check_budget(budget)
     if errors:
         raise ValidationFailed(errors)
     if routes is not KEEP:
         key.routes = list(routes)
     key.expires_at = new_expiry
+    if budget is not KEEP:
+        _set_budget(key, budget)
     for kind, rates in (("requests", limits), ("tokens", token_limits)):
         if rates is KEEP:
             continue

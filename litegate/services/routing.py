@@ -12,6 +12,7 @@ from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 from litegate.services.schema import (
     CacheIn,
+    PriceIn,
     RouteIn,
     UpstreamIn,
     ValidationFailed,
@@ -47,6 +48,12 @@ def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
         "variants": [
             {"upstream": v.upstream.name, "model": v.model, "weight": v.weight}
             | ({"name": v.name} if v.name != v.model else {})
+            | (
+                {"price": {"input_per_1m": v.price_input_per_1m or 0.0,
+                           "output_per_1m": v.price_output_per_1m or 0.0}}
+                if v.price_input_per_1m is not None or v.price_output_per_1m is not None
+                else {}
+            )
             for v in r.variants
         ],
         "sticky": r.sticky,
@@ -68,10 +75,16 @@ def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
     return out
 
 
+def _variant_in(v: dict[str, Any]) -> VariantIn:
+    price = v.get("price")
+    return VariantIn(**{k: x for k, x in v.items() if k != "price"},
+                     price=PriceIn(**price) if price else None)
+
+
 def route_in_from_dict(data: dict[str, Any]) -> RouteIn:
     return RouteIn(
         name=data["name"],
-        variants=[VariantIn(**v) for v in data["variants"]],
+        variants=[_variant_in(v) for v in data["variants"]],
         sticky=data.get("sticky", "key"),
         cache=CacheIn(**data["cache"]) if data.get("cache") else None,
         limits=list(data.get("limits", [])),
@@ -204,6 +217,8 @@ async def upsert_route(
         v.model = vin.model
         v.weight = vin.weight
         v.position = pos
+        v.price_input_per_1m = vin.price.input_per_1m if vin.price else None
+        v.price_output_per_1m = vin.price.output_per_1m if vin.price else None
         new_variants.append(v)
     r.variants = new_variants
     await session.flush()

@@ -17,11 +17,55 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
 HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 
 
+class PriceIn(msgspec.Struct, forbid_unknown_fields=True):
+    """USD per 1M tokens, prompt (input) and completion (output)."""
+
+    input_per_1m: float = 0.0
+    output_per_1m: float = 0.0
+
+
+MAX_PRICE_PER_1M = 1_000_000.0
+
+
 class VariantIn(msgspec.Struct, forbid_unknown_fields=True):
     upstream: str
     model: str
     weight: int = 1
     name: str | None = None
+    price: PriceIn | None = None
+
+
+class BudgetIn(msgspec.Struct, forbid_unknown_fields=True):
+    """A key's spend budget: ``max_usd`` per ``period`` (fixed windows aligned to the Unix
+    epoch); a warning is logged once per period when ``alert_at`` × budget is reached."""
+
+    max_usd: float
+    period: str = "30d"
+    alert_at: float | None = None
+
+
+PERIOD_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_period(value: str) -> int:
+    """``30d`` / ``12h`` / ``90m`` as seconds; ValueError otherwise."""
+    unit = PERIOD_UNITS.get(value[-1:]) if value else None
+    if unit is None or not value[:-1].isdigit() or int(value[:-1]) <= 0:
+        raise ValueError(f"expected a period like 30d, 12h or 90m, got {value!r}")
+    return int(value[:-1]) * unit
+
+
+def check_budget(b: BudgetIn, path: str = "budget") -> list[str]:
+    errors = []
+    if not 0 < b.max_usd <= 1e9:  # also refuses NaN
+        errors.append(f"{path}.max_usd: must be > 0 (USD)")
+    try:
+        parse_period(b.period)
+    except ValueError as exc:
+        errors.append(f"{path}.period: {exc}")
+    if b.alert_at is not None and not 0 < b.alert_at < 1:
+        errors.append(f"{path}.alert_at: must be a fraction between 0 and 1, e.g. 0.8")
+    return errors
 
 
 class CacheIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -123,6 +167,11 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
             errors.append(f"{vp}.model: must not be empty")
         if v.weight < 0:
             errors.append(f"{vp}.weight: must be >= 0")
+        if v.price is not None:
+            for field in ("input_per_1m", "output_per_1m"):
+                value = getattr(v.price, field)
+                if not (0 <= value <= MAX_PRICE_PER_1M):  # also refuses NaN
+                    errors.append(f"{vp}.price.{field}: must be between 0 and {MAX_PRICE_PER_1M:g}")
         name = variant_name(v)
         if name in seen:
             errors.append(f"{vp}.name: duplicate variant {name!r} (set a distinct 'name')")

@@ -1,0 +1,155 @@
+"""Spend and budgets per key: prices per variant, exact cost, streams, 429 budget_exceeded
+across replicas on one Redis, ``litegate usage --json`` / ``--csv``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+
+import httpx
+import openai
+
+from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
+from tests.helpers.services import redis_server
+
+PRICE = {"input_per_1m": 0.15, "output_per_1m": 0.60}
+
+
+def priced_config(base_url: str, price: dict[str, float]) -> dict[str, object]:
+    doc = chat_config(base_url)
+    doc["routes"][0]["variants"][0]["price"] = price  # type: ignore[index]
+    return doc
+
+
+def usage(home, redis: str, *args: str) -> dict:
+    code, out, err = run_cli("usage", "--json", *args, home=home, extra=("--redis", redis))
+    assert code == 0, err
+    return json.loads(out)
+
+
+def wait_usage(home, redis: str, requests: int) -> dict:
+    deadline = time.time() + 3
+    while True:
+        data = usage(home, redis)
+        got = sum(r["requests"] for r in data["usage"])
+        if got >= requests or time.time() > deadline:
+            return data
+        time.sleep(0.05)
+
+
+def chat(client: openai.OpenAI) -> None:
+    client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_cost_is_exact_and_streams_are_counted(home, tmp_path, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        assert apply_config(home, priced_config(fake_upstream.base_url, PRICE))[0] == 0
+        key = create_key(home, "team-a")
+        server = make_gateway(redis=redis)
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+        for _ in range(3):
+            chat(client)  # the upstream reports prompt 5, completion 7
+        data = wait_usage(home, redis, 3)
+        assert data["usage"] == [{
+            "key": "team-a", "route": "chat", "variant": "small-model", "requests": 3,
+            "prompt_tokens": 15, "completion_tokens": 21, "total_tokens": 36,
+            # 15 × 0.15 / 1e6 + 21 × 0.60 / 1e6, to the nano-dollar
+            "cost_usd": (15 * 150 + 21 * 600) / 1e9,
+        }]
+        for _chunk in client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hello " * 40}], stream=True
+        ):
+            pass
+        row = wait_usage(home, redis, 4)["usage"][0]
+        assert row["requests"] == 4
+        # This upstream's streams carry no usage: the estimate (prompt ≈ bytes / 4, one
+        # token per event) is split into prompt and completion and priced the same way.
+        stream_prompt, stream_completion = row["prompt_tokens"] - 15, row["completion_tokens"] - 21
+        assert stream_prompt >= 60 and stream_completion == fake_upstream.chunks
+        assert row["cost_usd"] == (row["prompt_tokens"] * 150 + row["completion_tokens"] * 600) / 1e9
+        out = tmp_path / "usage.csv"
+        code, _, err = run_cli("usage", "--csv", str(out), "--since", "1d", home=home,
+                               extra=("--redis", redis))
+        assert code == 0, err
+        rows = list(csv.DictReader(out.open()))
+        assert [(r["key"], r["route"], r["variant"], r["requests"]) for r in rows] == [
+            ("team-a", "chat", "small-model", "4")
+        ]
+
+
+def post(url: str, key: str) -> httpx.Response:
+    return httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "chat", "messages": [{"role": "user", "content": "x"}]},
+                      timeout=10)
+
+
+def test_one_budget_across_two_replicas_on_redis(home, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        # $1000 per 1M tokens each way: 12 tokens cost $0.012 a request.
+        price = {"input_per_1m": 1000, "output_per_1m": 1000}
+        assert apply_config(home, priced_config(fake_upstream.base_url, price))[0] == 0
+        key = create_key(home, "capped", "--budget", "0.03", "--budget-period", "30d",
+                         "--budget-alert", "0.5")
+        a = make_gateway(redis=redis)
+        b = make_gateway(redis=redis)
+        statuses = [post(s.url, key).status_code for s in (a, b, a, b, a)]
+        # 0 → 0.012 → 0.024 → 0.036: the fourth request, on either replica, is refused.
+        assert statuses == [200, 200, 200, 429, 429], statuses
+        r = post(b.url, key)
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "budget_exceeded"
+        assert int(r.headers["retry-after"]) > 0
+        assert fake_upstream.calls.__len__() == 3  # refused before the upstream call
+        data = usage(home, redis)
+        assert data["budgets"] == [{
+            "key": "capped", "max_usd": 0.03, "period": "30d", "spent_usd": 0.036,
+            "alert_at": 0.5, "alert": True, "exceeded": True,
+        }]
+        assert data["usage"][0]["requests"] == 3
+        # Raising the budget reaches both replicas with the next snapshot.
+        code, out, err = run_cli("keys", "update", "1", "--budget", "1", home=home)
+        assert code == 0 and "budget $1 per 30d" in out, err
+        deadline = time.time() + 2
+        while time.time() < deadline and {post(s.url, key).status_code for s in (a, b)} != {200}:
+            time.sleep(0.05)
+        assert {post(s.url, key).status_code for s in (a, b)} == {200}
+
+
+def test_official_client_sees_budget_exceeded(home, fake_upstream, make_gateway):
+    price = {"input_per_1m": 1000, "output_per_1m": 1000}
+    assert apply_config(home, priced_config(fake_upstream.base_url, price))[0] == 0
+    key = create_key(home, "tiny", "--budget", "0.001", "--budget-period", "1d")
+    server = make_gateway()  # in-memory counters: one process
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+    chat(client)  # $0.012 > $0.001: spent after one request
+    time.sleep(0.1)
+    try:
+        chat(client)
+    except openai.RateLimitError as exc:
+        assert exc.status_code == 429
+        assert exc.body["code"] == "budget_exceeded"
+        assert exc.body["type"] == "insufficient_quota"
+    else:
+        raise AssertionError("the budget did not stop the second request")
+
+
+def test_prices_and_budgets_are_validated(home, fake_upstream):
+    code, _, err = apply_config(home, priced_config(fake_upstream.base_url,
+                                                    {"input_per_1m": -1, "output_per_1m": 0.6}))
+    assert code == 1 and "routes[0].variants[0].price.input_per_1m" in err
+    code, _, err = apply_config(home, priced_config(fake_upstream.base_url, {"input": 1}))
+    assert code == 1 and "price" in err
+    assert apply_config(home, priced_config(fake_upstream.base_url, PRICE))[0] == 0
+    code, out, _ = run_cli("config", "export", home=home)
+    assert "input_per_1m: 0.15" in out and "output_per_1m: 0.6" in out
+    code, _, err = run_cli("keys", "create", "--name", "x", "--budget", "10", "--budget-period",
+                           "monthly", home=home)
+    assert code == 1 and "budget.period" in err
+    code, _, err = run_cli("keys", "create", "--name", "x", "--budget", "-5", home=home)
+    assert code == 1 and "budget.max_usd" in err
+
+
+def test_usage_without_redis_says_what_to_set(home):
+    code, _, err = run_cli("usage", "--json", home=home)
+    assert code == 3 and "LITEGATE_REDIS" in err
