@@ -56,7 +56,7 @@ class Gateway:
         self.limiter = Limiter(
             storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
         )
-        self.spend = Spend(self.limiter.storage)
+        self.spend = Spend(self.limiter.storage, fail_open=s.limit_fail_open)
         """Usage, cost and budgets per key, in the limiter's storage (shared with Redis)."""
         self.cache: ResponseCache | RedisResponseCache
         if s.cache_backend == "redis" or (s.cache_backend == "auto" and s.redis):

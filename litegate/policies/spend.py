@@ -26,7 +26,7 @@ import structlog
 from limits.aio.storage import Storage
 from limits.storage import Storage as SyncStorage
 
-from litegate.errors import BudgetExceeded
+from litegate.errors import BudgetExceeded, ServiceUnavailable
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
 log = structlog.get_logger("litegate.spend")
@@ -66,10 +66,12 @@ class UsageRow:
 class Spend:
     """Records usage after a request and refuses a key whose budget is spent."""
 
-    def __init__(self, storage: Storage | SyncStorage) -> None:
+    def __init__(self, storage: Storage | SyncStorage, *, fail_open: bool = True) -> None:
         if not isinstance(storage, Storage):
             raise TypeError("spend counters need an async limits storage (async+…://)")
         self.storage = storage
+        self.fail_open = fail_open
+        """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
 
     @staticmethod
     def _budget_key(key: KeySpec, now: float) -> str | None:
@@ -89,7 +91,14 @@ class Spend:
         if b is None:
             return
         now = time.time() if now is None else now
-        spent = await self.spent_nano(key, now=now)
+        try:
+            spent = await self.spent_nano(key, now=now)
+        except Exception as exc:  # the storage's own errors (Redis unreachable, timeouts)
+            log.warning("spend_storage_unavailable", error=str(exc), fail_open=self.fail_open)
+            if self.fail_open:
+                return
+            raise ServiceUnavailable("Budget storage unavailable",
+                                     headers={"Retry-After": "1"}) from exc
         if spent >= b.max_nano:
             window_end = (int(now // b.period_s) + 1) * b.period_s
             raise BudgetExceeded(
@@ -120,7 +129,11 @@ class Spend:
         counter = self._budget_key(key, now)
         if counter is not None and cost:
             ops.append(self._add_spend(key, counter, cost))
-        await asyncio.gather(*ops)
+        try:
+            await asyncio.gather(*ops)
+        except Exception as exc:  # usage accounting never fails the response
+            log.warning("spend_not_recorded", error=str(exc), key_id=key.id, route=route,
+                        cost_nano=cost)
         return cost
 
     async def _add_spend(self, key: KeySpec, counter: str, cost: int) -> None:

@@ -1,5 +1,5 @@
 """Spend and budgets per key: prices per variant, exact cost, streams, 429 budget_exceeded
-across replicas on one Redis, ``litegate usage --json`` / ``--csv``."""
+across 3 replicas on one Redis, ``litegate usage --json`` / ``--csv``."""
 
 from __future__ import annotations
 
@@ -84,18 +84,17 @@ def post(url: str, key: str) -> httpx.Response:
                       timeout=10)
 
 
-def test_one_budget_across_two_replicas_on_redis(home, fake_upstream, make_gateway):
+def test_one_budget_across_three_replicas_on_redis(home, fake_upstream, make_gateway):
     with redis_server() as redis:
         # $1000 per 1M tokens each way: 12 tokens cost $0.012 a request.
         price = {"input_per_1m": 1000, "output_per_1m": 1000}
         assert apply_config(home, priced_config(fake_upstream.base_url, price))[0] == 0
         key = create_key(home, "capped", "--budget", "0.03", "--budget-period", "30d",
                          "--budget-alert", "0.5")
-        a = make_gateway(redis=redis)
-        b = make_gateway(redis=redis)
-        statuses = [post(s.url, key).status_code for s in (a, b, a, b, a)]
-        # 0 → 0.012 → 0.024 → 0.036: the fourth request, on either replica, is refused.
-        assert statuses == [200, 200, 200, 429, 429], statuses
+        a, b, c = (make_gateway(redis=redis) for _ in range(3))
+        statuses = [post(s.url, key).status_code for s in (a, b, c, a, b, c)]
+        # 0 → 0.012 → 0.024 → 0.036: the fourth request, on any replica, is refused.
+        assert statuses == [200, 200, 200, 429, 429, 429], statuses
         r = post(b.url, key)
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "budget_exceeded"
@@ -111,9 +110,9 @@ def test_one_budget_across_two_replicas_on_redis(home, fake_upstream, make_gatew
         code, out, err = run_cli("keys", "update", "1", "--budget", "1", home=home)
         assert code == 0 and "budget $1 per 30d" in out, err
         deadline = time.time() + 2
-        while time.time() < deadline and {post(s.url, key).status_code for s in (a, b)} != {200}:
+        while time.time() < deadline and {post(s.url, key).status_code for s in (a, b, c)} != {200}:
             time.sleep(0.05)
-        assert {post(s.url, key).status_code for s in (a, b)} == {200}
+        assert {post(s.url, key).status_code for s in (a, b, c)} == {200}
 
 
 def test_official_client_sees_budget_exceeded(home, fake_upstream, make_gateway):
@@ -153,3 +152,15 @@ def test_prices_and_budgets_are_validated(home, fake_upstream):
 def test_usage_without_redis_says_what_to_set(home):
     code, _, err = run_cli("usage", "--json", home=home)
     assert code == 3 and "LITEGATE_REDIS" in err
+
+
+def test_budget_with_redis_down_is_fail_open_or_closed(home, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        pass  # started and stopped: the port is now closed
+    assert apply_config(home, priced_config(fake_upstream.base_url, PRICE))[0] == 0
+    key = create_key(home, "b", "--budget", "5")
+    open_gw = make_gateway(redis=redis, limit_fail_open=True)
+    closed_gw = make_gateway(redis=redis, limit_fail_open=False)
+    assert post(open_gw.url, key).status_code == 200  # usage not recorded, only logged
+    r = post(closed_gw.url, key)
+    assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
