@@ -164,3 +164,29 @@ def test_budget_with_redis_down_is_fail_open_or_closed(home, fake_upstream, make
     assert post(open_gw.url, key).status_code == 200  # usage not recorded, only logged
     r = post(closed_gw.url, key)
     assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+
+
+def test_migration_0005_up_and_down_on_sqlite(home):
+    import sqlalchemy as sa
+
+    from litegate.db import migrate
+    from litegate.settings import Settings
+
+    url = Settings.load(home=home).db_url
+    sync_url = url.replace("+aiosqlite", "")
+
+    def columns(table: str) -> set[str]:
+        engine = sa.create_engine(sync_url)
+        try:
+            return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+        finally:
+            engine.dispose()
+
+    migrate.upgrade(url, "0005")
+    assert {"price_input_per_1m", "price_output_per_1m"} <= columns("route_variants")
+    assert {"budget_usd", "budget_period", "budget_alert_at"} <= columns("api_keys")
+    migrate.downgrade(url, "0004")
+    assert not {"price_input_per_1m", "price_output_per_1m"} & columns("route_variants")
+    assert not {"budget_usd", "budget_period", "budget_alert_at"} & columns("api_keys")
+    migrate.upgrade(url)
+    assert "(head)" in migrate.current(url)
