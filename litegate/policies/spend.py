@@ -27,6 +27,7 @@ from limits.aio.storage import Storage
 from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
+from litegate.policies.limit_storage import LocalStorage
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
 log = structlog.get_logger("litegate.spend")
@@ -71,6 +72,8 @@ class Spend:
             raise TypeError("spend counters need an async limits storage (async+…://)")
         self.storage = storage
         self.fail_open = fail_open
+        # In-process counters never wait: awaiting them one by one skips gather's tasks.
+        self.local = isinstance(storage, LocalStorage)
         """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
 
     @staticmethod
@@ -130,7 +133,11 @@ class Spend:
         if counter is not None and cost:
             ops.append(self._add_spend(key, counter, cost))
         try:
-            await asyncio.gather(*ops)
+            if self.local:
+                for op in ops:
+                    await op
+            else:
+                await asyncio.gather(*ops)
         except Exception as exc:  # usage accounting never fails the response
             log.warning("spend_not_recorded", error=str(exc), key_id=key.id, route=route,
                         cost_nano=cost)
