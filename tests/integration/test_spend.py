@@ -190,3 +190,16 @@ def test_migration_0005_up_and_down_on_sqlite(home):
     assert not {"budget_usd", "budget_period", "budget_alert_at"} & columns("api_keys")
     migrate.upgrade(url)
     assert "(head)" in migrate.current(url)
+
+
+def test_cache_hits_cost_nothing(home, fake_upstream, make_gateway):
+    with redis_server() as redis:
+        doc = priced_config(fake_upstream.base_url, PRICE)
+        doc["routes"][0]["cache"] = {"ttl_s": 60}  # type: ignore[index]
+        assert apply_config(home, doc)[0] == 0
+        key = create_key(home, "cached")
+        server = make_gateway(redis=redis)
+        assert [post(server.url, key).headers["x-cache"] for _ in range(2)] == ["MISS", "HIT"]
+        time.sleep(0.2)
+        [row] = usage(home, redis)["usage"]
+        assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, 5, 7)
