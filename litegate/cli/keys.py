@@ -114,7 +114,9 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         for r in rows:
             r["routes"] = ",".join(r["routes"]) or "*"
             r["state"] = "revoked" if r["revoked_at"] else "active"
-        print_table(rows, ["id", "name", "prefix", "routes", "state", "expires_at", "last_used_at"])
+            r["budget"] = _budget_text(r["budget"])
+        print_table(rows, ["id", "name", "prefix", "routes", "state", "budget", "expires_at",
+                           "last_used_at"])
     return 0
 
 
