@@ -107,9 +107,10 @@ def test_one_budget_across_three_replicas_on_redis(home, fake_upstream, make_gat
         }]
         assert data["usage"][0]["requests"] == 3
         # Raising the budget reaches both replicas with the next snapshot.
-        code, out, err = run_cli("keys", "update", "1", "--budget", "1", home=home)
-        assert code == 0 and "budget $1 per 30d, alert at 0.5" in out, err
-        assert "$1 per 30d, alert at 0.5" in run_cli("keys", "list", home=home)[1]
+        code, out, err = run_cli("keys", "update", "1", "--budget", "1", "--budget-alert", "0.9",
+                                 home=home)
+        assert code == 0 and "budget $1 per 30d, alert at 0.9" in out, err
+        assert "$1 per 30d, alert at 0.9" in run_cli("keys", "list", home=home)[1]
         deadline = time.time() + 2
         while time.time() < deadline and {post(s.url, key).status_code for s in (a, b, c)} != {200}:
             time.sleep(0.05)
