@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+import onnx
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 
 from litegate.db.models import AuditEntry, Model
+from litegate.inference.examples import write_mlp
 from tests.e2e.support import csrf_of, login, make_admin_gateway, make_app
 from tests.fixtures.onnx_models import (
     corrupt_file,
@@ -134,3 +136,24 @@ async def test_console_upload_of_a_memory_bomb_is_refused_and_shows_batching(adm
     assert not any((gateway.settings.home / "uploads").iterdir())
     await _upload(admin, matmul_add_model(tmp_path / "good.onnx"))
     assert "batching off" in (await admin.get("/admin/models")).text
+
+
+async def test_console_upload_can_quantize_to_int8(admin, gateway, tmp_path):
+    src = write_mlp(tmp_path / "mlp.onnx")
+    page = (await admin.get("/admin/models")).text
+    assert 'name="quantize" value="int8"' in page
+    r = await admin.post(
+        "/admin/models",
+        data={"_csrf": csrf_of(page), "name": "mlp", "version": "", "quantize": "int8"},
+        files={"file": (src.name, src.read_bytes(), "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    assert "Model mlp version 1 uploaded and validated" in r.text
+    assert "Quantized to INT8 (dynamic)" in r.text and "cosine similarity" in r.text
+    stored = gateway.settings.models_dir / "mlp" / "1" / "model.onnx"
+    ops = {n.op_type for n in onnx.load(str(stored)).graph.node}
+    assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops
+    async with gateway.sessionmaker() as s:
+        model = await s.scalar(select(Model).where(Model.name == "mlp"))
+        entry = await s.scalar(select(AuditEntry).where(AuditEntry.entity_name == "mlp"))
+    assert model.versions[0].size_bytes < src.stat().st_size / 2
+    assert entry.after["quantization"]["method"] == "dynamic"
