@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -174,3 +175,23 @@ def run_fake_upstream(**options: Any) -> Iterator[FakeUpstream]:
     with serve_aiohttp(fake.app()) as port:
         fake.port = port
         yield fake
+
+
+@contextlib.contextmanager
+def remote_litegate(root: Path, *, offset: float = 3.0) -> Iterator[tuple[str, str]]:
+    """Another litegate, on its own home under ``root``, serving model ``add`` (y = x @ W
+    + ``offset``): what a remote v2 upstream looks like. Yields its URL and a key."""
+    from litegate.app import create_app
+    from litegate.db import migrate
+    from litegate.settings import Settings
+    from tests.fixtures.onnx_models import matmul_add_model
+    from tests.helpers.cli import create_key, run_cli
+
+    home = root / "remote"
+    src = matmul_add_model(root / "remote-add.onnx", offset=offset)
+    assert run_cli("models", "add", "add", str(src), home=home)[0] == 0
+    key = create_key(home, "edge")
+    settings = Settings.load(home=home)
+    migrate.upgrade(settings.db_url)
+    with ThreadServer(create_app(settings)) as remote:
+        yield remote.url, key

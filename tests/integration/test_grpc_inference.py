@@ -19,10 +19,9 @@ from tritonclient.grpc import model_config_pb2, service_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
-from litegate.settings import Settings
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference, strings_model
 from tests.helpers.cli import apply_config, create_key, one_line_error, run_cli, run_litegate
-from tests.helpers.servers import ThreadServer, free_port
+from tests.helpers.servers import free_port, remote_litegate
 
 
 def _grpc(port: int) -> grpcclient.InferenceServerClient:
@@ -196,20 +195,11 @@ def test_limit_is_shared_between_rest_and_grpc(tmp_path, home, make_gateway) -> 
 
 def test_route_to_remote_v2_server_and_upstream_down(tmp_path, home, make_gateway,
                                                        monkeypatch) -> None:
-    remote_home = tmp_path / "remote"
-    src = matmul_add_model(tmp_path / "add.onnx", offset=3.0)
-    assert run_cli("models", "add", "add", str(src), home=remote_home)[0] == 0
-    remote_key = create_key(remote_home, "edge")
-    from litegate.app import create_app
-    from litegate.db import migrate
-
-    remote_settings = Settings.load(home=remote_home)
-    migrate.upgrade(remote_settings.db_url)
-    with ThreadServer(create_app(remote_settings)) as remote:
+    with remote_litegate(tmp_path, offset=3.0) as (remote_url, remote_key):
         monkeypatch.setenv("LG_REMOTE_KEY", remote_key)
         apply_config(home, {
             "upstreams": [
-                {"name": "triton", "kind": "v2", "base_url": remote.url,
+                {"name": "triton", "kind": "v2", "base_url": remote_url,
                  "api_key_env": "LG_REMOTE_KEY"},
                 {"name": "gone", "kind": "v2", "base_url": f"http://127.0.0.1:{free_port()}",
                  "timeout_s": 2}],

@@ -9,10 +9,9 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from litegate.settings import Settings
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference
 from tests.helpers.cli import apply_config, create_key, run_cli
-from tests.helpers.servers import ThreadServer
+from tests.helpers.servers import remote_litegate
 
 
 def _infer(server, key: str, model: str, x: np.ndarray, binary: bool = True):
@@ -48,19 +47,10 @@ def test_v2_route_ab_between_local_models(tmp_path, home, make_gateway):
 
 def test_v2_route_forwards_to_a_remote_v2_server(tmp_path, home, make_gateway, monkeypatch):
     # The remote: another litegate serving model "add" on its own home and key.
-    remote_home = tmp_path / "remote"
-    src = matmul_add_model(tmp_path / "add.onnx", offset=3.0)
-    assert run_cli("models", "add", "add", str(src), home=remote_home)[0] == 0
-    remote_key = create_key(remote_home, "edge")
-    from litegate.app import create_app
-    from litegate.db import migrate
-
-    remote_settings = Settings.load(home=remote_home)
-    migrate.upgrade(remote_settings.db_url)
-    with ThreadServer(create_app(remote_settings)) as remote:
+    with remote_litegate(tmp_path, offset=3.0) as (remote_url, remote_key):
         monkeypatch.setenv("LG_REMOTE_KEY", remote_key)
         apply_config(home, {
-            "upstreams": [{"name": "triton", "kind": "v2", "base_url": remote.url,
+            "upstreams": [{"name": "triton", "kind": "v2", "base_url": remote_url,
                            "api_key_env": "LG_REMOTE_KEY"}],
             "routes": [{"name": "remote-add", "variants": [{"upstream": "triton", "model": "add"}]}],
         })
