@@ -10,7 +10,7 @@ import httpx
 import openai
 from structlog.testing import capture_logs
 
-from tests.helpers.cli import apply_config, chat_config, create_key
+from tests.helpers.cli import apply_config, chat_config, clean_env, create_key
 from tests.helpers.servers import run_fake_upstream
 
 
@@ -111,9 +111,12 @@ def test_metrics_exposed(home, fake_upstream, make_gateway):
     assert ready.status_code == 200 and ready.json()["ready"] is True
 
 
-def test_proxy_only_gateway_never_imports_onnxruntime(home, fake_upstream):
+def test_proxy_only_gateway_never_imports_what_it_does_not_use(home, fake_upstream):
+    """onnxruntime, onnx and tokenizers load with the first model; opentelemetry and the
+    tracing layers only with LITEGATE_TRACING on."""
     apply_config(home, chat_config(fake_upstream.base_url))
     key = create_key(home)
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     code = f"""
 import sys, asyncio, httpx
 from litegate.app import create_app
@@ -122,18 +125,24 @@ app = create_app(Settings.load(home={str(home)!r}))
 async def go():
     await app.gateway.start()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        r = await c.post("/v1/chat/completions", headers={{"Authorization": "Bearer {key}"}},
+        r = await c.post("/v1/chat/completions", headers={{"Authorization": "Bearer {key}",
+                         "traceparent": "{traceparent}"}},
                          json={{"model": "chat", "messages": []}})
         assert r.status_code == 200, r.text
     await app.gateway.stop()
 asyncio.run(go())
-leaked = [m for m in ("onnxruntime", "onnx", "tokenizers") if m in sys.modules]
+leaked = sorted(m for m in sys.modules if m in ("onnxruntime", "onnx", "tokenizers",
+                "litegate.middleware.tracing") or m.startswith("opentelemetry"))
 assert not leaked, leaked
 print("ok")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=clean_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+    # Untraced, the gateway is transparent: the caller's traceparent reaches the upstream as is.
+    seen = {k.lower(): v for k, v in fake_upstream.headers_seen[-1].items()}
+    assert seen["traceparent"] == traceparent
 
 
 def test_log_lines_inside_a_request_carry_its_context():
