@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from aiohttp import web
 
@@ -195,3 +197,20 @@ def remote_litegate(root: Path, *, offset: float = 3.0) -> Iterator[tuple[str, s
     migrate.upgrade(settings.db_url)
     with ThreadServer(create_app(settings)) as remote:
         yield remote.url, key
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Poll ``url`` until it answers 200, failing as soon as the server process ``proc``
+    exits (with what it printed) or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"server exited ({proc.returncode}): {out!s:.2000} {err!s:.2000}")
+        assert time.monotonic() < deadline, f"{url} never answered 200"
+        time.sleep(0.1)

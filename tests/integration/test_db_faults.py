@@ -12,22 +12,9 @@ from pathlib import Path
 import httpx
 
 from tests.helpers.cli import LITEGATE_BIN, apply_config, chat_config, clean_env, create_key
-from tests.helpers.servers import free_port
+from tests.helpers.servers import free_port, wait_http
 
 MSGS = [{"role": "user", "content": "hi"}]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-2000:]
-        try:
-            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("gateway never became ready")
 
 
 def test_broken_database_files_keep_the_gateway_serving(home: Path, fake_upstream):
@@ -42,7 +29,7 @@ def test_broken_database_files_keep_the_gateway_serving(home: Path, fake_upstrea
     url = f"http://127.0.0.1:{port}"
     h = {"Authorization": f"Bearer {key}"}
     try:
-        _wait_ready(url, proc)
+        wait_http(url + "/readyz", proc, timeout=30)
         db = home / "litegate.db"
         shm = Path(str(db) + "-shm")
         if shm.exists():  # what killed the WAL-mode gateway

@@ -32,7 +32,7 @@ import pytest
 
 from litegate.cli import build_parser
 from tests.helpers.cli import clean_env, serving
-from tests.helpers.servers import free_port, run_fake_upstream
+from tests.helpers.servers import free_port, run_fake_upstream, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -155,7 +155,7 @@ class Reader:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_http(url + "/healthz", server)
+            wait_http(url + "/healthz", server)
             ready = httpx.get(url + "/readyz")
             assert ready.status_code == 200 and ready.json()["ready"], f"{block}: {ready.text}"
             assert "litegate_config_version" in httpx.get(url + "/metrics").text
@@ -182,19 +182,6 @@ class Reader:
                 return
             assert time.monotonic() < deadline, f"gateway did not catch up: {ready}"
             time.sleep(0.05)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(url).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"server exited: {proc.communicate()[0]}"
-        assert time.monotonic() < deadline, f"{url} never answered"
-        time.sleep(0.1)
 
 
 @pytest.fixture

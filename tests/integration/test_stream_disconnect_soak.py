@@ -21,7 +21,7 @@ import httpx
 from litegate.db import migrate
 from litegate.settings import Settings
 from tests.helpers.cli import apply_config, chat_config, create_key
-from tests.helpers.servers import free_port, run_fake_upstream
+from tests.helpers.servers import free_port, run_fake_upstream, wait_http
 from tests.helpers.soak_server import PROBE_PATH
 
 ROUNDS = 3
@@ -68,19 +68,6 @@ async def _round(port: int, request: bytes) -> list[int]:
     return await asyncio.gather(*(one() for _ in range(DISCONNECTS_PER_ROUND)))
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "soak server exited"
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("soak server did not start")
-
-
 def test_disconnecting_stream_clients_do_not_grow_memory(home: Path) -> None:
     # Long streams, so that every client leaves while the upstream is still sending.
     with run_fake_upstream(chunks=400, chunk_delay_s=0.005) as fake:
@@ -92,7 +79,7 @@ def test_disconnecting_stream_clients_do_not_grow_memory(home: Path) -> None:
                                 cwd=Path(__file__).parents[2])
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_ready(url, proc)
+            wait_http(url + "/healthz", proc)
             body = json.dumps({"model": "chat", "stream": True,
                                "messages": [{"role": "user", "content": "hi"}]}).encode()
             request = (
