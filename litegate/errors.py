@@ -41,6 +41,13 @@ class BadRequest(LitegateError):
     type = "invalid_request_error"
 
 
+class WrongAPI(BadRequest):
+    """A route asked for through the API its upstream kind does not speak."""
+
+    def __init__(self, route: str | None, kind: str, use: str) -> None:
+        super().__init__(f"route {route!r} targets a {kind!r} upstream; use the {use} API for it")
+
+
 class Unauthorized(LitegateError):
     """Missing or invalid API key."""
 

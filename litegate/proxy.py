@@ -26,6 +26,7 @@ from litegate.errors import (
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
+    WrongAPI,
 )
 from litegate.policies.metrics import Metrics
 from litegate.policies.variants import choose_variant
@@ -193,10 +194,7 @@ class OpenAIProxy:
             await self._local_embeddings(send, info, route, variant)
             return
         if variant.upstream.kind != "openai":
-            raise BadRequest(
-                f"route {route.name!r} targets a {variant.upstream.kind!r} upstream; "
-                "use the /v2 inference API"
-            )
+            raise WrongAPI(route.name, variant.upstream.kind, "/v2 inference")
         assert info.json is not None
         payload = dict(info.json)
         payload["model"] = variant.model

@@ -43,6 +43,7 @@ from litegate.errors import (
     NotFound,
     Unauthorized,
     UpstreamError,
+    WrongAPI,
 )
 from litegate.grpc_api.tensors import (
     decode_inputs,
@@ -303,8 +304,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         if variant.upstream.kind == "v2":
             return variant.model, variant
         if variant.upstream.kind != "onnx":
-            raise BadRequest(f"route {call.name!r} targets a {variant.upstream.kind!r} "
-                             "upstream; use the /v1 API for it")
+            raise WrongAPI(call.name, variant.upstream.kind, "/v1")
         return variant.model, None
 
     def _local(self, call: Call) -> ModelManager:

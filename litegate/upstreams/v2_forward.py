@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
-from litegate.errors import BadRequest, NotFound, UpstreamError
+from litegate.errors import BadRequest, NotFound, UpstreamError, WrongAPI
 from litegate.request import get_info, read_body
 from litegate.responses import send_response
 from litegate.upstreams.client import UpstreamClient, forward_headers, response_headers
@@ -83,10 +83,7 @@ class V2Router:
             await self._forward(scope, receive, send, target)
             return
         if variant.upstream.kind != "onnx":
-            raise BadRequest(
-                f"route {info.route_name!r} targets a {variant.upstream.kind!r} upstream; "
-                "use the /v1 API for it"
-            )
+            raise WrongAPI(info.route_name, variant.upstream.kind, "/v1")
         await self.local({**scope, "path": target, "raw_path": target.encode()}, receive, send)
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, target: str) -> None:

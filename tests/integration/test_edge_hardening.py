@@ -155,3 +155,20 @@ def test_upstream_answers_are_bounded_or_streamed(home, make_gateway):
         r = httpx.post(server.url + "/v2/models/big/infer", headers=h, json={"inputs": []},
                        timeout=30)
         assert r.status_code == 200 and len(r.content) == size
+
+
+def test_a_route_asked_through_the_wrong_api_is_a_400(home, fake_upstream, make_gateway):
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url},
+                      {"name": "triton", "kind": "v2", "base_url": "http://127.0.0.1:9"}],
+        "routes": [{"name": "chat", "variants": [{"upstream": "mock", "model": "m"}]},
+                   {"name": "tensors", "variants": [{"upstream": "triton", "model": "m"}]}],
+    })
+    key = create_key(home)
+    server = make_gateway()
+    h = {"Authorization": f"Bearer {key}"}
+    r = httpx.post(server.url + "/v2/models/chat/infer", headers=h, json={"inputs": []})
+    assert r.status_code == 400 and "use the /v1 API" in r.json()["error"]
+    r = httpx.post(server.url + "/v1/chat/completions", headers=h,
+                   json={"model": "tensors", "messages": MSGS})
+    assert r.status_code == 400 and "use the /v2 inference API" in r.json()["error"]["message"]
