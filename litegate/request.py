@@ -88,12 +88,9 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def sticky_value(scope: Scope, info: RequestInfo, route: RouteSpec) -> bytes | None:
-    """What keeps a client on one variant of ``route``: its key, a header, or nothing."""
-    if route.sticky == "key" and info.key is not None:
-        return str(info.key.id).encode()
-    if route.sticky == "header" and route.sticky_header is not None:
-        return header(scope, route.sticky_header)
-    return None
+    """:meth:`RouteSpec.sticky_value` for an HTTP request."""
+    value = header(scope, route.sticky_header) if route.sticky_header is not None else None
+    return route.sticky_value(info.key.id if info.key is not None else None, value)
 
 
 def replay_receive(body: bytes, receive: Receive) -> Receive:

@@ -74,6 +74,13 @@ class RouteSpec:
     fallback: str | None
     shadow: VariantSpec | None = None
 
+    def sticky_value(self, key_id: int | None, header: bytes | None) -> bytes | None:
+        """What keeps a client on one variant: its key, or the value of ``sticky_header``
+        (which the caller looks up in its own protocol's headers), or nothing."""
+        if self.sticky == "key":
+            return str(key_id).encode() if key_id is not None else None
+        return header if self.sticky == "header" else None
+
 
 @dataclass(frozen=True, slots=True)
 class Budget:

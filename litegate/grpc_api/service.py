@@ -41,7 +41,6 @@ from litegate.errors import (
     Forbidden,
     LitegateError,
     NotFound,
-    Unauthorized,
     UpstreamError,
     WrongAPI,
 )
@@ -54,11 +53,11 @@ from litegate.grpc_api.tensors import (
 from litegate.inference.codec import HEADER_LENGTH, _numeric, _shape
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.log_config import access_logger
+from litegate.policies.api_keys import authenticate
 from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
 from litegate.policies.stats import Stats
 from litegate.policies.variants import choose_variant
-from litegate.services.keys import hash_key
 from litegate.snapshot import KeySpec, RouteSpec, SnapshotStore, VariantSpec
 from litegate.upstreams.client import UpstreamClient
 from litegate.upstreams.v2_forward import parse_model_call
@@ -215,18 +214,11 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             self._observe(call)
 
     def _authenticate(self, call: Call, metadata: dict[str, str]) -> None:
-        secret = extract_key(metadata)
-        if secret is None:
-            raise Unauthorized(
-                "Missing API key: send 'authorization: Bearer <key>' or 'x-api-key' metadata")
-        key = call.snapshot.keys.get(hash_key(secret))
-        if key is None:
-            raise Unauthorized("Invalid or revoked API key")
         now = time.time()
-        if key.expires_at is not None and key.expires_at <= now:
-            raise Unauthorized("API key expired")
-        call.key = key
-        self.on_key_use(key.id, now)
+        call.key = authenticate(
+            call.snapshot, extract_key(metadata), now,
+            missing="Missing API key: send 'authorization: Bearer <key>' or 'x-api-key' metadata")
+        self.on_key_use(call.key.id, now)
 
     async def _resolve_and_limit(self, call: Call, name: str,
                                  metadata: dict[str, str]) -> None:
@@ -246,13 +238,10 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         if token_checks:
             await self.limiter.check_tokens(token_checks)
         if route is not None:
-            sticky: bytes | None = None
-            if route.sticky == "key":
-                sticky = str(key.id).encode()
-            elif route.sticky == "header" and route.sticky_header is not None:
-                value = metadata.get(route.sticky_header.decode("latin-1"))
-                sticky = value.encode() if value is not None else None
-            call.variant = choose_variant(route, sticky)
+            value = (metadata.get(route.sticky_header.decode("latin-1"))
+                     if route.sticky_header is not None else None)
+            call.variant = choose_variant(
+                route, route.sticky_value(key.id, value.encode() if value is not None else None))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: LitegateError) -> None:
         code = _STATUS.get(exc.status_code, grpc.StatusCode.INTERNAL)

@@ -10,12 +10,10 @@ import time
 from collections.abc import Callable
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
-from litegate.errors import Unauthorized
+from litegate.policies.api_keys import authenticate
 from litegate.request import get_info
-from litegate.services.keys import hash_key
 
 PUBLIC_PATHS = frozenset({"/v2", "/v2/health/live", "/v2/health/ready"})
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
 def extract_key(scope: Scope) -> str | None:
@@ -56,18 +54,9 @@ class AuthMiddleware:
         info = get_info(scope)
         if info is None:
             raise RuntimeError("AuthMiddleware needs RequestContextMiddleware outside it")
-        secret = extract_key(scope)
-        if secret is None:
-            raise Unauthorized(
-                "Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'",
-                headers=_CHALLENGE,
-            )
-        key = info.snapshot.keys.get(hash_key(secret))
-        if key is None:
-            raise Unauthorized("Invalid or revoked API key", headers=_CHALLENGE)
         now = time.time()
-        if key.expires_at is not None and key.expires_at <= now:
-            raise Unauthorized("API key expired", headers=_CHALLENGE)
-        info.key = key
+        info.key = key = authenticate(
+            info.snapshot, extract_key(scope), now,
+            missing="Missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'")
         self.on_key_use(key.id, now)
         await self.app(scope, receive, send)
