@@ -28,9 +28,9 @@ from litegate.middleware import (
 )
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
-from litegate.policies.spend import Spend
 from litegate.policies.metrics import Metrics
 from litegate.policies.runtime_metrics import register_runtime
+from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.policies.tracing import Tracing, start_tracing
 from litegate.settings import Settings
@@ -123,7 +123,7 @@ class Gateway:
                                    "pip install 'litegate[grpc]'") from exc
         s = self.settings
         service = InferenceService(
-            snapshots=self.snapshots, limiter=self.limiter, metrics=self.metrics,
+            snapshots=self.snapshots, limiter=self.limiter, spend=self.spend, metrics=self.metrics,
             stats=self.stats, models=lambda: self.models, client=self.http,
             on_key_use=self.note_key_use, max_response_bytes=s.max_infer_response_bytes,
             access_log=s.access_log)

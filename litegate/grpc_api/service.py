@@ -53,9 +53,11 @@ from litegate.grpc_api.tensors import (
 from litegate.inference.codec import HEADER_LENGTH, _numeric, _shape
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.log_config import access_logger
+from litegate.policies.admission import admit
 from litegate.policies.api_keys import authenticate
 from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
+from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.policies.variants import choose_variant
 from litegate.snapshot import KeySpec, RouteSpec, SnapshotStore, VariantSpec
@@ -131,6 +133,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         *,
         snapshots: SnapshotStore,
         limiter: Limiter,
+        spend: Spend | None,
         metrics: Metrics,
         stats: Stats,
         models: Callable[[], ModelManager],
@@ -144,6 +147,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
 
         self.snapshots = snapshots
         self.limiter = limiter
+        self.spend = spend
         self.metrics = metrics
         self.stats = stats
         self.models = models
@@ -231,12 +235,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         if call.name is not None and not key.allows(call.name):
             raise Forbidden(f"This API key may not use '{call.name}'")
         # Unknown names count against the key's own limits only, then NOT_FOUND.
-        checks = self.limiter.checks("req", snapshot.version, key, call.name, route)
-        if checks:
-            await self.limiter.hit(checks)
-        token_checks = self.limiter.checks("tok", snapshot.version, key, call.name, route)
-        if token_checks:
-            await self.limiter.check_tokens(token_checks)
+        await admit(self.limiter, self.spend, snapshot.version, key, call.name, route)
         if route is not None:
             value = (metadata.get(route.sticky_header.decode("latin-1"))
                      if route.sticky_header is not None else None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+from litegate.policies.admission import admit
 from litegate.policies.limiting import Limiter
 from litegate.policies.spend import Spend
 from litegate.request import configured_name, get_info
@@ -31,18 +32,13 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         # Unknown names count against the key's own limits only (never a per-name key).
-        key, route_name, route = info.key, configured_name(info), info.route
-        version = info.snapshot.version
-        checks = self.limiter.checks("req", version, key, route_name, route)
-        if checks:
-            info.extra_headers.extend(await self.limiter.hit(checks))
-        if self.spend is not None and key.budget is not None:
-            await self.spend.check(key)  # 429 budget_exceeded before any upstream call
-        token_checks = self.limiter.checks("tok", version, key, route_name, route)
+        admitted = await admit(self.limiter, self.spend, info.snapshot.version, info.key,
+                               configured_name(info), info.route)
+        info.extra_headers.extend(admitted.headers)
+        token_checks = admitted.token_checks
         if not token_checks:
             await self.app(scope, receive, send)
             return
-        await self.limiter.check_tokens(token_checks)
         try:
             await self.app(scope, receive, send)
         finally:

@@ -11,6 +11,7 @@ import socket
 import urllib.request
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -20,7 +21,14 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
 from tests.fixtures.onnx_models import matmul_add_model, matmul_add_reference, strings_model
-from tests.helpers.cli import apply_config, create_key, one_line_error, run_cli, run_litegate
+from tests.helpers.cli import (
+    apply_config,
+    chat_config,
+    create_key,
+    one_line_error,
+    run_cli,
+    run_litegate,
+)
 from tests.helpers.servers import free_port, remote_litegate
 
 
@@ -279,3 +287,26 @@ def test_busy_grpc_port_is_one_line(home) -> None:
     line = one_line_error(result.returncode, result.stderr)
     assert line == (f"error: gRPC port {port} on 127.0.0.1 is already in use: stop the other "
                     "process or choose another with --grpc-port N (LITEGATE_GRPC_PORT)")
+
+
+def test_a_spent_budget_stops_grpc_calls_too(tmp_path, home, fake_upstream, make_gateway) -> None:
+    """The budget is spent on REST chat; the same key's gRPC calls are refused after it."""
+    src = matmul_add_model(tmp_path / "add.onnx")
+    assert run_cli("models", "add", "add", str(src), home=home)[0] == 0
+    doc = chat_config(fake_upstream.base_url)
+    # $1000 per 1M tokens each way: the fake's 12 tokens cost $0.012 a request.
+    doc["routes"][0]["variants"][0]["price"] = {"input_per_1m": 1000, "output_per_1m": 1000}
+    assert apply_config(home, doc, tmp_path, "--merge")[0] == 0
+    key = create_key(home, "capped", "--budget", "0.01", "--budget-period", "30d")
+    port = free_port()
+    server = make_gateway(grpc_port=port)
+    client = _grpc(port)
+    x = np.ones((1, 4), np.float32)
+    client.infer("add", [_fp32_input(x)], headers=_auth(key))
+    r = httpx.post(server.url + "/v1/chat/completions", headers=_auth(key),
+                   json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("add", [_fp32_input(x)], headers=_auth(key))
+    assert _code(info) == "StatusCode.RESOURCE_EXHAUSTED" and "budget" in str(info.value).lower()
+    client.close()
