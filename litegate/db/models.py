@@ -80,6 +80,8 @@ class Route(TimestampMixin, Base):
     # Variant that receives a mirrored copy of each request; its answer is ignored.
     shadow: Mapped[str | None] = mapped_column(String(200), default=None)
     description: Mapped[str] = mapped_column(Text, default="")
+    # Adaptive A/B (bandit) settings; NULL: the configured weights stay fixed.
+    adaptive: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 
     variants: Mapped[list[RouteVariant]] = relationship(
