@@ -82,6 +82,8 @@ class Route(TimestampMixin, Base):
     description: Mapped[str] = mapped_column(Text, default="")
     # Adaptive A/B (bandit) settings; NULL: the configured weights stay fixed.
     adaptive: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Semantic cache settings (embedding model, threshold, bounds); NULL: off.
+    semantic_cache: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     row_version: Mapped[int] = mapped_column(Integer, default=1)
 
     variants: Mapped[list[RouteVariant]] = relationship(
@@ -255,3 +257,20 @@ class ConfigState(Base):
     id: Mapped[int] = mapped_column(primary_key=True, default=1)
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AdminToken(Base):
+    """A token for the admin HTTP API. Only the SHA-256 of the secret is stored; the row
+    is read on every API request, so a revocation holds at once on every replica."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(10))  # "read" (GET only) | "write"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
