@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 from litegate.cli.common import print_json, print_table, transaction
 from litegate.faults import OperationalFault
 from litegate.policies.limiting import storage_uri
-from litegate.policies.spend import NANO, Spend
+from litegate.policies.spend import DAY, RETENTION_DAYS, Spend, UsageReport
 from litegate.services.schema import ValidationFailed, parse_period
 from litegate.settings import Settings
 from litegate.snapshot import build_snapshot
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 async def _usage(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        since_s = parse_period(args.since)
+        days = since_days(args.since)
     except ValueError as exc:
         raise ValidationFailed([f"--since: {exc}"]) from None
     if not settings.redis:
@@ -49,32 +49,36 @@ async def _usage(args: argparse.Namespace, settings: Settings) -> int:
 
     spend = Spend(storage_from_string(storage_uri(settings.redis)))
     try:
-        rows = [r.as_dict() for r in await spend.usage(snapshot, since_s=since_s)]
-        budgets: list[dict[str, Any]] = []
-        for k in sorted(snapshot.keys.values(), key=lambda k: (k.name, k.id)):
-            b = k.budget
-            if b is None:
-                continue
-            spent = await spend.spent_nano(k)
-            budgets.append({
-                "key": k.name, "max_usd": b.max_nano / NANO, "period": b.period,
-                "spent_usd": spent / NANO, "alert_at": b.alert_at,
-                "alert": b.alert_at is not None and spent >= int(b.max_nano * b.alert_at),
-                "exceeded": spent >= b.max_nano,
-            })
+        report = await spend.report(snapshot, days=days)
     except Exception as exc:  # the storage's own errors (connection refused, timeouts)
         raise OperationalFault(f"cannot read usage from Redis at {settings.redis}: {exc}") from exc
+    rows = [r.as_dict() for r in report.rows]
     if args.csv:
         with args.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+            write_csv(f, report)
     if args.json:
-        print_json({"since": args.since, "usage": rows, "budgets": budgets})
+        print_json({"since": args.since, **report.as_dict()})
         return 0
     print_table([r | {"cost_usd": f"{r['cost_usd']:.6f}"} for r in rows], COLUMNS)
-    if budgets:
+    if report.budgets:
         print()
-        print_table([b | {"state": "exceeded" if b["exceeded"] else "alert" if b["alert"] else "ok"}
-                     for b in budgets], ["key", "max_usd", "period", "spent_usd", "state"])
+        print_table([b.as_dict() | {"state": "exceeded" if b.exceeded else
+                                    "alert" if b.alert else "ok"} for b in report.budgets],
+                    ["key", "max_usd", "period", "spent_usd", "state"])
     return 0
+
+
+def since_days(value: str) -> int:
+    """``--since`` as whole UTC days (today included; ``12h`` is today), at most the
+    counters' retention."""
+    days = max(parse_period(value) // DAY, 1)
+    if days > RETENTION_DAYS:
+        raise ValueError(f"usage is kept {RETENTION_DAYS} days; ask for {RETENTION_DAYS}d or less")
+    return days
+
+
+def write_csv(f: TextIO, report: UsageReport) -> None:
+    """The report's rows as CSV (the same columns as the table)."""
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(r.as_dict() for r in report.rows)

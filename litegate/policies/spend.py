@@ -11,16 +11,17 @@ Counters (every name from configuration, never from client text):
 * ``litegate/spend/{key_id}/{period_s}/{window}``: the key's spend in the current fixed
   window of its budget period (windows are aligned to the Unix epoch), expiring with it.
 * ``litegate/usage/{day}/{key_id}/{route}/{variant}/{field}``: requests, prompt and
-  completion tokens and cost per UTC day, kept ``RETENTION_DAYS``. ``litegate usage``
-  reads them back for the keys, routes and variants of the current configuration.
+  completion tokens and cost per UTC day, kept ``RETENTION_DAYS``. ``Spend.report``
+  reads them back for the keys, routes and variants of the current configuration: the
+  one query behind ``litegate usage`` and the console's Usage page.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Collection
+from dataclasses import dataclass, field
 
 import structlog
 from limits.aio.storage import Storage
@@ -36,6 +37,8 @@ DAY = 86_400
 RETENTION_DAYS = 400
 FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_nano")
 NANO = 1_000_000_000
+READ_BATCH = 64
+"""Counters read concurrently by a report (bounds its Redis connections)."""
 
 
 def cost_nano(variant: VariantSpec | None, prompt: int, completion: int) -> int:
@@ -45,23 +48,107 @@ def cost_nano(variant: VariantSpec | None, prompt: int, completion: int) -> int:
 
 
 @dataclass(slots=True)
-class UsageRow:
-    key: str
-    route: str
-    variant: str
+class Totals:
     requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_nano: int = 0
 
+    def add(self, other: Totals) -> None:
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_nano += other.cost_nano
+
     def as_dict(self) -> dict[str, object]:
         return {
-            "key": self.key, "route": self.route, "variant": self.variant,
             "requests": self.requests, "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "cost_usd": self.cost_nano / NANO,
         }
+
+
+@dataclass(slots=True)
+class UsageRow:
+    """One key's usage of one route variant over the report's days."""
+
+    key: str
+    route: str
+    variant: str
+    totals: Totals = field(default_factory=Totals)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"key": self.key, "route": self.route, "variant": self.variant,
+                **self.totals.as_dict()}
+
+
+@dataclass(slots=True)
+class KeyUsage:
+    """One key's usage per UTC day (all its routes and variants), oldest day first."""
+
+    key_id: int
+    key: str
+    days: list[Totals]
+    total: Totals = field(default_factory=Totals)
+
+
+@dataclass(slots=True)
+class BudgetState:
+    key_id: int
+    key: str
+    max_nano: int
+    period: str
+    spent_nano: int
+    alert_at: float | None
+
+    @property
+    def alert_nano(self) -> int | None:
+        return None if self.alert_at is None else int(self.max_nano * self.alert_at)
+
+    @property
+    def alert(self) -> bool:
+        return self.alert_nano is not None and self.spent_nano >= self.alert_nano
+
+    @property
+    def exceeded(self) -> bool:
+        return self.spent_nano >= self.max_nano
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key, "max_usd": self.max_nano / NANO, "period": self.period,
+            "spent_usd": self.spent_nano / NANO, "alert_at": self.alert_at,
+            "alert": self.alert, "exceeded": self.exceeded,
+        }
+
+
+@dataclass(slots=True)
+class UsageReport:
+    """What ``litegate usage``, the console's Usage page and its API show."""
+
+    days: list[int]
+    """UTC day numbers (days since the epoch), oldest first."""
+    rows: list[UsageRow]
+    """Per key, route and variant; rows without traffic omitted."""
+    keys: list[KeyUsage]
+    """Per key and day; keys without traffic omitted."""
+    budgets: list[BudgetState]
+
+    def as_dict(self) -> dict[str, object]:
+        dates = [day_date(d) for d in self.days]
+        return {
+            "days": dates,
+            "usage": [r.as_dict() for r in self.rows],
+            "daily": [{"key": k.key, "days": [{"date": d, **t.as_dict()}
+                                              for d, t in zip(dates, k.days, strict=True)]}
+                      for k in self.keys],
+            "budgets": [b.as_dict() for b in self.budgets],
+        }
+
+
+def day_date(day: int) -> str:
+    """A UTC day number as ``YYYY-MM-DD``."""
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
 
 
 class Spend:
@@ -155,28 +242,59 @@ class Spend:
                             spent_usd=total / NANO, budget_usd=b.max_nano / NANO,
                             alert_at=b.alert_at)
 
-    async def usage(
-        self, snapshot: Snapshot, *, since_s: int, now: float | None = None
-    ) -> list[UsageRow]:
-        """Usage per key name, route and variant over the last ``since_s`` seconds (whole
-        UTC days), for the keys and routes of ``snapshot``; rows without traffic omitted."""
+    async def report(
+        self,
+        snapshot: Snapshot,
+        *,
+        days: int,
+        key_ids: Collection[int] | None = None,
+        now: float | None = None,
+    ) -> UsageReport:
+        """Usage over the last ``days`` UTC days (today included) and each budget's spend
+        in its current period, for the keys (all, or ``key_ids``) and routes of
+        ``snapshot``. ``days`` is 1 to ``RETENTION_DAYS`` (ValueError otherwise)."""
+        if not 1 <= days <= RETENTION_DAYS:
+            raise ValueError(f"days must be from 1 to {RETENTION_DAYS}")
         now = time.time() if now is None else now
         last = int(now // DAY)
-        days = range(last - max(since_s // DAY, 1) + 1, last + 1)
-        keys = sorted(snapshot.keys.values(), key=lambda k: (k.name, k.id))
-        rows: list[UsageRow] = []
+        day_numbers = list(range(last - days + 1, last + 1))
+        keys = sorted((k for k in snapshot.keys.values() if key_ids is None or k.id in key_ids),
+                      key=lambda k: (k.name, k.id))
+        routes = sorted(snapshot.routes.values(), key=lambda r: r.name)
+        report = UsageReport(day_numbers, [], [], [])
         for k in keys:
-            for route in sorted(snapshot.routes.values(), key=lambda r: r.name):
+            per_day = KeyUsage(k.id, k.name, [Totals() for _ in day_numbers])
+            for route in routes:
                 if not k.allows(route.name):
                     continue
                 for v in route.variants:
-                    row = UsageRow(k.name, route.name, v.name)
                     names = [f"litegate/usage/{d}/{k.id}/{route.name}/{v.name}/{f}"
-                             for d in days for f in FIELDS]
-                    values = await asyncio.gather(*(self.storage.get(n) for n in names))
-                    for i, value in enumerate(values):
-                        field = FIELDS[i % len(FIELDS)]
-                        setattr(row, field, getattr(row, field) + int(value))
-                    if row.requests:
-                        rows.append(row)
-        return rows
+                             for d in day_numbers for f in FIELDS]
+                    values = await self._get_many(names)
+                    row = UsageRow(k.name, route.name, v.name)
+                    for i, day in enumerate(per_day.days):
+                        t = Totals(*values[i * len(FIELDS):(i + 1) * len(FIELDS)])
+                        day.add(t)
+                        row.totals.add(t)
+                    if row.totals.requests:
+                        report.rows.append(row)
+                        per_day.total.add(row.totals)
+            if per_day.total.requests:
+                report.keys.append(per_day)
+            if k.budget is not None:
+                report.budgets.append(BudgetState(
+                    k.id, k.name, k.budget.max_nano, k.budget.period,
+                    await self.spent_nano(k, now=now), k.budget.alert_at))
+        return report
+
+    async def _get_many(self, names: list[str]) -> list[int]:
+        # In slices, so a long report never opens hundreds of Redis connections at once.
+        values: list[int] = []
+        for i in range(0, len(names), READ_BATCH):
+            batch = names[i:i + READ_BATCH]
+            if self.local:
+                values.extend([int(await self.storage.get(n)) for n in batch])
+            else:
+                values.extend(int(v) for v in
+                              await asyncio.gather(*(self.storage.get(n) for n in batch)))
+        return values
