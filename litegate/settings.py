@@ -90,6 +90,14 @@ class Settings:
     """Comma-separated ORT providers, or ``auto`` (CUDA first when usable, then CPU)."""
     strict_providers: bool = False
     """Fail instead of falling back to CPU when a requested provider is unavailable."""
+    devices: str = ""
+    """CUDA device ids sessions are placed on, e.g. ``0,1`` (least-loaded first; a model's
+    ``device_id`` option pins it); empty = device 0."""
+    gpu_memory_mb: int = 0
+    """Budget per CUDA device for loaded sessions (each session's ``gpu_mem_limit`` too);
+    least recently used idle sessions on that device are unloaded; 0 = unlimited."""
+    trt_fp16: bool = False
+    """TensorRT provider: build FP16 engines (``trt_fp16_enable``)."""
     inference_workers: int = 0
     """Threads for tokenizing and warm-up work; 0 means the number of CPUs (at least 2)."""
     intra_op_threads: int = 0

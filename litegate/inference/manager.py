@@ -33,6 +33,15 @@ from litegate.inference.batcher import AdaptiveBatcher, QueueFull
 from litegate.inference.dtypes import Tensor, Tensors
 from litegate.inference.memory import MEASURING, release_memory
 from litegate.inference.metrics import ModelMetrics
+from litegate.inference.placement import (
+    MIB,
+    PlacementError,
+    choose_device,
+    device_charge,
+    parse_devices,
+    pinned_device,
+)
+from litegate.inference.providers import wants_device
 from litegate.inference.signature import Signature, validate_inputs
 from litegate.inference.stats import Observers, VersionStats
 from litegate.settings import Settings
@@ -73,6 +82,8 @@ class _Entry:
     inflight: int = 0
     retired: bool = False
     last_used: float = field(default_factory=time.monotonic)
+    device: int | None = None  # the CUDA device it is charged to (None: host only)
+    device_bytes: int = 0
 
     @property
     def idle(self) -> bool:
@@ -133,6 +144,7 @@ class ModelManager:
         self._room = asyncio.Event()  # set whenever a version goes idle
         self._budget_lock: asyncio.Lock | None = None
         self._measured: dict[Key, int] = {}
+        self._placing: dict[Key, tuple[int, int]] = {}  # loads under way: (device, bytes)
         self._closing: set[asyncio.Task[None]] = set()  # sessions being freed
         self.stats: dict[Key, VersionStats] = {}
 
@@ -341,16 +353,23 @@ class ModelManager:
         key = (spec.name, str(vspec.version))
         instances, options = self._plan(spec, vspec)
         timeout = float(self.settings.model_load_timeout_s or 120.0)
-        if self.budget_bytes > 0:
+        gpu = wants_device(str(options.get("providers") or self.settings.providers))
+        if self.budget_bytes > 0 or (gpu and self.device_budget_bytes > 0):
             # One load at a time under a budget: each makes room first, so loads queue
             # instead of evicting each other (and they are measured one by one).
             if self._budget_lock is None:
                 self._budget_lock = asyncio.Lock()
             async with self._budget_lock:
-                await self._make_room(key, self._estimate(key, vspec), timeout)
-                loaded = await self._run_load(loop, spec, vspec, options, timeout)
+                device, charge = self._place(key, vspec, options) if gpu else (None, 0)
+                if self.budget_bytes > 0:
+                    await self._make_room(key, self._estimate(key, vspec), timeout)
+                if device is not None and self.device_budget_bytes > 0:
+                    await self._make_room(key, charge, timeout, device)
+                loaded = await self._run_placed(loop, spec, vspec, options, timeout, device,
+                                                charge)
         else:
-            loaded = await self._run_load(loop, spec, vspec, options, timeout)
+            device, charge = self._place(key, vspec, options) if gpu else (None, 0)
+            loaded = await self._run_placed(loop, spec, vspec, options, timeout, device, charge)
         if loaded is None:
             raise ModelUnavailable(
                 f"model {spec.name!r} version {vspec.version!r} did not load within "
@@ -379,6 +398,8 @@ class ModelManager:
         )
         entry = _Entry(key, str(vspec.path), str(vspec.sha256), loaded, batcher, executor,
                        hot=spec.hot)
+        if loaded.device_id is not None:  # really on the device (not fallen back to CPU)
+            entry.device, entry.device_bytes = loaded.device_id, charge
         holder.append(entry)
         previous = self._loaded.pop(key, None)
         if previous is not None:
@@ -388,6 +409,42 @@ class ModelManager:
         self.metrics.load_seconds.labels(*key).observe(time.perf_counter() - started)
         self._enforce_budget(keep=key)
         return entry
+
+    def _place(self, key: Key, vspec: ModelVersionSpec, options: dict[str, Any]
+               ) -> tuple[int, int]:
+        """The device for a session on a GPU provider (set as its ``device_id``) and the
+        bytes it will be charged there; see :mod:`litegate.inference.placement`."""
+        from litegate.inference.session import ModelUnavailable
+
+        try:
+            devices = parse_devices(self.settings.devices)
+            pinned = pinned_device(options, devices)
+            charge = device_charge(options, int(vspec.size_bytes or 0))
+        except PlacementError as exc:
+            raise ModelUnavailable(f"model {key[0]!r} version {key[1]!r}: {exc}") from exc
+        charged: dict[int, int] = {}
+        sessions: dict[int, int] = {}
+        placed = [(e.device, e.device_bytes) for e in self._loaded.values()
+                  if e.device is not None]
+        for d, n in [*placed, *self._placing.values()]:
+            charged[d] = charged.get(d, 0) + n
+            sessions[d] = sessions.get(d, 0) + 1
+        device = choose_device(devices, charged, sessions, pinned)
+        options["device_id"] = device
+        return device, charge
+
+    async def _run_placed(self, loop: asyncio.AbstractEventLoop, spec: ModelSpec,
+                          vspec: ModelVersionSpec, options: dict[str, Any], timeout: float,
+                          device: int | None, charge: int) -> LoadedSession | None:
+        """:meth:`_run_load`, with the device held for this load while it runs (so
+        concurrent loads spread over the devices)."""
+        key = (spec.name, str(vspec.version))
+        if device is not None:
+            self._placing[key] = (device, charge)
+        try:
+            return await self._run_load(loop, spec, vspec, options, timeout)
+        finally:
+            self._placing.pop(key, None)
 
     async def _run_load(self, loop: asyncio.AbstractEventLoop, spec: ModelSpec,
                         vspec: ModelVersionSpec, options: dict[str, Any], timeout: float
@@ -409,7 +466,15 @@ class ModelManager:
     # ------------------------------------------------------------ memory budget
     @property
     def budget_bytes(self) -> int:
-        return int(self.settings.model_memory_mb or 0) * 1024 * 1024
+        return int(self.settings.model_memory_mb or 0) * MIB
+
+    @property
+    def device_budget_bytes(self) -> int:
+        """The budget of each CUDA device (``gpu_memory_mb``); 0 = unlimited."""
+        return int(self.settings.gpu_memory_mb or 0) * MIB
+
+    def _budget(self, device: int | None) -> int:
+        return self.budget_bytes if device is None else self.device_budget_bytes
 
     def queue_states(self) -> list[tuple[str, str, int, int, int]]:
         """(model, version, waiting requests, max_queue, bytes) per loaded version, for
@@ -417,30 +482,40 @@ class ModelManager:
         return [(k[0], k[1], e.batcher.pending, e.batcher.max_queue, e.loaded.size_bytes)
                 for k, e in list(self._loaded.items()) if e.loaded is not None]
 
-    def loaded_bytes(self) -> int:
-        return sum(e.loaded.size_bytes for e in self._loaded.values() if e.loaded is not None)
+    @staticmethod
+    def _charge(entry: _Entry, device: int | None) -> int:
+        """What ``entry`` counts against the host budget (None) or ``device``'s."""
+        if device is None:
+            return entry.loaded.size_bytes if entry.loaded is not None else 0
+        return entry.device_bytes if entry.device == device else 0
+
+    def loaded_bytes(self, device: int | None = None) -> int:
+        """Bytes held by loaded sessions: all of them (host), or those on ``device``."""
+        return sum(self._charge(e, device) for e in self._loaded.values())
 
     def _evictable(self, key: Key, entry: _Entry) -> bool:
         return entry.idle and not entry.hot and not self._pins.get(key)
 
-    def _evict_until(self, budget: int, keep: Key | None) -> None:
+    def _evict_until(self, budget: int, keep: Key | None, device: int | None = None) -> None:
         for key in list(self._loaded):
-            if self.loaded_bytes() <= budget:
+            if self.loaded_bytes(device) <= budget:
                 return
             entry = self._loaded[key]
-            if key != keep and self._evictable(key, entry):
+            if key != keep and self._charge(entry, device) and self._evictable(key, entry):
                 self.metrics.evictions.labels(*key).inc()
                 log.info("onnx_model_evicted", model=key[0], version=key[1])
                 self._retire(entry)
 
     def _enforce_budget(self, keep: Key) -> None:
-        budget = self.budget_bytes
-        if budget <= 0:
-            return
-        self._evict_until(budget, keep)
-        if self.loaded_bytes() > budget:
-            log.warning("onnx_memory_budget_exceeded", loaded_bytes=self.loaded_bytes(),
-                        budget_bytes=budget)
+        entry = self._loaded.get(keep)
+        for device in {None, entry.device if entry is not None else None}:
+            budget = self._budget(device)
+            if budget <= 0:
+                continue
+            self._evict_until(budget, keep, device)
+            if self.loaded_bytes(device) > budget:
+                log.warning("onnx_memory_budget_exceeded", device=device,
+                            loaded_bytes=self.loaded_bytes(device), budget_bytes=budget)
 
     def _estimate(self, key: Key, vspec: ModelVersionSpec) -> int:
         """Bytes a version will hold once loaded: its last measurement, else the largest
@@ -450,22 +525,33 @@ class ModelManager:
         same = [n for k, n in self._measured.items() if k[0] == key[0]]
         return max([*same, int(vspec.size_bytes or 0)])
 
-    async def _make_room(self, key: Key, need: int, timeout: float) -> None:
-        """Evict idle versions until ``need`` more bytes fit; wait for busy ones to go
-        idle rather than overshooting. Alone in the budget, a version loads anyway."""
+    async def _make_room(self, key: Key, need: int, timeout: float,
+                         device: int | None = None) -> None:
+        """Evict idle versions until ``need`` more bytes fit in the host budget, or in
+        ``device``'s; wait for busy ones to go idle rather than overshooting. Alone in the
+        host budget, a version loads anyway; one larger than a device's budget is refused
+        (``gpu_mem_limit`` would fail it there)."""
+        from litegate.inference.session import ModelUnavailable
+
+        setting = "model_memory_mb" if device is None else f"gpu_memory_mb, device {device}"
+        if device is not None and need > self.device_budget_bytes:
+            raise ModelUnavailable(
+                f"model {key[0]!r} version {key[1]!r} needs {need / MIB:.1f} MiB on a device; "
+                f"the budget per device is {self.device_budget_bytes / MIB:.0f} MiB: raise "
+                "LITEGATE_GPU_MEMORY_MB or lower the model's gpu_memory_mb option")
         deadline = time.monotonic() + timeout
         while True:
-            budget = self.budget_bytes - need
-            self._evict_until(budget, None)
-            if self.loaded_bytes() <= budget or not any(
-                    k != key for k in self._loaded):
+            budget = self._budget(device) - need
+            self._evict_until(budget, None, device)
+            if self.loaded_bytes(device) <= budget or not any(
+                    k != key and self._charge(e, device) for k, e in self._loaded.items()):
                 # Evicted sessions are freed before the new one allocates: never both.
                 await asyncio.gather(*list(self._closing), return_exceptions=True)
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ServiceUnavailable(
-                    f"model {key[0]!r}: the memory budget (model_memory_mb) is held by busy "
+                    f"model {key[0]!r}: the memory budget ({setting}) is held by busy "
                     "models; retry", headers={"Retry-After": "1"})
             self._room.clear()
             try:
@@ -650,6 +736,7 @@ class ModelManager:
                 "loaded": {
                     k[1]: {"providers": list(e.loaded.providers),
                            "fell_back": list(e.loaded.fell_back),
+                           "device_id": e.device, "io_binding": e.loaded.binding,
                            "warm_up_error": e.loaded.warm_up_error}
                     for k, e in self._loaded.items() if k[0] == name and e.loaded is not None
                 },
@@ -661,5 +748,9 @@ class ModelManager:
             "models": models,
             "loaded_bytes": self.loaded_bytes(),
             "budget_bytes": self.budget_bytes,
+            "devices": {str(d): {"loaded_bytes": self.loaded_bytes(d),
+                                 "budget_bytes": self.device_budget_bytes}
+                        for d in sorted({e.device for e in self._loaded.values()
+                                         if e.device is not None})},
             "available_providers": list(providers()) if providers else None,
         }

@@ -1,17 +1,20 @@
 """Execution-provider selection and fallback detection (pure logic, no onnxruntime import).
 
 ``select_providers`` turns the ``providers`` setting into the list handed to
-``InferenceSession``; ``check_providers`` compares it with what the session really
-uses (``session.get_providers()``), warns about a GPU that fell back to CPU and, in
-strict mode, refuses the session instead.
+``InferenceSession``; ``build_provider_options`` gives each of them its options (device,
+memory limit, CUDA-graph and TensorRT settings); ``check_providers`` compares the list
+with what the session really uses (``session.get_providers()``), warns about a GPU that
+fell back to CPU and, in strict mode, refuses the session instead.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -19,13 +22,19 @@ from litegate.errors import ServiceUnavailable
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 AUTO_ORDER = (CUDA, CPU)
+GPU_PROVIDERS = (TENSORRT, CUDA)
+"""Providers that place a session on a CUDA device (``device_id``, device memory)."""
+CUDNN_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+TRT_CACHE_DIR = "trt-cache"
+"""Under ``home``: TensorRT's engine cache (never a client's choice of path)."""
 ALIASES = {
     "cpu": CPU,
     "cuda": CUDA,
     "gpu": CUDA,
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
+    "tensorrt": TENSORRT,
+    "trt": TENSORRT,
     "rocm": "ROCMExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
     "dml": "DmlExecutionProvider",
@@ -74,6 +83,73 @@ def cuda_device_present() -> bool:
             return False
         return count.value > 0
     return False
+
+
+def wants_device(setting: str) -> bool:
+    """Would ``setting`` request a CUDA device? (``auto`` does when a device is present.)"""
+    wanted = parse_providers(setting)
+    if wanted is None:
+        return cuda_device_present()
+    return any(p in GPU_PROVIDERS for p in wanted)
+
+
+def on_device(actual: Sequence[str]) -> bool:
+    """Does a session whose real providers are ``actual`` compute on a CUDA device?"""
+    return bool(actual) and actual[0] in GPU_PROVIDERS
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+def build_provider_options(
+    providers: Sequence[str], options: Mapping[str, Any], *, device_id: int = 0,
+    gpu_mem_limit: int = 0, trt_fp16: bool = False, home: Path | None = None,
+    static_shapes: bool = False,
+) -> list[dict[str, str]]:
+    """One options dict per provider, in ``providers`` order, values as ORT reads them.
+
+    CUDA: the device, ``gpu_mem_limit`` (bytes; 0 = ORT's default, the whole device),
+    ``kSameAsRequested`` so the arena grows by what is asked and frees it with the
+    session, cuDNN's algorithm search (``HEURISTIC`` unless the model's
+    ``cudnn_conv_algo_search`` option says otherwise: exhaustive search re-runs for every
+    new input shape), copies in the default stream, and CUDA graphs only when the model
+    asks (``cuda_graph``) and every shape is static (a graph replays fixed addresses).
+    TensorRT: the same device, FP16 when ``trt_fp16`` (setting or model option), and an
+    engine cache under ``home``. Raises ``ValueError`` for an unknown search mode.
+    """
+    search = str(options.get("cudnn_conv_algo_search", "HEURISTIC")).upper()
+    if search not in CUDNN_SEARCH:
+        raise ValueError(f"cudnn_conv_algo_search must be one of {', '.join(CUDNN_SEARCH)}, "
+                         f"not {search!r}")
+    device = str(int(device_id))
+    result: list[dict[str, str]] = []
+    for p in providers:
+        if p == CUDA:
+            cuda = {"device_id": device,
+                    "arena_extend_strategy": str(options.get("gpu_arena_strategy",
+                                                             "kSameAsRequested")),
+                    "cudnn_conv_algo_search": search,
+                    "do_copy_in_default_stream": "1"}
+            if gpu_mem_limit > 0:
+                cuda["gpu_mem_limit"] = str(int(gpu_mem_limit))
+            if static_shapes and _flag(options.get("cuda_graph", False)):
+                cuda["enable_cuda_graph"] = "1"
+            result.append(cuda)
+        elif p == TENSORRT:
+            fp16 = _flag(options.get("trt_fp16", trt_fp16))
+            trt = {"device_id": device, "trt_fp16_enable": "True" if fp16 else "False"}
+            if home is not None:
+                trt["trt_engine_cache_enable"] = "True"
+                trt["trt_engine_cache_path"] = str((Path(home) / TRT_CACHE_DIR).resolve())
+            if gpu_mem_limit > 0:
+                trt["trt_max_workspace_size"] = str(int(gpu_mem_limit))
+            result.append(trt)
+        else:
+            result.append({})
+    return result
 
 
 def select_providers(setting: str, available: Sequence[str], *, strict: bool,

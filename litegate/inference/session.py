@@ -27,12 +27,21 @@ from litegate.errors import BadRequest, LitegateError, ServiceUnavailable
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor, Tensors
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
-from litegate.inference.providers import CPU, check_providers, select_providers
+from litegate.inference.placement import MIB, session_mem_limit
+from litegate.inference.providers import (
+    CPU,
+    build_provider_options,
+    check_providers,
+    on_device,
+    select_providers,
+)
 from litegate.inference.signature import Signature, signature_from_session, validate_inputs
 from litegate.settings import Settings
 
 if TYPE_CHECKING:  # imported for real only inside functions (see ort())
     from onnxruntime import InferenceSession, RunOptions, SessionOptions
+
+    from litegate.inference.binding import GraphBinding
 
 log = structlog.get_logger("litegate.inference")
 
@@ -187,13 +196,29 @@ class LoadedSession:
     load_seconds: float
     output_names: tuple[str, ...] = field(default=())
     warm_up_error: str | None = None  # why warm-up failed (the model still serves)
+    device_id: int | None = None
+    """The CUDA device the session computes on; None on CPU (or after a fallback)."""
+    binding: str | None = None
+    """Where outputs are bound (``"cuda"``/``"cpu"``), or None for plain ``session.run``."""
+    graph: GraphBinding | None = None
+    """Fixed buffers of a CUDA-graph session (static shapes only)."""
 
     def run(self, inputs: Tensors, run_options: RunOptions | None = None
             ) -> dict[str, Tensor]:
-        """One ``session.run``; ``run_options`` lets the caller terminate it (deadline)."""
+        """One run (IO binding when :attr:`binding` says so, else ``session.run``);
+        ``run_options`` lets the caller terminate it (deadline)."""
+        from litegate.inference.binding import bindable, run_bound
+
         names = list(self.output_names)
         try:
-            results: list[Tensor] = self.session.run(names, dict(inputs), run_options)
+            results: list[Tensor]
+            if self.graph is not None:
+                results = self.graph.run(inputs, run_options)
+            elif self.binding is not None and bindable(inputs):
+                results = run_bound(self.session, inputs, names, self.binding,
+                                    self.device_id or 0, run_options)
+            else:
+                results = self.session.run(names, dict(inputs), run_options)
         except Exception as exc:
             kind = type(exc).__name__
             if kind in {"InvalidArgument", "InvalidProtobuf"}:
@@ -236,17 +261,42 @@ def session_options(settings: Settings, options: Mapping[str, Any]) -> SessionOp
     return so
 
 
-def provider_options(providers: list[str], options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    result: list[dict[str, Any]] = []
-    for p in providers:
-        if p == "CUDAExecutionProvider":
-            result.append({
-                "arena_extend_strategy": str(options.get("gpu_arena_strategy", "kSameAsRequested")),
-                "device_id": int(options.get("device_id", 0)),
-            })
-        else:
-            result.append({})
-    return result
+def static_shapes(path: Path) -> bool:
+    """Every graph input and output has a fixed shape (what a CUDA graph needs)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    tensors = [t for t in graph.input if t.name not in weights] + list(graph.output)
+    return bool(tensors) and all(
+        t.type.HasField("tensor_type") and t.type.tensor_type.HasField("shape")
+        and all(d.HasField("dim_value") and d.dim_value > 0
+                for d in t.type.tensor_type.shape.dim)
+        for t in tensors)
+
+
+def _binding_for(loaded: LoadedSession, options: Mapping[str, Any],
+                 cuda_graph: bool) -> None:
+    """IO binding from the providers really in use: on by default on a CUDA device, off
+    on CPU; the ``io_binding`` option forces it either way (``true`` binds to ``cpu``
+    on a CPU session)."""
+    from litegate.inference.binding import GraphBinding
+
+    device = on_device(loaded.providers)
+    wanted = options.get("io_binding")
+    if wanted is None or wanted == "auto":
+        use = device
+    else:
+        use = str(wanted).lower() in {"1", "true", "yes", "on"}
+    if not use:
+        return
+    loaded.binding = "cuda" if device else "cpu"
+    if cuda_graph and device:
+        sig = loaded.signature
+        shapes = {t.name: (tuple(t.shape), V2_TO_NUMPY[t.datatype])
+                  for t in (*sig.inputs, *sig.outputs)}
+        loaded.graph = GraphBinding(loaded.session, loaded.output_names, loaded.binding,
+                                    loaded.device_id or 0, shapes)
 
 
 def _memory_in_use() -> int:
@@ -301,6 +351,18 @@ def load_session(
         rt.get_available_providers(),
         strict=strict,
     )
+    gpu = on_device(requested)
+    try:
+        device_id = int(options.get("device_id") or 0)
+        by_provider = build_provider_options(
+            requested, options, device_id=device_id,
+            gpu_mem_limit=session_mem_limit(options, int(settings.gpu_memory_mb or 0) * MIB),
+            trt_fp16=settings.trt_fp16,
+            home=settings.home,
+            static_shapes=gpu and bool(options.get("cuda_graph")) and static_shapes(Path(path)))
+    except ValueError as exc:  # a bad option (device_id, gpu_memory_mb, cuDNN search)
+        raise ModelUnavailable(f"model {name!r} version {version!r}: {exc}") from exc
+    cuda_graph = any(o.get("enable_cuda_graph") == "1" for o in by_provider)
     # Bounded wait: a load that cannot be measured falls back to the file size.
     measured = MEASURING.acquire(timeout=10)
     try:
@@ -310,7 +372,7 @@ def load_session(
                 str(path),
                 sess_options=session_options(settings, options),
                 providers=requested,
-                provider_options=provider_options(requested, options),
+                provider_options=by_provider,
             )
         except Exception as exc:
             raise ModelUnavailable(
@@ -324,7 +386,9 @@ def load_session(
             providers=tuple(actual), requested_providers=tuple(requested),
             fell_back=tuple(fell_back), size_bytes=0, load_seconds=0.0,
             output_names=signature.output_names,
+            device_id=device_id if on_device(actual) else None,
         )
+        _binding_for(loaded, options, cuda_graph)
         loaded.warm_up_error = warm_up(loaded, runs=int(options.get("warmup_runs", 2)),
             timeout_s=float(settings.model_load_timeout_s or 120.0),
             sample=_stored_sample(Path(path), signature, name))
@@ -335,6 +399,7 @@ def load_session(
     loaded.size_bytes = int(options.get("memory_bytes", 0)) or max(grown, Path(path).stat().st_size)
     loaded.load_seconds = time.perf_counter() - started
     log.info("onnx_model_loaded", model=name, version=version, providers=actual,
+             device_id=loaded.device_id, io_binding=loaded.binding,
              seconds=round(loaded.load_seconds, 3), size_bytes=loaded.size_bytes)
     return loaded
 
@@ -379,7 +444,10 @@ def warm_up(loaded: LoadedSession, runs: int = 2, timeout_s: float = 120.0,
     timer.start()
     try:
         for _ in range(runs):
-            loaded.session.run(None, inputs, ro)
+            if loaded.binding is not None:  # warm the bound path (a CUDA graph captures here)
+                loaded.run(inputs, ro)
+            else:
+                loaded.session.run(None, inputs, ro)
     except Exception as exc:
         if ro.terminate:
             raise ModelUnavailable(
