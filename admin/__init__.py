@@ -35,6 +35,7 @@ from . import (
     quotas_views,
     routes_views,
     upstreams_views,
+    usage_views,
 )
 from .auth import (
     AdminAuthRequired,
@@ -53,6 +54,7 @@ __all__ = ["ROUTE_HANDLERS", "AdminContext", "AdminHost", "create_admin_router"]
 ROUTE_HANDLERS = [
     *access_views.ROUTE_HANDLERS,
     *dashboard_views.ROUTE_HANDLERS,
+    *usage_views.ROUTE_HANDLERS,
     *upstreams_views.ROUTE_HANDLERS,
     *routes_views.ROUTE_HANDLERS,
     *quotas_views.ROUTE_HANDLERS,

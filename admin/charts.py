@@ -8,7 +8,7 @@ Only presentation attributes are used (no ``style=``), so the console's strict
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
@@ -111,9 +111,103 @@ def line_chart(
                     f'points="{" ".join(seg)}"><title>{escape(name)}</title></polyline>'
                 )
     out.append("</svg>")
-    legend = "".join(
+    return Markup(f'<figure class="chart-box">{"".join(out)}{_legend(series)}</figure>')
+
+
+def compact(value: float) -> str:
+    """``1.2k``, ``3.4M``: axis labels that fit."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def usd(value: float) -> str:
+    if value == 0:
+        return "$0"
+    return f"${value:.2f}" if value >= 1 else f"${value:.4g}"
+
+
+def bar_chart(
+    title: str,
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    fmt: Callable[[float], str] = compact,
+    width: int = 560,
+    height: int = 200,
+) -> Markup:
+    """Stacked bars, one per label (e.g. a day), one colour per series; each bar's
+    tooltip gives every series' value."""
+    left, right, top, bottom = 56, 12, 24, 28
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n = max(len(labels), 1)
+    totals = [sum(values[i] for values in series.values()) for i in range(len(labels))]
+    top_value = _nice_max(max(totals, default=0.0))
+    slot = plot_w / n
+    bar_w = max(slot * 0.7, 1.0)
+    out = [
+        (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+         f'width="100%" role="img" aria-label="{escape(title)}">'),
+        f'<title>{escape(title)}</title>',
+        f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
+    ]
+    for i in range(5):
+        tick = top_value * i / 4
+        y = top + plot_h - plot_h * i / 4
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
+            f"{escape(fmt(tick))}</text>"
+        )
+    shown = {0, len(labels) // 2, len(labels) - 1} if labels else set()
+    for i, label in enumerate(labels):
+        x = left + i * slot + (slot - bar_w) / 2
+        base: float = top + plot_h
+        tip = ", ".join(f"{name} {fmt(values[i])}" for name, values in series.items())
+        out.append(f'<g class="bar"><title>{escape(label)}: {escape(tip)}</title>')
+        for idx, values in enumerate(series.values()):
+            h = values[i] / top_value * plot_h
+            if h > 0:
+                base -= h
+                out.append(f'<rect x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
+                           f'height="{h:.1f}" fill="{PALETTE[idx % len(PALETTE)]}"/>')
+        out.append("</g>")
+        if i in shown:
+            out.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - 8}" font-size="10" '
+                       f'text-anchor="middle" fill="#6b7280">{escape(label)}</text>')
+    if not any(totals):
+        out.append(
+            f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" font-size="12" '
+            f'text-anchor="middle" fill="#9ca3af">no usage in this period</text>'
+        )
+    out.append("</svg>")
+    return Markup(f'<figure class="chart-box">{"".join(out)}{_legend(series)}</figure>')
+
+
+def meter(used: float, maximum: float, *, mark: float | None = None, label: str = "") -> Markup:
+    """A horizontal bar: ``used`` of ``maximum`` (red once reached, amber past ``mark``,
+    the alert threshold, drawn as a tick)."""
+    width, height = 220, 14
+    share = min(used / maximum, 1.0) if maximum > 0 else 1.0
+    color = "#dc2626" if used >= maximum else "#d97706" if mark is not None and used >= mark \
+        else "#16a34a"
+    out = [(f'<svg class="meter" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="{escape(label)}"><title>{escape(label)}</title>'),
+           f'<rect width="{width}" height="{height}" rx="3" fill="#e5e7eb"/>',
+           f'<rect width="{share * width:.1f}" height="{height}" rx="3" fill="{color}"/>']
+    if mark is not None and maximum > 0:
+        x = min(mark / maximum, 1.0) * width
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" stroke="#111827" '
+                   f'stroke-width="2"/>')
+    out.append("</svg>")
+    return Markup("".join(out))
+
+
+def _legend(series: Mapping[str, object]) -> Markup:
+    return Markup("<figcaption>" + "".join(
         f'<span class="legend-item"><svg width="10" height="10" aria-hidden="true">'
         f'<rect width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/></svg> {escape(name)}</span>'
         for i, name in enumerate(series)
-    )
-    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption>{legend}</figcaption></figure>')
+    ) + "</figcaption>")

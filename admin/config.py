@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import jinja2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.services.users import LoginThrottle
 from litegate.settings import Settings
@@ -46,6 +47,10 @@ class AdminHost(Protocol):
 
     @property
     def models_loaded(self) -> bool: ...
+
+    @property
+    def spend(self) -> Spend | None:
+        """Usage and budget counters (the gateway's limiter storage: Redis or in-process)."""
 
 
 @dataclass

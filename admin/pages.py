@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
 }
 NAV = (
     ("dashboard", "", "Dashboard"),
+    ("usage", "/usage", "Usage"),
     ("routes", "/routes", "Routes"),
     ("upstreams", "/upstreams", "Upstreams"),
     ("quotas", "/quotas", "Quotas"),

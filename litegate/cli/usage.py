@@ -9,20 +9,15 @@ process and there is nothing shared to read.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
-from typing import TextIO
 
 from litegate.cli.common import print_json, print_table, transaction
 from litegate.faults import OperationalFault
 from litegate.policies.limiting import storage_uri
-from litegate.policies.spend import DAY, RETENTION_DAYS, Spend, UsageReport
+from litegate.policies.spend import CSV_COLUMNS, DAY, RETENTION_DAYS, Spend
 from litegate.services.schema import ValidationFailed, parse_period
 from litegate.settings import Settings
 from litegate.snapshot import build_snapshot
-
-COLUMNS = ["key", "route", "variant", "requests", "prompt_tokens", "completion_tokens",
-           "total_tokens", "cost_usd"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,11 +50,11 @@ async def _usage(args: argparse.Namespace, settings: Settings) -> int:
     rows = [r.as_dict() for r in report.rows]
     if args.csv:
         with args.csv.open("w", newline="") as f:
-            write_csv(f, report)
+            report.write_csv(f)
     if args.json:
         print_json({"since": args.since, **report.as_dict()})
         return 0
-    print_table([r | {"cost_usd": f"{r['cost_usd']:.6f}"} for r in rows], COLUMNS)
+    print_table([r | {"cost_usd": f"{r['cost_usd']:.6f}"} for r in rows], CSV_COLUMNS)
     if report.budgets:
         print()
         print_table([b.as_dict() | {"state": "exceeded" if b.exceeded else
@@ -76,9 +71,3 @@ def since_days(value: str) -> int:
         raise ValueError(f"usage is kept {RETENTION_DAYS} days; ask for {RETENTION_DAYS}d or less")
     return days
 
-
-def write_csv(f: TextIO, report: UsageReport) -> None:
-    """The report's rows as CSV (the same columns as the table)."""
-    writer = csv.DictWriter(f, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(r.as_dict() for r in report.rows)

@@ -19,9 +19,11 @@ Counters (every name from configuration, never from client text):
 from __future__ import annotations
 
 import asyncio
+import csv
 import time
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import structlog
 from limits.aio.storage import Storage
@@ -144,6 +146,16 @@ class UsageReport:
                       for k in self.keys],
             "budgets": [b.as_dict() for b in self.budgets],
         }
+
+    def write_csv(self, f: TextIO) -> None:
+        """The rows as CSV, ``CSV_COLUMNS``."""
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(r.as_dict() for r in self.rows)
+
+
+CSV_COLUMNS = ["key", "route", "variant", "requests", "prompt_tokens", "completion_tokens",
+               "total_tokens", "cost_usd"]
 
 
 def day_date(day: int) -> str:

@@ -8,10 +8,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from litegate.admin import create_admin_router
+from limits.storage import storage_from_string
 from litestar import Litestar
 
 from litegate.db.engine import make_engine, make_sessionmaker
 from litegate.db.models import Base
+from litegate.policies.limit_storage import LocalStorage  # noqa: F401  (registers async+local)
+from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.services import users
 from litegate.settings import Settings
@@ -22,7 +25,8 @@ CSRF_RE = re.compile(r'name="_csrf" value="([^"]+)"')
 
 
 async def make_admin_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace:
-    """A stand-in gateway: real SQLite schema, real Stats, no ONNX manager."""
+    """A stand-in gateway: real SQLite schema, real Stats and in-process spend counters,
+    no ONNX manager."""
     home = tmp_path / "home"
     home.mkdir(parents=True, exist_ok=True)
     cfg = Settings(home=home, secret_key="test-secret-" + "x" * 32, **settings)
@@ -34,7 +38,7 @@ async def make_admin_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace
         await users.create_user(session, ADMIN_USER, ADMIN_PASSWORD, actor="test")
     return SimpleNamespace(
         settings=cfg, engine=engine, sessionmaker=sessionmaker, stats=Stats(), models=None,
-        models_loaded=False,
+        models_loaded=False, spend=Spend(storage_from_string("async+local://")),
     )
 
 
