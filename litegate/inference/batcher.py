@@ -17,6 +17,7 @@ the batcher closes for shutdown, so no thread stays pinned by a run nobody await
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -30,6 +31,15 @@ from litegate.inference.session import InferenceFailed
 
 if TYPE_CHECKING:
     from onnxruntime import RunOptions
+
+
+def usable_cpus() -> int:
+    """CPU cores this process may run on: its affinity mask (``taskset``, cpusets), not
+    the machine's count, so a server pinned to one core does not plan for two."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity API (macOS)
+        return max(1, os.cpu_count() or 1)
 
 
 class QueueFull(ServiceUnavailable):
@@ -126,7 +136,9 @@ class AdaptiveBatcher:
                 self._collect(), name=f"litegate-batcher-{self.name}"
             )
 
-    async def submit(self, inputs: Tensors) -> dict[str, Tensor]:
+    async def submit(self, inputs: Tensors, *, alone: bool = False) -> dict[str, Tensor]:
+        """The outputs for ``inputs``; ``alone``: the caller batched already (the text
+        pipeline), so run it as it is, without waiting for company."""
         if self._closed:
             raise ServiceUnavailable(f"model {self.name!r} was unloaded; retry",
                                      headers={"Retry-After": "1"})
@@ -140,7 +152,7 @@ class AdaptiveBatcher:
         try:
             self._start()
             n = rows(inputs)
-            if not self.batching or n >= self.max_batch_size:
+            if alone or not self.batching or n >= self.max_batch_size:
                 return await self._run_alone(inputs, n)
             assert self._queue is not None
             future: asyncio.Future[dict[str, Tensor]] = (

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import sys
 import time
 from collections import OrderedDict
@@ -29,7 +28,7 @@ import numpy as np
 import structlog
 
 from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable
-from litegate.inference.batcher import AdaptiveBatcher, QueueFull
+from litegate.inference.batcher import AdaptiveBatcher, QueueFull, usable_cpus
 from litegate.inference.dtypes import Tensor, Tensors
 from litegate.inference.memory import MEASURING, release_memory
 from litegate.inference.metrics import ModelMetrics
@@ -133,7 +132,7 @@ class ModelManager:
         self.load_count = 0
         """Loads started; counted on the event loop (never on a loading thread)."""
         n = workers or settings.inference_workers
-        self.workers = n or max(2, os.cpu_count() or 2)
+        self.workers = n or max(2, usable_cpus())
         # Tokenizers only; each loaded version runs on its own bounded executor.
         self._executor = ThreadPoolExecutor(max_workers=self.workers,
                                             thread_name_prefix="litegate-onnx")
@@ -311,7 +310,9 @@ class ModelManager:
         """How many runs of this version may go at once, and the session options.
 
         Batched models default to 2 concurrent runs: one computes while the next batch is
-        merged and the previous one split; unbatched ones to one per worker. Each version
+        merged and the previous one split; unbatched ones to one per worker. On a single
+        usable core (``taskset``) a batched model gets one run: a second would only share
+        that core and split the queue into two half batches. Each version
         gets that many threads of its own, so a slow or hostile model can pin only its
         own. Intra-op threads stay at the setting (0 = ORT's default, all cores).
         """
@@ -320,7 +321,8 @@ class ModelManager:
         batching = int(spec.max_batch_size or 0) > 1 and (
             signature.batchable or not signature.inputs)
         workers = self.workers
-        instances = int(options.get("instances") or (min(2, workers) if batching else workers))
+        instances = int(options.get("instances")
+                        or (min(2, workers, usable_cpus()) if batching else workers))
         return max(1, instances), options
 
     def _load_sync(self, spec: ModelSpec, vspec: ModelVersionSpec,
