@@ -94,7 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         name: getattr(args, name, None)
         for name in (
             "home", "db", "redis", "host", "port", "workers", "config",
-            "providers", "strict_providers", "model_memory_mb",
+            "providers", "strict_providers", "model_memory_mb", "devices", "gpu_memory_mb",
         )
     }
     if getattr(args, "demo", False):

@@ -43,6 +43,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="fail instead of falling back to CPU when a requested provider is missing")
     p.add_argument("--model-memory-mb", type=int, dest="model_memory_mb",
                    help="memory budget for loaded models; least recently used idle ones are unloaded")
+    p.add_argument("--devices",
+                   help='CUDA device ids to place sessions on, least-loaded first, e.g. "0,1" '
+                        "(LITEGATE_DEVICES; default 0)")
+    p.add_argument("--gpu-memory-mb", type=int, dest="gpu_memory_mb",
+                   help="memory budget per CUDA device (each session's gpu_mem_limit too); "
+                        "least recently used idle sessions on it are unloaded "
+                        "(LITEGATE_GPU_MEMORY_MB)")
     p.add_argument("--migrate", action="store_true",
                    help="apply migrations to a non-SQLite database before starting")
     p.add_argument("--server", choices=SERVERS,
@@ -246,6 +253,16 @@ async def _check_database(settings: Settings) -> None:
         await engine.dispose()
 
 
+def check_devices(settings: Settings) -> None:
+    """A bad ``--devices`` list is one line at start-up, not a 503 per model later."""
+    from litegate.inference.placement import PlacementError, parse_devices
+
+    try:
+        parse_devices(settings.devices)
+    except PlacementError as exc:
+        raise OperationalFault(f"{exc} (--devices / LITEGATE_DEVICES)") from exc
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     flags = {name: getattr(args, name, None) for name in ("server", "certfile", "keyfile")}
     settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
@@ -253,6 +270,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         raise OperationalFault(f"unknown server {settings.server!r}: choose --server "
                                f"{' or '.join(SERVERS)} (LITEGATE_SERVER)")
     check_tls(settings)
+    check_devices(settings)
     if getattr(args, "grpc_port", None) is not None:
         settings = settings.replace(grpc_port=args.grpc_port)
     configure_logging(settings.log_format, settings.log_level, cache=True)
