@@ -26,6 +26,7 @@ from litegate.middleware import (
     RequestContextMiddleware,
     RouteResolutionMiddleware,
 )
+from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics
@@ -53,6 +54,10 @@ class Gateway:
         self.snapshots = SnapshotStore(self.sessionmaker, interval_s=s.reload_interval_s)
         self.metrics = Metrics()
         self.stats = Stats()
+        self.bandit = Bandit(metrics=self.metrics, stats=self.stats)
+        """A/B shares: fixed weights, or adaptive ones learnt in this process."""
+        self.pending_feedback = PendingFeedback(max_entries=s.feedback_max_requests,
+                                                ttl_s=s.feedback_ttl_s)
         self.limiter = Limiter(
             storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
         )
@@ -218,6 +223,7 @@ class Gateway:
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.metrics.config_version.set(snapshot.version)
+        self.bandit.update_routes(snapshot.routes)
         self._note_missing_api_keys(snapshot)
         if self._models is not None:
             self._models.on_snapshot(snapshot)
@@ -307,7 +313,8 @@ class Gateway:
         def end(next_app: ASGIApp) -> ASGIApp:
             return next_app if layers is None else layers.end(next_app)
 
-        inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app))
+        inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app),
+                                             bandit=self.bandit, pending=self.pending_feedback)
         inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
                                               cache_streams=s.cache_streams))
         inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter,
@@ -327,6 +334,7 @@ class Gateway:
     def inference_app(self) -> ASGIApp:
         """``/v1`` and ``/v2`` behind the full policy stack."""
         from litegate.aggregate import AggregateHandler
+        from litegate.feedback import FEEDBACK_PATH, FeedbackHandler
         from litegate.proxy import OpenAIProxy
 
         s = self.settings
@@ -334,6 +342,8 @@ class Gateway:
         aggregate = AggregateHandler(
             branch_app=self.build_stack(v1, branch=True), max_body_bytes=s.max_body_bytes
         )
+        feedback = FeedbackHandler(bandit=self.bandit, pending=self.pending_feedback,
+                                   metrics=self.metrics)
         v2: ASGIApp | None = None
 
         async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
@@ -349,6 +359,8 @@ class Gateway:
                 await v2(scope, receive, send)
             elif scope["path"] == "/v1/aggregate":
                 await aggregate(scope, receive, send)
+            elif scope["path"] == FEEDBACK_PATH:
+                await feedback(scope, receive, send)
             elif scope["path"].startswith("/v1/"):
                 await v1(scope, receive, send)
             else:

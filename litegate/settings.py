@@ -53,6 +53,12 @@ class Settings:
     cache_max_bytes: int = 64 * 1024 * 1024
     cache_streams: bool = False
 
+    feedback_max_requests: int = 100_000
+    """Requests of ``adaptive: {metric: feedback}`` routes remembered for ``/v1/feedback``
+    (least recent forgotten first)."""
+    feedback_ttl_s: float = 3600.0
+    """How long after a request its feedback is accepted."""
+
     header_timeout_s: float = 10.0
     """A request's head (request line and headers) must arrive within this many seconds
     of its first byte or of the connection opening; else 408 and the connection closes."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 import structlog
 from limits import RateLimitItem, parse_many
 from sqlalchemy import select
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from litegate.db.models import ApiKey, Model, Quota, Route, Upstream, as_utc
 from litegate.services.audit import current_config_version
-from litegate.services.schema import parse_period
+from litegate.services.schema import AdaptiveIn, parse_period
 
 log = structlog.get_logger("litegate.snapshot")
 
@@ -59,6 +60,28 @@ def nano_per_token(price_per_1m: float | None) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class AdaptiveSpec:
+    """A route's adaptive A/B settings (``services.schema.AdaptiveIn``, validated)."""
+
+    metric: str
+    min_share: float
+    cooldown_s: float
+    min_samples: int
+
+
+def build_adaptive(raw: Mapping[str, Any] | None, route: str) -> AdaptiveSpec | None:
+    if not raw:
+        return None
+    try:
+        a = msgspec.convert(raw, AdaptiveIn)
+    except msgspec.ValidationError as exc:  # a row edited by hand: serve fixed weights
+        log.warning("adaptive_ignored", route=route, error=str(exc))
+        return None
+    return AdaptiveSpec(metric=a.metric, min_share=a.min_share, cooldown_s=a.cooldown_s,
+                        min_samples=a.min_samples)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     variants: tuple[VariantSpec, ...]
@@ -73,6 +96,8 @@ class RouteSpec:
     token_limits: tuple[RateLimitItem, ...]
     fallback: str | None
     shadow: VariantSpec | None = None
+    adaptive: AdaptiveSpec | None = None
+    """Set: the A/B shares adapt (``policies.bandit``); ``None``: the weights are fixed."""
 
     def sticky_value(self, key_id: int | None, header: bytes | None) -> bytes | None:
         """What keeps a client on one variant: its key, or the value of ``sticky_header``
@@ -201,6 +226,7 @@ def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamS
         token_limits=_rates([q.rate for q in quotas if q.kind == "tokens"]),
         fallback=r.fallback,
         shadow=next((v for v in variants if v.name == r.shadow), None),
+        adaptive=build_adaptive(r.adaptive, r.name),
     )
 
 

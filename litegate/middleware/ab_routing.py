@@ -1,22 +1,75 @@
 """A/B routing: the chosen variant becomes a fact on the request, goes to
-``X-Litegate-Variant`` and to metrics, so variants can be compared."""
+``X-Litegate-Variant`` and to metrics, so variants can be compared. With a bandit,
+routes with ``adaptive`` are split by its current shares and each outcome feeds it."""
 
 from __future__ import annotations
 
-from litegate.asgi_types import ASGIApp, Receive, Scope, Send
+import time
+
+from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from litegate.errors import LitegateError
+from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.variants import choose_variant
-from litegate.request import get_info, sticky_value
+from litegate.request import RequestInfo, get_info, sticky_value
+from litegate.snapshot import RouteSpec, VariantSpec
 
 
 class ABRoutingMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, bandit: Bandit | None = None,
+        pending: PendingFeedback | None = None,
+    ) -> None:
         self.app = app
+        self.bandit = bandit
+        self.pending = pending
+        """Where requests of ``feedback`` routes are remembered for ``/v1/feedback``."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = get_info(scope) if scope["type"] == "http" else None
         if info is not None and info.route is not None and info.variant is None:
             route = info.route
-            variant = choose_variant(route, sticky_value(scope, info, route))
+            sticky = sticky_value(scope, info, route)
+            if self.bandit is None:
+                variant = choose_variant(route, sticky)
+            else:
+                variant = self.bandit.choose(route, sticky)
             info.variant = variant
             info.extra_headers.append((b"x-litegate-variant", variant.name.encode()))
+            if self.bandit is not None and self.bandit.adaptive(route.name) is not None:
+                await self._observed(scope, receive, send, info, route, variant)
+                return
         await self.app(scope, receive, send)
+
+    async def _observed(
+        self, scope: Scope, receive: Receive, send: Send, info: RequestInfo,
+        route: RouteSpec, variant: VariantSpec,
+    ) -> None:
+        """Run the request and hand its outcome to the bandit. Client errors (4xx) say
+        nothing about the variant and are not counted; a fallback means it failed."""
+        assert self.bandit is not None
+        adaptive = self.bandit.adaptive(route.name)
+        if adaptive is not None and adaptive.metric == "feedback" and self.pending is not None:
+            self.pending.remember(info.request_id, route.name, variant.name,
+                                  info.key.id if info.key is not None else None)
+        started = time.perf_counter()
+        status = 0
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        except LitegateError as exc:
+            status = status or exc.status_code
+            raise
+        except Exception:
+            status = status or 500
+            raise
+        finally:
+            if not 400 <= status < 500 and status:
+                ok = status < 500 and not info.stream_error and info.variant is variant
+                self.bandit.record(route.name, variant.name, ok=ok,
+                                   latency_s=time.perf_counter() - started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -49,6 +49,15 @@ class Metrics:
         self.breaker_state = Gauge(
             "litegate_circuit_open", "1 while an upstream's circuit is open", ["upstream"],
             registry=r,
+        )
+        self.variant_share = Gauge(
+            "litegate_variant_share", "Share of a route's new traffic each A/B variant gets "
+            "(the configured weights, or the adaptive bandit's current shares)",
+            ["route", "variant"], registry=r,
+        )
+        self.feedback = Summary(
+            "litegate_feedback_score", "Scores received on /v1/feedback by route and variant",
+            ["route", "variant"], registry=r,
         )
         self.config_version = Gauge(
             "litegate_config_version", "Configuration version in use", registry=r

@@ -49,6 +49,8 @@ class Stats:
         churn: past it the series idle the longest is dropped."""
         self._series: dict[tuple[str, str], deque[Bucket]] = {}
         self.keys = KeyUsage()  # per-API-key hourly usage (the console's key page)
+        self.shares: dict[str, dict[str, Any]] = {}
+        """Route -> its A/B shares now in force (``Bandit.describe``); configured routes only."""
 
     def record(
         self,

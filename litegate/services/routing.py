@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,6 +12,7 @@ from litegate.db.models import Quota, Route, RouteVariant, Upstream, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 from litegate.services.schema import (
+    AdaptiveIn,
     CacheIn,
     PriceIn,
     RouteIn,
@@ -72,6 +74,8 @@ def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
         out["shadow"] = r.shadow
     if r.description:
         out["description"] = r.description
+    if r.adaptive:
+        out["adaptive"] = dict(r.adaptive)
     return out
 
 
@@ -92,6 +96,7 @@ def route_in_from_dict(data: dict[str, Any]) -> RouteIn:
         fallback=data.get("fallback"),
         shadow=data.get("shadow"),
         description=data.get("description", ""),
+        adaptive=AdaptiveIn(**data["adaptive"]) if data.get("adaptive") else None,
     )
 
 
@@ -207,6 +212,7 @@ async def upsert_route(
     r.fallback = data.fallback
     r.shadow = data.shadow
     r.description = data.description
+    r.adaptive = msgspec.to_builtins(data.adaptive) if data.adaptive else None
     existing = {v.name: v for v in r.variants}
     new_variants = []
     for pos, vin in enumerate(data.variants):

@@ -72,6 +72,39 @@ class CacheIn(msgspec.Struct, forbid_unknown_fields=True):
     ttl_s: float
 
 
+ADAPTIVE_METRICS = ("errors", "latency", "feedback")
+
+
+class AdaptiveIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Adaptive A/B: shares move toward the variant that does best on ``metric``
+    (Thompson sampling, ``litegate.policies.bandit``), never below ``min_share`` each,
+    recomputed at most every ``cooldown_s`` once ``min_samples`` outcomes are in."""
+
+    metric: str = "errors"
+    min_share: float = 0.05
+    cooldown_s: float = 30.0
+    min_samples: int = 20
+
+
+def check_adaptive(a: AdaptiveIn, path: str, variants: int) -> list[str]:
+    """``variants``: how many variants have a weight > 0 (the ones the bandit shares)."""
+    errors = []
+    if a.metric not in ADAPTIVE_METRICS:
+        errors.append(f"{path}.metric: must be one of {', '.join(ADAPTIVE_METRICS)}")
+    if not 0 <= a.min_share < 1:  # also refuses NaN
+        errors.append(f"{path}.min_share: must be a fraction >= 0 and < 1, e.g. 0.05")
+    elif a.min_share * variants > 1:
+        errors.append(f"{path}.min_share: {a.min_share:g} × {variants} variants is more than 1; "
+                      f"at most {1 / variants:.4g} for {variants} variants")
+    if not 0 <= a.cooldown_s <= 86400:
+        errors.append(f"{path}.cooldown_s: must be between 0 and 86400 seconds")
+    if not 1 <= a.min_samples <= 1_000_000:
+        errors.append(f"{path}.min_samples: must be between 1 and 1000000")
+    if variants < 2:
+        errors.append(f"{path}: adaptive A/B needs at least two variants with a weight > 0")
+    return errors
+
+
 class UpstreamIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     kind: Literal["openai", "v2", "onnx"] = "openai"
@@ -92,6 +125,7 @@ class RouteIn(msgspec.Struct, forbid_unknown_fields=True):
     fallback: str | None = None
     shadow: str | None = None
     description: str = ""
+    adaptive: AdaptiveIn | None = None
 
 
 class ConfigDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -190,6 +224,9 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
         errors.append(f"{path}.shadow: {r.shadow!r} is not a variant of this route")
     if r.fallback == r.name:
         errors.append(f"{path}.fallback: a route cannot fall back to itself")
+    if r.adaptive is not None:
+        errors += check_adaptive(r.adaptive, f"{path}.adaptive",
+                                 sum(1 for v in r.variants if v.weight > 0))
     return errors
 
 

@@ -1,0 +1,211 @@
+"""Adaptive A/B through a real gateway: two fake upstreams (one failing 30 % of the
+time), the official ``openai`` client, ``/v1/feedback`` by the ``X-Request-ID`` of an
+answer, sticky clients, the share gauge, config validation and export."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+import yaml
+from aiohttp import web
+
+from tests.helpers.cli import apply_config, create_key, run_cli
+from tests.helpers.servers import serve_aiohttp
+
+MSGS = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def flaky_upstream() -> Iterator[str]:
+    """An OpenAI-compatible upstream that answers 500 to 3 requests in every 10."""
+    counter = itertools.count()
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        if next(counter) % 10 in (1, 4, 7):
+            return web.json_response({"error": {"message": "flaky", "type": "server_error"}},
+                                     status=500)
+        return web.json_response({
+            "id": "c", "object": "chat.completion", "created": 1, "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    with serve_aiohttp(app) as port:
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+def config(good: str, flaky: str) -> dict:
+    return {
+        "upstreams": [{"name": "good", "base_url": good, "max_retries": 0},
+                      {"name": "flaky", "base_url": flaky, "max_retries": 0}],
+        "routes": [
+            {"name": "chat", "sticky": "header:X-User",
+             "variants": [{"upstream": "good", "model": "m", "name": "steady", "weight": 50},
+                          {"upstream": "flaky", "model": "m", "name": "flaky", "weight": 50}],
+             "adaptive": {"metric": "errors", "min_share": 0.1, "cooldown_s": 0.2,
+                          "min_samples": 20}},
+            {"name": "rated", "sticky": "none",
+             "variants": [{"upstream": "good", "model": "model-a", "name": "a", "weight": 50},
+                          {"upstream": "good", "model": "model-b", "name": "b", "weight": 50}],
+             "adaptive": {"metric": "feedback", "min_share": 0.1, "cooldown_s": 0,
+                          "min_samples": 10}},
+        ],
+    }
+
+
+def client(server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def shares(server, route: str) -> dict[str, float]:
+    text = httpx.get(server.url + "/metrics").text
+    pattern = re.compile(
+        r'^litegate_variant_share\{route="%s",variant="([^"]+)"\} (\S+)$' % re.escape(route), re.M)
+    return {m.group(1): float(m.group(2)) for m in pattern.finditer(text)}
+
+
+def ask(c: openai.OpenAI, route: str, user: str | None = None) -> tuple[str, str, bool]:
+    """(variant, request id, ok) of one chat request."""
+    headers = {"X-User": user} if user else None
+    try:
+        raw = c.chat.completions.with_raw_response.create(model=route, messages=MSGS,
+                                                          extra_headers=headers)
+        return raw.headers["x-litegate-variant"], raw.headers["x-request-id"], True
+    except openai.InternalServerError as exc:
+        return exc.response.headers["x-litegate-variant"], exc.response.headers["x-request-id"], False
+
+
+@pytest.fixture
+def configured(home, fake_upstream, flaky_upstream) -> None:
+    code, _, err = apply_config(home, config(fake_upstream.base_url, flaky_upstream))
+    assert code == 0, err
+
+
+def test_errors_metric_moves_traffic_off_the_flaky_variant_sticky_users_stay(
+    home, configured, make_gateway
+) -> None:
+    key = create_key(home)
+    gateway = make_gateway()
+    c = client(gateway, key)
+    assert shares(gateway, "chat") == {"steady": 0.5, "flaky": 0.5}  # the configured start
+    users = {f"user-{i}": ask(c, "chat", f"user-{i}")[0] for i in range(24)}
+    assert set(users.values()) == {"steady", "flaky"}
+
+    seen = [ask(c, "chat") for _ in range(300)]
+    assert any(not ok for v, _, ok in seen if v == "flaky")
+    assert all(ok for v, _, ok in seen if v == "steady")
+    now = shares(gateway, "chat")
+    assert now["steady"] >= 0.85, now
+    assert now["flaky"] >= 0.1 - 1e-9  # the floor
+    late = Counter(v for v, _, _ in seen[-100:])
+    assert late["steady"] >= 75, late
+    assert late["flaky"] >= 1  # still explored
+
+    # Sticky users keep the variant they were given, even the ones on the flaky one.
+    assert {u: ask(c, "chat", u)[0] for u in users} == users
+    newcomers = Counter(ask(c, "chat", f"new-{i}")[0] for i in range(40))
+    assert newcomers["steady"] >= 30, newcomers
+
+
+def test_feedback_end_to_end_with_the_openai_client(home, configured, make_gateway) -> None:
+    key = create_key(home)
+    outsider_key = create_key(home, "outsider", "--routes", "chat")
+    gateway = make_gateway()
+    c = client(gateway, key)
+    for _ in range(60):
+        variant, rid, ok = ask(c, "rated")
+        assert ok
+        got = c.post("/feedback", cast_to=object,
+                     body={"request_id": rid, "thumbs": "up" if variant == "b" else "down"})
+        assert got == {"request_id": rid, "route": "rated", "variant": variant,
+                       "score": 1.0 if variant == "b" else 0.0}
+    now = shares(gateway, "rated")
+    assert now["b"] >= 0.85 and now["a"] >= 0.1 - 1e-9, now
+    metrics = httpx.get(gateway.url + "/metrics").text
+    assert re.search(r'litegate_feedback_score_count\{route="rated",variant="b"\} [1-9]', metrics)
+
+    _, rid, _ = ask(c, "rated")
+    c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 0.5})
+    with pytest.raises(openai.NotFoundError, match="once per request"):  # only once
+        c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 0.5})
+    with pytest.raises(openai.NotFoundError):
+        c.post("/feedback", cast_to=object, body={"request_id": "never-seen", "score": 1})
+    _, chat_rid, _ = ask(c, "chat")  # a route whose metric is not feedback
+    with pytest.raises(openai.NotFoundError):
+        c.post("/feedback", cast_to=object, body={"request_id": chat_rid, "score": 1})
+
+    # A key without scope on the route cannot score (nor learn the id exists); the
+    # owner still can afterwards.
+    _, rid, _ = ask(c, "rated")
+    outsider = client(gateway, outsider_key)
+    with pytest.raises(openai.NotFoundError):
+        outsider.post("/feedback", cast_to=object, body={"request_id": rid, "score": 1})
+    assert c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 1})
+
+    for bad, why in [
+        ({"request_id": rid, "score": 2}, "between 0 and 1"),
+        ({"request_id": rid, "score": True}, "between 0 and 1"),
+        ({"request_id": rid, "thumbs": "sideways"}, "'up' or 'down'"),
+        ({"request_id": rid, "score": 1, "thumbs": "up"}, "exactly one"),
+        ({"score": 1}, "request_id"),
+        ({"request_id": rid, "score": 1, "extra": 1}, "unknown field"),
+        ([1, 2], "object"),
+    ]:
+        with pytest.raises(openai.BadRequestError, match=why):
+            c.post("/feedback", cast_to=object, body=bad)
+    raw = httpx.post(gateway.url + "/v1/feedback", content=b"{not json",
+                     headers={"Authorization": f"Bearer {key}"})
+    assert raw.status_code == 400 and raw.json()["error"]["message"]
+    big = httpx.post(gateway.url + "/v1/feedback", content=b"x" * 10_000,
+                     headers={"Authorization": f"Bearer {key}"})
+    assert big.status_code == 413
+    assert httpx.post(gateway.url + "/v1/feedback", json={"request_id": rid, "score": 1}
+                      ).status_code == 401
+
+
+def test_feedback_counts_against_the_key_limits(home, configured, make_gateway) -> None:
+    limited, other = create_key(home, "limited", "--limit", "2/minute"), create_key(home)
+    gateway = make_gateway()
+    c = client(gateway, limited)
+    _, rid, _ = ask(c, "rated")
+    _, rid2, _ = ask(client(gateway, other), "rated")
+    c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 1})
+    with pytest.raises(openai.RateLimitError):
+        c.post("/feedback", cast_to=object, body={"request_id": rid2, "score": 1})
+
+
+def test_adaptive_config_is_validated_and_exported(home, fake_upstream, flaky_upstream) -> None:
+    doc = config(fake_upstream.base_url, flaky_upstream)
+    doc["routes"][0]["adaptive"] = {"metric": "clicks", "min_share": 0.6, "cooldown_s": -1}
+    doc["routes"][1]["adaptive"] = {"metric": "errors", "min_sahre": 0.1}
+    code, out, err = apply_config(home, doc)
+    assert code != 0
+    text = out + err
+    assert "routes[0].adaptive.metric: must be one of errors, latency, feedback" in text
+    assert "routes[0].adaptive.min_share: 0.6 × 2 variants is more than 1" in text
+    assert "routes[0].adaptive.cooldown_s" in text
+    assert "min_sahre" in text
+
+    doc = config(fake_upstream.base_url, flaky_upstream)
+    assert apply_config(home, doc)[0] == 0
+    code, out, err = run_cli("config", "export", home=home)
+    assert code == 0, err
+    exported = {r["name"]: r for r in yaml.safe_load(out)["routes"]}
+    assert exported["chat"]["adaptive"] == {"metric": "errors", "min_share": 0.1,
+                                            "cooldown_s": 0.2, "min_samples": 20}
+    assert exported["rated"]["adaptive"]["metric"] == "feedback"
+    # Export → apply is a fixed point; dropping `adaptive` turns it off.
+    del doc["routes"][0]["adaptive"]
+    assert apply_config(home, doc)[0] == 0
+    code, out, _ = run_cli("config", "export", home=home)
+    assert "adaptive" not in {k for r in yaml.safe_load(out)["routes"] if r["name"] == "chat"
+                              for k in r}
