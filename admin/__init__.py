@@ -7,7 +7,9 @@ Usage::
 
 ``gateway`` provides ``settings``, ``sessionmaker``, ``stats`` and ``models``.
 The session middleware, the CSRF/login guard and the error pages live inside the
-router, so nothing outside ``/admin`` pays for them.
+router, so nothing outside ``/admin`` pays for them. The admin HTTP API
+(:mod:`.api`, ``/admin/api/``) is a sibling router with its own token guard and no
+session middleware: a console cookie never authenticates it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from . import (
     upstreams_views,
     usage_views,
 )
+from .api_views import create_api_router
 from .auth import (
     AdminAuthRequired,
     AdminSessionMiddleware,
@@ -152,8 +155,8 @@ def create_admin_router(
         opt={"public": True},
         include_in_schema=False,
     )
-    return Router(
-        path=path or "/",
+    console = Router(
+        path="/",
         route_handlers=[*ROUTE_HANDLERS, static],
         middleware=[AdminSessionMiddleware(context)],
         guards=[admin_guard, ids_guard],
@@ -164,3 +167,5 @@ def create_admin_router(
         },
         include_in_schema=False,
     )
+    return Router(path=path or "/", route_handlers=[console, create_api_router(context)],
+                  include_in_schema=False)

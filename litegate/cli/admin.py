@@ -1,4 +1,5 @@
-"""``litegate admin create-user|set-password|end-sessions``: console accounts and sessions."""
+"""``litegate admin create-user|set-password|end-sessions``: console accounts and sessions;
+``litegate admin create-token|list-tokens|revoke-token``: tokens for the admin HTTP API."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import getpass
 import sys
 
-from litegate.cli.common import actor, transaction
+from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.cli.serve import URL_FILE
+from litegate.services import admin_tokens
 from litegate.services import users as user_service
 from litegate.settings import Settings
 
@@ -30,6 +32,19 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     e = s.add_parser("end-sessions", help="sign out console sessions (all users, or one)")
     e.add_argument("name", nargs="?", help="only this user's sessions")
     e.set_defaults(func=_end_sessions)
+    t = s.add_parser("create-token", help="create an admin API token; the secret is shown only now")
+    t.add_argument("name", help="token name (recorded as token:NAME in the audit log)")
+    t.add_argument("--scope", choices=admin_tokens.SCOPES, required=True,
+                   help="read: GET only; write: every admin API call")
+    t.add_argument("--expires", help="30d, 12h or an ISO timestamp (default: never)")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_create_token)
+    lt = s.add_parser("list-tokens", help="list admin API tokens (never their secrets)")
+    lt.add_argument("--json", action="store_true")
+    lt.set_defaults(func=_list_tokens)
+    rt = s.add_parser("revoke-token", help="revoke an admin API token (at once, on every replica)")
+    rt.add_argument("token", metavar="NAME|ID")
+    rt.set_defaults(func=_revoke_token)
 
 
 def serving_url(settings: Settings) -> str:
@@ -73,4 +88,43 @@ async def _end_sessions(args: argparse.Namespace, settings: Settings) -> int:
         ended = await user_service.end_sessions(session, args.name, actor=actor())
     who = f"user {args.name!r}" if args.name else "all users"
     print(f"Ended {ended} console session(s) of {who}.")
+    return 0
+
+
+async def _create_token(args: argparse.Namespace, settings: Settings) -> int:
+    from litegate.cli.keys import parse_expiry
+
+    expires = parse_expiry(args.expires) if args.expires else None
+    async with transaction(settings) as session:
+        token, secret = await admin_tokens.create_token(
+            session, args.name, scope=args.scope, actor=actor(), expires_at=expires)
+        row = admin_tokens.token_dict(token)
+    if args.json:
+        print_json(row | {"token": secret})
+    else:
+        print(f"Created admin token {row['name']!r} ({row['scope']}). "
+              f"Secret (shown only now):\n\n    {secret}\n\n"
+              f"Use it as `Authorization: Bearer <token>` on {serving_url(settings)}"
+              f"{settings.admin_path}/api/")
+    return 0
+
+
+async def _list_tokens(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        tokens = await admin_tokens.list_tokens(session)
+        rows = [admin_tokens.token_dict(t) | {"state": admin_tokens.token_state(t)}
+                for t in tokens]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "name", "prefix", "scope", "state", "created_at", "expires_at",
+                           "last_used_at"])
+    return 0
+
+
+async def _revoke_token(args: argparse.Namespace, settings: Settings) -> int:
+    async with transaction(settings) as session:
+        token = await admin_tokens.revoke_token(session, args.token, actor=actor())
+        name = token.name
+    print(f"Revoked admin token {name!r}; it is refused from the next request on.")
     return 0
