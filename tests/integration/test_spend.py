@@ -205,3 +205,43 @@ def test_cache_hits_cost_nothing(home, fake_upstream, make_gateway):
         time.sleep(0.2)
         [row] = usage(home, redis)["usage"]
         assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (1, 5, 7)
+
+
+def test_usage_is_exact_across_three_gateway_processes(home, fake_upstream):
+    """Three ``litegate serve`` processes on one Redis, hit concurrently: ``litegate
+    --redis URL usage`` (another process) reports every request, token and nano-dollar."""
+    import contextlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.helpers.cli import run_litegate, serving
+    from tests.helpers.servers import free_port
+
+    with redis_server() as redis, contextlib.ExitStack() as stack:
+        price = {"input_per_1m": 0.15, "output_per_1m": 0.60}
+        assert apply_config(home, priced_config(fake_upstream.base_url, price))[0] == 0
+        keys = {name: create_key(home, name, "--budget", "100") for name in ("alpha", "beta")}
+        urls = []
+        for _ in range(3):
+            port = free_port()
+            stack.enter_context(serving("--port", str(port), "--redis", redis, home=home))
+            urls.append(f"http://127.0.0.1:{port}")
+        jobs = [(urls[i % 3], keys["alpha" if i % 4 else "beta"]) for i in range(240)]
+        with ThreadPoolExecutor(12) as pool:
+            statuses = list(pool.map(lambda job: post(*job).status_code, jobs))
+        assert statuses == [200] * 240
+        sent = {"alpha": 180, "beta": 60}
+        deadline = time.time() + 5
+        while True:  # each replica records just after its response
+            out = run_litegate("--redis", redis, "usage", "--json", "--since", "1d", home=home)
+            assert out.returncode == 0, out.stderr
+            data = json.loads(out.stdout)
+            if sum(r["requests"] for r in data["usage"]) >= 240 or time.time() > deadline:
+                break
+            time.sleep(0.05)
+    nano = 5 * 150 + 7 * 600  # per request: prompt 5, completion 7, in nano-dollars
+    assert [(r["key"], r["requests"], r["prompt_tokens"], r["completion_tokens"], r["cost_usd"])
+            for r in data["usage"]] == [
+        (name, n, 5 * n, 7 * n, n * nano / 1e9) for name, n in sent.items()]
+    assert [(b["key"], b["spent_usd"]) for b in data["budgets"]] == [
+        (name, n * nano / 1e9) for name, n in sent.items()]
+    assert [d["requests"] for d in data["daily"][0]["days"]] == [180]
