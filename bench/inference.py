@@ -12,29 +12,34 @@ weights), so compute matters: on 2 CPU cores one row costs ~4 ms unbatched and ~
 per row in a batch of 64, far above the ~0.2-0.5 ms an HTTP request costs. (With 1024-wide
 layers a row costs ~0.1 ms and every HTTP server, batched or not, measures its HTTP stack.)
 
-Targets (one at a time, all on 127.0.0.1; every HTTP target gets the same load from
-``wrk`` with the same v2 JSON request bodies, 1 row per request):
+Targets, all up side by side on 127.0.0.1, every one under ``taskset -c --server-cpus``
+(default core 0) with ONNX Runtime intra-op threads ``--intra-op`` (1), loaded by ``wrk``
+under ``taskset -c --client-cpus`` (core 1) with the same v2 JSON bodies, 1 row per request:
 
-a. ``raw``          in-process ``session.run`` at batch sizes 1..128; the best rows/s is
-                    the ceiling (no HTTP at all);
-b. ``litegate``     ``litegate serve`` (auth, limits, metrics on) -> ``POST
-                    /v2/models/mlp/infer`` with dynamic batching (``--max-batch`` 64,
-                    ``--delay-ms`` 2);
-c. ``litegate-nb``  the same server, model ``mlp_nobatch`` registered with ``--max-batch 1``;
-d. ``handwritten``  what users write otherwise: a minimal Litestar app under the same
-                    uvicorn (uvloop + httptools) whose sync handler (thread pool) parses
-                    the JSON and calls ``session.run`` per request.
+- ``litegate``     ``litegate serve`` (auth, limits, metrics on) -> ``POST
+                   /v2/models/mlp/infer`` with dynamic batching (``--max-batch`` 64,
+                   ``--delay-ms`` 2);
+- ``litegate-nb``  the same server, model ``mlp_nobatch`` registered with ``--max-batch 1``;
+- ``pytriton``     NVIDIA Triton Inference Server through PyTriton (``bench/peers_setup.sh``
+                   installs it into ``bench/.peers/pytriton``), dynamic batcher with the same
+                   max batch and queue delay;
+- ``handwritten``  what users write otherwise: a minimal Litestar app under uvicorn whose
+                   sync handler (thread pool) parses the JSON and calls ``session.run``.
 
-Concurrency 1, 16 and 64 (``wrk -c``). All servers run side by side and the cells are
-measured in ``--rounds`` interleaved rounds (who goes first rotates), reporting medians,
-because the benchmark machine is shared. Reports rows/s, p50, p99, the providers really in
-use, and the ratios the issue sets as targets. Raw output goes to ``bench/.work/``.
-``--compare-executors`` also runs the batcher in-process on a thread pool vs a process pool.
+Raw ``session.run`` runs on the same core(s) at batch 1..128: the "fair ceiling" of a
+server is raw at the batch size its load really formed (mean batch from its own metrics:
+litegate's ``litegate_model_batch_rows_total / _executions_total``, Triton's
+``nv_inference_count / nv_inference_exec_count``, per cell). Answers are checked against the
+in-process session (8 distinct rows) before and after the load. Concurrency 1, 16 and 64,
+``--rounds`` interleaved rounds (who goes first rotates), medians reported. Raw output goes to
+``bench/.work/``. ``--compare-executors`` also runs the batcher in-process on a thread pool vs
+a process pool.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -55,6 +60,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WORK = BENCH / ".work"
 RESULTS = BENCH / "RESULTS.md"
+PEERS = BENCH / ".peers"  # bench/peers_setup.sh installs the peers here
 HOST = "127.0.0.1"
 IN_DIM, OUT_DIM = 256, 16
 HIDDEN = 4096
@@ -116,6 +122,7 @@ def raw_session(model: Path, setting: str, intra: int = 0):
     so = ort.SessionOptions()
     if intra:
         so.intra_op_num_threads = intra
+        so.inter_op_num_threads = 1
     return ort.InferenceSession(str(model), so, providers=providers_for(setting))
 
 
@@ -223,18 +230,16 @@ def compare_executors(model: Path, seconds: float, rounds: int = 3, clients: int
             executor.shutdown(wait=True)
             log(f"{label}: {rate:.0f} rows/s")
     return {k: float(np.median(v)) for k, v in results.items()}
-    return results
 
 
-# ----------------------------------------------------------------------------- (d) server
+# ----------------------------------------------------------------------------- servers
 
-def serve_handwritten(port: int, model: str, setting: str) -> None:
+def serve_handwritten(port: int, model: str, setting: str, intra: int) -> None:
     """The server users would otherwise write: Litestar, sync handler, run per request."""
-    import onnxruntime as ort
     import uvicorn
     from litestar import Litestar, post
 
-    session = ort.InferenceSession(model, providers=providers_for(setting))
+    session = raw_session(Path(model), setting, intra)
 
     @post("/v2/models/mlp/infer", sync_to_thread=True, status_code=200)
     def infer(data: dict) -> dict:
@@ -248,7 +253,70 @@ def serve_handwritten(port: int, model: str, setting: str) -> None:
                 log_level="warning", access_log=False)
 
 
+def serve_pytriton(port: int, model: str, intra: int, max_batch: int, delay_ms: float) -> None:
+    """NVIDIA PyTriton (runs in bench/.peers/pytriton): the real Triton Inference Server
+    binary from the wheel, dynamic batcher (max_batch_size, max_queue_delay), calling
+    ``session.run`` in this process through PyTriton's Python-backend bridge."""
+    import onnxruntime as ort
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra
+    so.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+    @batch
+    def infer(**inputs):
+        (y,) = session.run(["y"], {"x": inputs["x"]})
+        return {"y": y}
+
+    config = TritonConfig(http_address=HOST, http_port=port, grpc_address=HOST,
+                          grpc_port=port + 1, metrics_address=HOST, metrics_port=port + 2,
+                          allow_metrics=True, allow_gpu_metrics=False, allow_cpu_metrics=False)
+    # SIGTERM leaves the `with` block, so PyTriton stops Triton and frees its shared memory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with Triton(config=config) as triton:
+        triton.bind(model_name="mlp", infer_func=infer,
+                    inputs=[Tensor(name="x", dtype=np.float32, shape=(IN_DIM,))],
+                    outputs=[Tensor(name="y", dtype=np.float32, shape=(OUT_DIM,))],
+                    config=ModelConfig(max_batch_size=max_batch, batcher=DynamicBatcher(
+                        max_queue_delay_microseconds=int(delay_ms * 1000))),
+                    strict=False)
+        triton.serve()
+
+
 # ----------------------------------------------------------------------------- processes
+
+def taskset(cpus: str, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                total += next(int(ln.split()[1]) for ln in fh if ln.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
 
 class Procs:
     def __init__(self) -> None:
@@ -264,7 +332,8 @@ class Procs:
     def stop_all(self) -> None:
         while self.procs:
             p = self.procs.pop()
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            pids = tree(p.pid)
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
                 try:
                     os.killpg(p.pid, sig)
                 except (ProcessLookupError, PermissionError):
@@ -274,6 +343,12 @@ class Procs:
                     break
                 except subprocess.TimeoutExpired:
                     continue
+            # PyTriton names its shared memory pytrtion<pid>-...; never leave it behind.
+            tags = tuple(f"pytrtion{q}-" for q in pids)
+            for name in os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else ():
+                if name.startswith(tags):
+                    with contextlib.suppress(OSError):
+                        os.unlink(f"/dev/shm/{name}")
 
 
 def http(port: int, method: str, path: str, body: bytes | None = None,
@@ -289,7 +364,7 @@ def http(port: int, method: str, path: str, body: bytes | None = None,
         return 0, b""
 
 
-def wait_for(port: int, path: str, proc: subprocess.Popen, timeout: float = 120,
+def wait_for(port: int, path: str, proc: subprocess.Popen, timeout: float = 300,
              method: str = "GET", body: bytes | None = None,
              headers: dict[str, str] | None = None) -> bytes:
     deadline = time.monotonic() + timeout
@@ -305,11 +380,13 @@ def wait_for(port: int, path: str, proc: subprocess.Popen, timeout: float = 120,
 
 # ----------------------------------------------------------------------------- load
 
-def request_bodies(n: int = 16) -> list[str]:
-    rng = np.random.default_rng(42)
-    return [json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, IN_DIM],
-                                    "data": np.round(rng.standard_normal(IN_DIM), 5).tolist()}]})
-            for _ in range(n)]
+def request_rows(n: int = 64) -> np.ndarray:
+    return np.round(np.random.default_rng(42).standard_normal((n, IN_DIM)), 5).astype(np.float32)
+
+
+def request_body(row: np.ndarray) -> str:
+    return json.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, IN_DIM],
+                                   "data": [float(v) for v in row]}]})
 
 
 LUA = """
@@ -318,8 +395,13 @@ local i = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer %s"
+local counter = 1
+setup = function(thread)
+  thread:set("start", counter * 97)
+  counter = counter + 1
+end
 request = function()
-  i = (i %% #bodies) + 1
+  i = ((i == 0 and (start or 0) or i) %% #bodies) + 1
   return wrk.format(nil, nil, nil, bodies[i])
 end
 """
@@ -332,13 +414,14 @@ def _ms(value: str) -> float:
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[m.group(2)]
 
 
-def run_wrk(port: int, path: str, key: str, conns: int, seconds: int, tag: str) -> dict:
+def run_wrk(port: int, path: str, key: str, conns: int, seconds: int, tag: str,
+            cpus: str = "") -> dict:
     script = WORK / f"inference-{tag}.lua"
-    quoted = ",".join("[[" + b + "]]" for b in request_bodies())
+    quoted = ",".join("[[" + request_body(r) + "]]" for r in request_rows())
     script.write_text(LUA % (quoted, key))
-    threads = 1 if conns == 1 else 2
-    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "10s",
-            "-s", str(script), f"http://{HOST}:{port}{path}"]
+    threads = 1 if conns == 1 or cpus and len(cpus.split(",")) == 1 else 2
+    argv = taskset(cpus, ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
+                          "--timeout", "10s", "-s", str(script), f"http://{HOST}:{port}{path}"])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     text = out.stdout + out.stderr
     (WORK / f"wrk-inference-{tag}.txt").write_text(" ".join(argv) + "\n" + text)
@@ -352,6 +435,8 @@ def run_wrk(port: int, path: str, key: str, conns: int, seconds: int, tag: str) 
     r["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"(\d+) requests in", text)
     r["requests"] = int(m.group(1)) if m else 0
+    if r["non2xx"]:  # non-2xx answers are not rows served
+        r["rows_s"] *= max(0.0, 1 - r["non2xx"] / max(r["requests"], 1))
     return r
 
 
@@ -363,97 +448,192 @@ def cli(home: Path, env: dict[str, str], *argv: str) -> str:
     return out.stdout
 
 
-def start_litegate(procs: Procs, model: Path, setting: str, workdir: Path,
-                   options: list[str], delay_ms: float = 2.0, max_batch: int = 64) -> dict:
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir: Path) -> dict:
     home = workdir / "home"
-    env = {**os.environ, "LITEGATE_PROVIDERS": setting, "LITEGATE_ACCESS_LOG": "0",
+    env = {**os.environ, "LITEGATE_PROVIDERS": args.providers, "LITEGATE_ACCESS_LOG": "0",
            "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
-    extra = [a for o in options for a in ("--option", o)]
-    cli(home, env, "models", "add", "mlp", str(model), "--max-batch", str(max_batch),
-        "--max-queue-delay-ms", str(delay_ms), "--hot", *extra)
+    if args.intra_op:
+        env.update(THREAD_ENV, LITEGATE_INTRA_OP_THREADS=str(args.intra_op),
+                   LITEGATE_INTER_OP_THREADS="1")
+    extra = [a for o in args.option for a in ("--option", o)]
+    cli(home, env, "models", "add", "mlp", str(model), "--max-batch", str(args.max_batch),
+        "--max-queue-delay-ms", str(args.delay_ms), "--hot", *extra)
     cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot",
         *extra)
     key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
     port = free_port()
-    proc = procs.spawn([*LITEGATE, "--home", str(home), "serve", "--port", str(port)],
+    t0 = time.perf_counter()
+    proc = procs.spawn(taskset(args.server_cpus, [*LITEGATE, "--home", str(home), "serve",
+                                                  "--port", str(port)]),
                        workdir / "litegate.log", env)
     ready = json.loads(wait_for(port, "/readyz", proc))
     providers = {name: {v: d["providers"] for v, d in m["loaded"].items()}
                  for name, m in ready.get("models", {}).get("models", {}).items()}
-    return {"port": port, "key": key, "providers": providers}
+    return {"port": port, "key": key, "providers": providers, "pid": proc.pid,
+            "ready_s": time.perf_counter() - t0}
 
 
-def mean_batches(port: int) -> dict[str, float]:
-    _, metrics = http(port, "GET", "/metrics")
-    text, out = metrics.decode(), {}
-    for name in ("mlp", "mlp_nobatch"):
-        req = re.search(rf'litegate_model_requests_total{{model="{name}",version="1"}} (\S+)', text)
-        exe = re.search(rf'litegate_model_executions_total{{model="{name}",version="1"}} (\S+)',
-                        text)
-        if req and exe and float(exe.group(1)):
-            out[name] = float(req.group(1)) / float(exe.group(1))
-    return out
-
-
-def start_handwritten(procs: Procs, model: Path, setting: str, workdir: Path) -> int:
+def start_handwritten(procs: Procs, model: Path, args: argparse.Namespace,
+                      workdir: Path) -> dict:
     port = free_port()
-    proc = procs.spawn([sys.executable, str(Path(__file__).resolve()), "--serve-handwritten",
-                        str(port), "--model", str(model), "--providers", setting],
-                       workdir / "handwritten.log", dict(os.environ))
-    body = request_bodies(1)[0].encode()
-    wait_for(port, "/v2/models/mlp/infer", proc, method="POST", body=body,
+    t0 = time.perf_counter()
+    proc = procs.spawn(taskset(args.server_cpus, [
+        sys.executable, str(Path(__file__).resolve()), "--serve-handwritten", str(port),
+        "--model", str(model), "--providers", args.providers, "--intra-op", str(args.intra_op)]),
+        workdir / "handwritten.log", {**os.environ, **THREAD_ENV})
+    wait_for(port, "/v2/models/mlp/infer", proc, method="POST",
+             body=request_body(request_rows(1)[0]).encode(),
              headers={"Content-Type": "application/json"})
-    return port
+    return {"port": port, "pid": proc.pid, "ready_s": time.perf_counter() - t0}
+
+
+def start_pytriton(procs: Procs, model: Path, args: argparse.Namespace, workdir: Path) -> dict:
+    python = PEERS / "pytriton" / "bin" / "python"
+    if not (PEERS / "pytriton" / ".installed").exists():
+        raise RuntimeError("PyTriton is not installed: run bench/peers_setup.sh pytriton")
+    port = free_port()
+    while any(not _free(port + i) for i in (1, 2)):
+        port = free_port()
+    libdir = subprocess.run([str(python), "-c",
+                             "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True).stdout.strip()
+    env = {**os.environ, **THREAD_ENV}
+    if libdir:  # the Python backend stub loads libpython from here
+        env["LD_LIBRARY_PATH"] = ":".join(filter(None, [libdir, env.get("LD_LIBRARY_PATH")]))
+    t0 = time.perf_counter()
+    proc = procs.spawn(taskset(args.server_cpus, [
+        str(python), str(Path(__file__).resolve()), "--serve-pytriton", str(port),
+        "--model", str(model), "--intra-op", str(args.intra_op or 1),
+        "--max-batch", str(args.max_batch), "--delay-ms", str(args.delay_ms)]),
+        workdir / "pytriton.log", env)
+    wait_for(port, "/v2/models/mlp/ready", proc)
+    version = subprocess.run([str(python), "-c", "import importlib.metadata as m; "
+                              "print(m.version('nvidia-pytriton'))"],
+                             capture_output=True, text=True).stdout.strip()
+    return {"port": port, "pid": proc.pid, "ready_s": time.perf_counter() - t0,
+            "metrics_port": port + 2, "version": version}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def batch_counters(target: dict) -> tuple[float, float] | None:
+    """(requests, executions) so far, from the server's own metrics."""
+    if target.get("stats") == "litegate":
+        _, raw = http(target["port"], "GET", "/metrics")
+        # Both counted when a run ends, so requests still queued do not skew a cell.
+        names = ("litegate_model_batch_rows_total", "litegate_model_executions_total")
+        pattern = '{{model="{}",version="1"}} (\\S+)'.format(target["model"])
+    elif target.get("stats") == "triton":
+        _, raw = http(target["metrics_port"], "GET", "/metrics")
+        names = ("nv_inference_count", "nv_inference_exec_count")
+        pattern = r'{model="mlp",version="1"} (\S+)'
+    else:
+        return None
+    values = []
+    for name in names:
+        m = re.search(re.escape(name) + pattern, raw.decode())
+        if not m:
+            return None
+        values.append(float(m.group(1)))
+    return values[0], values[1]
+
+
+def check_answers(target: dict, expected: np.ndarray, rows: np.ndarray) -> bool:
+    """8 distinct rows, one by one, against the in-process session."""
+    for i in range(8):
+        status, raw = http(target["port"], "POST", target["path"],
+                           request_body(rows[i]).encode(),
+                           {"Content-Type": "application/json",
+                            "Authorization": f"Bearer {target.get('key', 'none')}"})
+        if status != 200:
+            return False
+        out = next(o for o in json.loads(raw)["outputs"] if o["name"] == "y")
+        if not np.allclose(np.asarray(out["data"], np.float32).ravel(), expected[i],
+                           rtol=1e-3, atol=1e-4):
+            return False
+    return True
 
 
 def median_cells(cells: list[dict]) -> dict:
-    return {k: (float(np.median([c[k] for c in cells])) if not isinstance(cells[0][k], str)
-                else max(set(c[k] for c in cells), key=[c[k] for c in cells].count))
-            for k in cells[0]}
+    out = {}
+    for k in cells[0]:
+        vals = [c[k] for c in cells if c.get(k) is not None]
+        out[k] = float(np.median(vals)) if vals else None
+    return out
 
 
 # ----------------------------------------------------------------------------- report
 
-def report(args: argparse.Namespace, med: dict, best: int, raw_providers: list[str],
-           providers: dict, batches: dict) -> str:
-    ceiling = med["a"]["rows_s"]
+def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict,
+           checks: dict) -> str:
+    names = [n for n in targets if any(f"{n}|{c}" in med for c in CONCURRENCY)]
     lines = [
         f"### ONNX inference ({args.providers}) — "
         f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `{' '.join(['.venv/bin/python', 'bench/inference.py', *sys.argv[1:]])}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, 1-min load before/after: {args.load_before} / "
-        f"{os.getloadavg()[0]:.2f}  ",
+        f"Command: `{' '.join(['.venv/bin/python', 'bench/inference.py', *sys.argv[1:]])}` "
+        f"at commit {args.commit}  ",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs), "
+        f"Python {platform.python_version()}; load average before {args.load_before}, after "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}  ",
         f"Model: MLP {IN_DIM}→{args.layers}×{HIDDEN}→{OUT_DIM} FP32, 1 row per request, v2 JSON "
-        f"bodies, `wrk` {args.seconds}s per cell; {args.rounds} interleaved rounds, medians "
-        "shown.  ",
-        f"Providers in use: raw {raw_providers}; litegate {providers}  ",
-        f"(a) raw ceiling: {ceiling:.0f} rows/s at batch {best}, best of one `session.run` "
-        f"stream on all cores and two streams on half the cores each (mostly: "
-        f"{med['a'].get('config')}); batch 1: "
-        f"{med['a1']['rows_s']:.0f} rows/s, p50 {med['a1']['p50_ms']:.2f} ms).  ",
-        "Mean batch size seen by litegate (requests / executions, whole run): "
-        f"{batches.get('mlp', float('nan')):.1f} batched, "
-        f"{batches.get('mlp_nobatch', float('nan')):.1f} unbatched.",
+        f"bodies (64 distinct rows), `wrk` {args.seconds} s per cell; {args.rounds} interleaved "
+        f"rounds (order rotates), medians shown. Servers under `taskset -c "
+        f"{args.server_cpus or 'all'}`, wrk under `taskset -c {args.client_cpus or 'all'}`; "
+        f"ONNX Runtime intra-op threads {args.intra_op or 'default'} everywhere; batching "
+        f"servers max batch {args.max_batch}, queue delay {args.delay_ms:g} ms.  ",
+        "Raw `session.run` on the server core(s), rows/s by batch size: "
+        + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(raw.items())) + ".  ",
         "",
-        "| concurrency | (b) litegate batched rows/s | p50 ms | p99 ms | (c) litegate no batching"
-        " rows/s | p50 ms | p99 ms | (d) hand-written rows/s | p50 ms | p99 ms | (b)/(a) | (b)/(c)"
-        " | (b)/(d) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | c=1 rows/s | c=16 rows/s | c=64 rows/s | p50 / p99 ms at 64 | mean batch at 16"
+        " / 64 | of fair ceiling at 64 | idle RSS MiB | ready s | answers |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
-    for k in CONCURRENCY:
-        b, c, d = med[f"b{k}"], med[f"c{k}"], med[f"d{k}"]
+    for n in names:
+        t = targets[n]
+        cells = [med.get(f"{n}|{c}") for c in CONCURRENCY]
+        c64 = cells[-1] or {}
+        mb = [(c or {}).get("mean_batch") for c in cells[1:]]
+        fair = fair_ceiling(raw, mb[-1] if mb[-1] else 1)
         lines.append(
-            f"| {k} | {b['rows_s']:.0f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} "
-            f"| {c['rows_s']:.0f} | {c['p50_ms']:.2f} | {c['p99_ms']:.2f} "
-            f"| {d['rows_s']:.0f} | {d['p50_ms']:.2f} | {d['p99_ms']:.2f} "
-            f"| {b['rows_s'] / ceiling:.2f} | {b['rows_s'] / max(c['rows_s'], 1e-9):.2f}"
-            f" | {b['rows_s'] / max(d['rows_s'], 1e-9):.2f} |")
-    bad = {name: sum(med[f"{key}{k}"]["non2xx"] for k in CONCURRENCY)
-           for name, key in (("litegate", "b"), ("litegate-nb", "c"), ("handwritten", "d"))}
-    lines += ["", f"Non-2xx responses (median per cell, summed): {bad}.", ""]
+            f"| {t['label']} | " + " | ".join(f"{c['rows_s']:.0f}" if c else "—" for c in cells)
+            + f" | {c64.get('p50_ms', float('nan')):.1f} / {c64.get('p99_ms', float('nan')):.1f}"
+            + " | " + " / ".join(f"{b:.1f}" if b else "—" for b in mb)
+            + f" | {c64.get('rows_s', 0) / fair:.2f} (raw at batch {fair_batch(raw, mb[-1] or 1)}:"
+            f" {fair:.0f})"
+            + f" | {t.get('rss', 0):.0f} | {t.get('ready_s', 0):.1f} | "
+            + ("ok" if checks.get(n) else "WRONG") + " |")
+    lg, tr = med.get, targets
+    if "litegate" in tr and "pytriton" in tr:
+        ratios = []
+        for c in CONCURRENCY:
+            a, b = lg(f"litegate|{c}"), lg(f"pytriton|{c}")
+            if a and b and b["rows_s"]:
+                ratios.append(f"c={c}: {a['rows_s'] / b['rows_s']:.2f}×")
+        lines += ["", "litegate / Triton rows/s: " + ", ".join(ratios) + "."]
+    non2xx = {n: sum((med.get(f"{n}|{c}") or {}).get("non2xx") or 0 for c in CONCURRENCY)
+              for n in names}
+    lines += ["", f"Non-2xx responses (median per cell, summed): {non2xx}.", ""]
     return "\n".join(lines)
+
+
+def fair_batch(raw: dict, mean_batch: float) -> int:
+    """The measured raw batch size closest to the batch the load formed."""
+    return min(raw, key=lambda b: abs(b - mean_batch))
+
+
+def fair_ceiling(raw: dict, mean_batch: float) -> float:
+    return raw[fair_batch(raw, mean_batch)]
 
 
 def main() -> int:
@@ -463,81 +643,135 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=HIDDEN)
     parser.add_argument("--seconds", type=int, default=5, help="wrk duration per cell")
-    parser.add_argument("--raw-seconds", type=float, default=2.0)
+    parser.add_argument("--raw-seconds", type=float, default=1.5)
     parser.add_argument("--write", action="store_true", help="append the table to RESULTS.md")
-    parser.add_argument("--max-batch", type=int, default=64, help="litegate --max-batch")
+    parser.add_argument("--max-batch", type=int, default=64, help="max batch (all batchers)")
     parser.add_argument("--delay-ms", type=float, default=2.0,
-                        help="litegate --max-queue-delay-ms")
-    parser.add_argument("--rounds", type=int, default=3,
+                        help="max queue delay (litegate and Triton)")
+    parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds (medians are reported; the machine is shared)")
+    parser.add_argument("--targets", default="litegate,pytriton,handwritten,litegate-nb",
+                        help="comma list of litegate, litegate-nb, pytriton, handwritten")
+    parser.add_argument("--server-cpus", default="0" if (os.cpu_count() or 1) > 1 else "",
+                        help="taskset -c for every server and the raw runs ('' = no pinning)")
+    parser.add_argument("--client-cpus", default="1" if (os.cpu_count() or 1) > 1 else "",
+                        help="taskset -c for wrk")
+    parser.add_argument("--intra-op", type=int, default=1,
+                        help="ONNX Runtime intra-op threads for every target (0 = ORT default)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="serving option for litegate's models (litegate models add --option)")
     parser.add_argument("--compare-executors", action="store_true",
                         help="also compare the batcher on threads vs processes (CPU only)")
     parser.add_argument("--serve-handwritten", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-pytriton", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_handwritten:
-        serve_handwritten(args.serve_handwritten, args.model, args.providers)
+        serve_handwritten(args.serve_handwritten, args.model, args.providers, args.intra_op)
+        return 0
+    if args.serve_pytriton:
+        serve_pytriton(args.serve_pytriton, args.model, args.intra_op, args.max_batch,
+                       args.delay_ms)
         return 0
     WORK.mkdir(parents=True, exist_ok=True)
-    args.load_before = f"{os.getloadavg()[0]:.2f}"
+    args.load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    args.commit = os.environ.get("BENCH_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        text=True).stdout.strip() or "unknown"
     globals()["HIDDEN"] = args.hidden
+    wanted = [t for t in args.targets.split(",") if t]
     procs = Procs()
     rounds: list[dict] = []
+    targets: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="litegate-bench-") as tmp:
         workdir = Path(tmp)
         model = build_mlp(workdir / "mlp.onnx", args.layers)
+        rows = request_rows()
         try:
-            session = raw_session(model, args.providers)
-            best = best_batch(session, 1.0)
-            cpus = os.cpu_count() or 2
-            ceilings = {"1 stream x all cores": (session, 1)}
-            if cpus > 1 and "CUDAExecutionProvider" not in session.get_providers():
-                ceilings[f"2 streams x {max(1, cpus // 2)} threads"] = (
-                    raw_session(model, args.providers, max(1, cpus // 2)), 2)
-            lg = start_litegate(procs, model, args.providers, workdir, args.option,
-                                args.delay_ms, args.max_batch)
-            hw_port = start_handwritten(procs, model, args.providers, workdir)
-            targets = {
-                "b": (lg["port"], "/v2/models/mlp/infer", lg["key"]),
-                "c": (lg["port"], "/v2/models/mlp_nobatch/infer", lg["key"]),
-                "d": (hw_port, "/v2/models/mlp/infer", "none"),
-            }
-            for name, (port, path, key) in targets.items():
-                run_wrk(port, path, key, 16, 2, f"{name}-warm")
+            # The raw runs happen on the servers' core(s), one stream, same thread settings.
+            main_cpus = os.sched_getaffinity(0)
+            if args.server_cpus:
+                os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})
+            session = raw_session(model, args.providers, args.intra_op)
+            expected = session.run(None, {"x": rows})[0]
+            os.sched_setaffinity(0, main_cpus)
+            if "litegate" in wanted or "litegate-nb" in wanted:
+                lg = start_litegate(procs, model, args, workdir)
+                base = {"port": lg["port"], "key": lg["key"], "stats": "litegate",
+                        "ready_s": lg["ready_s"], "rss": rss_mb(lg["pid"])}
+                if "litegate" in wanted:
+                    targets["litegate"] = {**base, "path": "/v2/models/mlp/infer", "model": "mlp",
+                                           "label": "**litegate** (auth + limits + metrics on)"}
+                if "litegate-nb" in wanted:
+                    targets["litegate-nb"] = {**base, "path": "/v2/models/mlp_nobatch/infer",
+                                              "model": "mlp_nobatch",
+                                              "label": "litegate, batching off (same server)"}
+            if "pytriton" in wanted:
+                try:
+                    tr = start_pytriton(procs, model, args, workdir)
+                    targets["pytriton"] = {
+                        "port": tr["port"], "path": "/v2/models/mlp/infer", "stats": "triton",
+                        "metrics_port": tr["metrics_port"], "ready_s": tr["ready_s"],
+                        "rss": rss_mb(tr["pid"]),
+                        "label": f"Triton via PyTriton {tr['version']}, dynamic batching"}
+                except RuntimeError as exc:
+                    log(f"pytriton not run: {exc}")
+            if "handwritten" in wanted:
+                hw = start_handwritten(procs, model, args, workdir)
+                targets["handwritten"] = {"port": hw["port"], "path": "/v2/models/mlp/infer",
+                                          "ready_s": hw["ready_s"], "rss": rss_mb(hw["pid"]),
+                                          "label": "hand-written Litestar + ORT, no batching"}
+            checks = {n: check_answers(t, expected, rows) for n, t in targets.items()}
+            for name, t in targets.items():
+                run_wrk(t["port"], t["path"], t.get("key", "none"), 16, 2, f"{name}-warm",
+                        args.client_cpus)
             order = list(targets)
+            raw_runs: dict[int, list[float]] = {}
             for r in range(args.rounds):
-                cells: dict = {"a1": raw_cell(session, 1, args.raw_seconds),
-                               "a": raw_ceiling(ceilings, best, args.raw_seconds)}
+                if args.server_cpus:
+                    os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})
+                for bs in (1, 8, 16, 32, 48, 64, 128):
+                    raw_runs.setdefault(bs, []).append(
+                        raw_cell(session, bs, args.raw_seconds)["rows_s"])
+                os.sched_setaffinity(0, main_cpus)
+                cells: dict = {}
                 for c in CONCURRENCY:
                     for name in order:
-                        port, path, key = targets[name]
-                        cells[f"{name}{c}"] = run_wrk(port, path, key, c, args.seconds,
-                                                      f"r{r}-{name}-c{c}")
-                        log(f"round {r} ({name}) c={c}: {cells[f'{name}{c}']['rows_s']:.0f} rows/s"
-                            f" p50 {cells[f'{name}{c}']['p50_ms']:.2f} ms")
+                        t = targets[name]
+                        before = batch_counters(t)
+                        cell = run_wrk(t["port"], t["path"], t.get("key", "none"), c,
+                                       args.seconds, f"r{r}-{name}-c{c}", args.client_cpus)
+                        after = batch_counters(t)
+                        cell["mean_batch"] = (
+                            (after[0] - before[0]) / (after[1] - before[1])
+                            if before and after and after[1] > before[1] else None)
+                        cells[f"{name}|{c}"] = cell
+                        log(f"round {r} {name} c={c}: {cell['rows_s']:.0f} rows/s p50 "
+                            f"{cell['p50_ms']:.2f} ms batch {cell['mean_batch']}")
+                        time.sleep(0.5)  # let the queue drain before the next cell
                 order = order[1:] + order[:1]  # rotate who goes first
                 rounds.append(cells)
-            batches = mean_batches(lg["port"])
+            checks = {n: checks[n] and check_answers(t, expected, rows)
+                      for n, t in targets.items()}
             procs.stop_all()
             executors = (compare_executors(model, args.raw_seconds * 2, args.rounds)
                          if args.compare_executors else {})
         finally:
             procs.stop_all()
-            for name in ("litegate.log", "handwritten.log"):
+            for name in ("litegate.log", "handwritten.log", "pytriton.log"):
                 if (workdir / name).exists():
                     (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
-    med = {k: median_cells([r[k] for r in rounds]) for k in rounds[0]}
+    med = {k: median_cells([r[k] for r in rounds if k in r]) for k in rounds[0]}
+    raw = {bs: float(np.median(v)) for bs, v in raw_runs.items()}
     (WORK / "inference.json").write_text(json.dumps(
-        {"rounds": rounds, "median": med, "best_batch": best, "providers": lg["providers"],
-         "raw_providers": session.get_providers(), "mean_batch": batches,
+        {"rounds": rounds, "median": med, "raw": raw, "checks": checks,
+         "targets": {n: {k: v for k, v in t.items() if k != "key"} for n, t in targets.items()},
          "executors": executors}, indent=2, default=str))
-    table = report(args, med, best, session.get_providers(), lg["providers"], batches)
+    table = report(args, med, targets, raw, checks)
     if executors:
         table += ("\nBatcher executor, in-process, 64 concurrent 1-row clients, no HTTP "
-                  "(rows/s, median of the rounds):\n\n" + "\n".join(f"- {k}: {v:.0f}" for k, v in executors.items())
-                  + "\n")
+                  "(rows/s, median of the rounds):\n\n"
+                  + "\n".join(f"- {k}: {v:.0f}" for k, v in executors.items()) + "\n")
     print(table)
     if args.write:
         with open(RESULTS, "a") as fh:
