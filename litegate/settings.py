@@ -116,6 +116,9 @@ class Settings:
     """Largest ``/v2`` inference response body (400 beyond: ask for binary outputs or less)."""
     infer_timeout_s: float = 30.0
     """Deadline of one ``session.run`` (ONNX Runtime terminates the run; 504)."""
+    text_pipeline_overlap: bool = True
+    """Text models: tokenize the next batch while the session runs this one (a model's
+    ``overlap`` option overrides it)."""
     model_load_timeout_s: float = 120.0
     """Loading plus warming one model version (503 for that model beyond)."""
     model_check_timeout_s: float = 60.0

@@ -52,6 +52,7 @@ from litegate.grpc_api.tensors import (
 )
 from litegate.inference.codec import HEADER_LENGTH, _numeric, _shape
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
+from litegate.inference.text_pipeline import public_signature
 from litegate.log_config import access_logger
 from litegate.policies.admission import admit
 from litegate.policies.api_keys import authenticate
@@ -322,7 +323,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             return response
         manager = self._local(call)
         spec, resolved = manager.resolve(model, version or None)
-        signature = spec.versions[resolved].signature or {}
+        signature = public_signature(spec.options, spec.versions[resolved].signature or {})
         response = pb.ModelMetadataResponse(name=model, versions=list(spec.versions),
                                             platform="onnxruntime_onnx")
         _tensor_metadata(response.inputs, signature.get("inputs"))
@@ -362,7 +363,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             return pb.ModelConfigResponse(config=config)
         manager = self._local(call)
         spec, resolved = manager.resolve(model, version or None)
-        signature = spec.versions[resolved].signature or {}
+        signature = public_signature(spec.options, spec.versions[resolved].signature or {})
         config = mc.ModelConfig(name=model, platform="onnxruntime_onnx", backend="onnxruntime",
                                 max_batch_size=int(spec.max_batch_size or 0))
         for t in signature.get("inputs", ()):

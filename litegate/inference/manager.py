@@ -14,17 +14,17 @@ Everything here runs on the event loop except the loader and the sessions' runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
 import structlog
 
 from litegate.errors import BadRequest, LitegateError, NotFound, ServiceUnavailable
@@ -43,6 +43,16 @@ from litegate.inference.placement import (
 from litegate.inference.providers import wants_device
 from litegate.inference.signature import Signature, validate_inputs
 from litegate.inference.stats import Observers, VersionStats
+from litegate.inference.text_pipeline import (
+    EMBEDDING_OUTPUT,
+    MAX_QUEUE_TEXTS,
+    MAX_TEXT_CHARS,
+    MAX_TEXTS,
+    TEXT_INPUT,
+    TextPipeline,
+    is_text_model,
+    text_signature,
+)
 from litegate.settings import Settings
 from litegate.snapshot import ModelSpec, ModelVersionSpec, Snapshot
 
@@ -83,6 +93,8 @@ class _Entry:
     last_used: float = field(default_factory=time.monotonic)
     device: int | None = None  # the CUDA device it is charged to (None: host only)
     device_bytes: int = 0
+    pipeline: TextPipeline | None = None  # built by the first text request
+    pipeline_config: tuple[Any, ...] = ()
 
     @property
     def idle(self) -> bool:
@@ -247,6 +259,8 @@ class ModelManager:
                 task.cancel()
         for entry in list(self._loaded.values()):
             self._loaded.pop(entry.key, None)
+            if entry.pipeline is not None:
+                await entry.pipeline.close(terminate=True)
             await entry.batcher.close(terminate=True)  # in-flight runs end now
             entry.executor.shutdown(wait=False, cancel_futures=True)
             self._set_loaded_metric(entry, False)
@@ -573,6 +587,8 @@ class ModelManager:
             self._close_soon(entry)
 
     async def _close(self, entry: _Entry) -> None:
+        if entry.pipeline is not None:
+            await entry.pipeline.close()
         await entry.batcher.close()
         entry.executor.shutdown(wait=False)
         loop = asyncio.get_running_loop()
@@ -628,25 +644,15 @@ class ModelManager:
         if entry.retired and entry.idle:
             self._close_soon(entry)
 
-    async def infer(self, name: str, inputs: Tensors, *,
-                    version: str | None = None, outputs: list[str] | None = None
-                    ) -> InferResult:
-        """Validate against the signature, batch, run off the loop, return named outputs."""
+    @contextlib.asynccontextmanager
+    async def _serving(self, name: str, version: str | None) -> AsyncIterator[_Entry]:
+        """The version checked out for one request, counted in metrics and statistics."""
         started = time.perf_counter()
         entry = await self._checkout(name, version)
-        requests = self.metrics.requests.labels(*entry.key)
-        requests.inc()
+        self.metrics.requests.labels(*entry.key).inc()
         stats = self.stats.setdefault(entry.key, VersionStats())
         try:
-            signature = entry.session.signature
-            validate_inputs(signature, inputs)
-            if outputs:
-                unknown = [o for o in outputs if o not in signature.output_names]
-                if unknown:
-                    raise BadRequest(
-                        f"unknown output {unknown[0]!r}; the model has "
-                        f"{', '.join(signature.output_names)}")
-            result = await entry.batcher.submit(inputs)
+            yield entry
         except Exception as exc:
             status = exc.status_code if isinstance(exc, LitegateError) else 500
             self.metrics.failures.labels(*entry.key, str(status)).inc()
@@ -657,6 +663,31 @@ class ModelManager:
         finally:
             self._release(entry)
         stats.request_done(True, time.perf_counter() - started)
+
+    async def infer(self, name: str, inputs: Tensors, *,
+                    version: str | None = None, outputs: list[str] | None = None
+                    ) -> InferResult:
+        """Validate against the signature, batch, run off the loop, return named outputs.
+        A text model also takes its text face: ``text`` (BYTES) in, ``embedding`` out."""
+        async with self._serving(name, version) as entry:
+            signature = entry.session.signature
+            face = self._text_face(entry)
+            if face is not None and set(inputs) != set(signature.input_names):
+                signature = face
+            validate_inputs(signature, inputs)
+            if outputs:
+                unknown = [o for o in outputs if o not in signature.output_names]
+                if unknown:
+                    raise BadRequest(
+                        f"unknown output {unknown[0]!r}; the model has "
+                        f"{', '.join(signature.output_names)}")
+            if signature is face:
+                pipeline = await self._pipeline(entry)
+                vectors, _ = await pipeline.submit(inputs[TEXT_INPUT].tolist(),
+                                                   what=f"input {TEXT_INPUT!r}")
+                result: dict[str, Tensor] = {EMBEDDING_OUTPUT: vectors}
+            else:
+                result = await entry.batcher.submit(inputs)
         if outputs:
             result = {o: result[o] for o in outputs}
         return InferResult(entry.key[0], entry.key[1], result)
@@ -666,34 +697,53 @@ class ModelManager:
     ) -> tuple[list[list[float]], int]:
         """``/v1/embeddings`` for an ``onnx`` upstream: (vectors, prompt_tokens); the input
         is texts, or token ids already produced by the model's tokenizer."""
-        from litegate.inference.embeddings import mean_pool
-
-        if not texts:
-            raise BadRequest("input must not be empty")
-        spec = self.spec(name)
-        options = dict(spec.options or {})
-        tokenizer = await self._tokenizer(name, options)
-        loop = asyncio.get_running_loop()
-        if isinstance(texts[0], str):  # the proxy checked the list is all texts or all ids
-            encoded = await loop.run_in_executor(
-                self._executor, tokenizer.encode, list(texts))
-        else:
-            encoded = await loop.run_in_executor(
-                self._executor, tokenizer.encode_ids, list(texts))
-        _, version = self.resolve(name)
-        signature = spec.versions[version].signature or {}
-        wanted = {t["name"] for t in signature.get("inputs", ())} or set(encoded)
-        inputs = {k: v for k, v in encoded.items() if k in wanted}
-        result = await self.infer(name, inputs, version=version)
-        output = str(options.get("embedding_output") or next(iter(result.outputs)))
-        hidden = result.outputs[output]
-        if hidden.ndim == 3:
-            vectors = mean_pool(hidden, encoded["attention_mask"],
-                                normalize=bool(options.get("normalize", True)))
-        else:  # the model pools itself
-            vectors = hidden.astype(np.float32)
+        if not self.spec(name).options.get("tokenizer"):
+            raise BadRequest(f"model {name!r} has no tokenizer configured for embeddings")
+        async with self._serving(name, None) as entry:
+            pipeline = await self._pipeline(entry)
+            vectors, tokens = await pipeline.submit(texts, what="'input'")
         rows: list[list[float]] = vectors.tolist()
-        return rows, int(encoded["attention_mask"].sum())
+        return rows, tokens
+
+    def _text_face(self, entry: _Entry) -> Signature | None:
+        """The text signature of a text model's version (see ``text_pipeline``)."""
+        spec = self.snapshot.models.get(entry.key[0])
+        if spec is None or not is_text_model(spec.options):
+            return None
+        face = text_signature(spec.options, entry.session.signature.to_dict())
+        return Signature.from_dict(face) if face is not None else None
+
+    async def _pipeline(self, entry: _Entry) -> TextPipeline:
+        """The version's text pipeline; rebuilt (the old one drains) when its model's
+        options or batching change."""
+        spec = self.spec(entry.key[0])
+        options = dict(spec.options or {})
+        tokenizer = await self._tokenizer(spec.name, options)
+        batcher = entry.batcher
+        overlap = options.get("overlap", self.settings.text_pipeline_overlap)
+        kwargs: dict[str, Any] = {
+            "output": options.get("embedding_output"),
+            "normalize": bool(options.get("normalize", True)),
+            "max_batch": batcher.max_batch_size if batcher.batching else 1,
+            "max_delay_s": batcher.max_delay_s,
+            "concurrency": batcher.concurrency,
+            "overlap": str(overlap).lower() not in ("false", "0", "off", "no"),
+            "max_queue": int(options.get("max_queue") or self.settings.max_queue),
+            "max_queue_texts": int(options.get("max_queue_texts") or MAX_QUEUE_TEXTS),
+            "max_texts": int(options.get("max_texts") or MAX_TEXTS),
+            "max_text_chars": int(options.get("max_text_chars") or MAX_TEXT_CHARS),
+        }
+        config = (options.get("tokenizer"), options.get("max_length"), *kwargs.values())
+        if entry.pipeline is None or entry.pipeline_config != config:
+            old = entry.pipeline
+            entry.pipeline = TextPipeline(
+                tokenizer, functools.partial(batcher.submit, alone=True),
+                executor=self._executor, input_names=entry.session.signature.input_names,
+                name=spec.name, **kwargs)
+            entry.pipeline_config = config
+            if old is not None:
+                self._spawn(old.close())  # it answers what it holds, then stops
+        return entry.pipeline
 
     async def _tokenizer(self, name: str, options: Mapping[str, Any]) -> EmbeddingTokenizer:
         from litegate.inference.embeddings import DEFAULT_MAX_LENGTH, EmbeddingTokenizer

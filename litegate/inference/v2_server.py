@@ -24,6 +24,7 @@ from litegate.asgi_types import Receive, Scope, Send
 from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 from litegate.inference.stats import VersionStats
+from litegate.inference.text_pipeline import public_signature
 from litegate.request import get_info, read_body
 from litegate.responses import send_response
 
@@ -144,7 +145,7 @@ class V2App:
         if action == "ready":
             ready = manager.is_loaded(model, resolved) or not spec.hot
             return await _respond(send, 200 if ready else 503, b"")
-        signature = spec.versions[resolved].signature or {}
+        signature = public_signature(spec.options, spec.versions[resolved].signature or {})
         if action == "config":
             return await _respond(send, 200, _encode({
                 "name": model,
