@@ -8,7 +8,7 @@ them (docs/architecture.md).
 
 from litegate.middleware.ab_routing import ABRoutingMiddleware
 from litegate.middleware.auth import AuthMiddleware
-from litegate.middleware.cache import CacheMiddleware
+from litegate.middleware.cache import CacheMiddleware, SemanticCacheMiddleware
 from litegate.middleware.limits import RateLimitMiddleware
 from litegate.middleware.observe import ObserveMiddleware
 from litegate.middleware.request_context import RequestContextMiddleware
@@ -22,4 +22,5 @@ __all__ = [
     "RateLimitMiddleware",
     "RequestContextMiddleware",
     "RouteResolutionMiddleware",
+    "SemanticCacheMiddleware",
 ]

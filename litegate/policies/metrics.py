@@ -59,6 +59,14 @@ class Metrics:
             "litegate_feedback_score", "Scores received on /v1/feedback by route and variant",
             ["route", "variant"], registry=r,
         )
+        self.semantic_cache = Counter(
+            "litegate_semantic_cache", "Semantic cache lookups by route and result "
+            "(hit, miss, bypass)", ["route", "result"], registry=r,
+        )
+        self.semantic_cache_entries = Gauge(
+            "litegate_semantic_cache_entries", "Answers held in this process's semantic cache "
+            "by route", ["route"], registry=r,
+        )
         self.config_version = Gauge(
             "litegate_config_version", "Configuration version in use", registry=r
         )

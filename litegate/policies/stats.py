@@ -76,7 +76,7 @@ class Stats:
             b.errors += 1
         if status == 429:
             b.limited += 1
-        if cache == "HIT":
+        if cache in ("HIT", "SEMANTIC-HIT"):
             b.cache_hits += 1
         elif cache == "MISS":
             b.cache_misses += 1

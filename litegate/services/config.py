@@ -54,7 +54,9 @@ async def apply_document(
     for r in doc.routes:
         if r.fallback and r.name not in existing:
             await upsert_route(session, _without_fallback(r), actor=actor, bump=False)
-    for r in sorted(doc.routes, key=lambda r: r.fallback is not None):
+    # Last: routes whose semantic cache names another route (an embedding route).
+    for r in sorted(doc.routes, key=lambda r: (r.fallback is not None,
+                                                r.semantic_cache is not None)):
         await upsert_route(session, r, actor=actor, bump=False)
     deleted = 0
     if prune:
@@ -80,7 +82,7 @@ async def apply_document(
 def _without_fallback(r: Any) -> Any:
     import msgspec
 
-    return msgspec.structs.replace(r, fallback=None)
+    return msgspec.structs.replace(r, fallback=None, semantic_cache=None)
 
 
 async def export_document(session: AsyncSession) -> dict[str, Any]:

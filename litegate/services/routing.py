@@ -8,7 +8,7 @@ import msgspec
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from litegate.db.models import Quota, Route, RouteVariant, Upstream, utcnow
+from litegate.db.models import Model, Quota, Route, RouteVariant, Upstream, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 from litegate.services.schema import (
@@ -16,6 +16,7 @@ from litegate.services.schema import (
     CacheIn,
     PriceIn,
     RouteIn,
+    SemanticCacheIn,
     UpstreamIn,
     ValidationFailed,
     VariantIn,
@@ -76,6 +77,8 @@ def route_dict(r: Route, quotas: list[Quota]) -> dict[str, Any]:
         out["description"] = r.description
     if r.adaptive:
         out["adaptive"] = dict(r.adaptive)
+    if r.semantic_cache:
+        out["semantic_cache"] = dict(r.semantic_cache)
     return out
 
 
@@ -97,6 +100,8 @@ def route_in_from_dict(data: dict[str, Any]) -> RouteIn:
         shadow=data.get("shadow"),
         description=data.get("description", ""),
         adaptive=AdaptiveIn(**data["adaptive"]) if data.get("adaptive") else None,
+        semantic_cache=(SemanticCacheIn(**data["semantic_cache"])
+                        if data.get("semantic_cache") else None),
     )
 
 
@@ -198,6 +203,8 @@ async def upsert_route(
         exists = await session.scalar(select(Route.id).where(Route.name == data.fallback))
         if exists is None:
             errors.append(f"route.fallback: unknown route {data.fallback!r}")
+    if data.semantic_cache is not None:
+        errors += await _check_semantic_cache(session, data, upstreams)
     if errors:
         raise ValidationFailed(errors)
     r = await session.scalar(select(Route).where(Route.name == data.name))
@@ -213,6 +220,7 @@ async def upsert_route(
     r.shadow = data.shadow
     r.description = data.description
     r.adaptive = msgspec.to_builtins(data.adaptive) if data.adaptive else None
+    r.semantic_cache = msgspec.to_builtins(data.semantic_cache) if data.semantic_cache else None
     existing = {v.name: v for v in r.variants}
     new_variants = []
     for pos, vin in enumerate(data.variants):
@@ -256,6 +264,38 @@ async def upsert_route(
             bump=bump,
         )
     return r
+
+
+async def _check_semantic_cache(
+    session: AsyncSession, data: RouteIn, upstreams: dict[str, Upstream]
+) -> list[str]:
+    """The embedding model must be a registered model with a tokenizer, or a route whose
+    ``onnx`` variant serves one; the route itself must reach a chat (``openai``) upstream."""
+    assert data.semantic_cache is not None
+    path = "route.semantic_cache"
+    errors = []
+    if not any(v.upstream in upstreams and upstreams[v.upstream].kind == "openai"
+               for v in data.variants):
+        errors.append(f"{path}: applies to chat routes; route {data.name!r} has no variant on "
+                      "an 'openai' upstream")
+    name = data.semantic_cache.embedding_model
+    model = name
+    route = await session.scalar(select(Route).where(Route.name == name))
+    if route is not None:
+        local = [v.model for v in route.variants if v.upstream.kind == "onnx"]
+        if not local:
+            return [*errors, f"{path}.embedding_model: route {name!r} serves no local model "
+                             "(it has no variant on an 'onnx' upstream)"]
+        model = local[0]
+    options = await session.scalar(select(Model.options).where(Model.name == model))
+    if options is None:
+        known = sorted(await session.scalars(select(Model.name)))
+        errors.append(f"{path}.embedding_model: no local model or route named {name!r} "
+                      f"(models: {', '.join(known) or 'none registered'})")
+    elif not options.get("tokenizer"):
+        errors.append(f"{path}.embedding_model: model {model!r} has no tokenizer configured, "
+                      "so it cannot embed text (register it with options.tokenizer)")
+    return errors
 
 
 async def create_route(session: AsyncSession, data: RouteIn, *, actor: str) -> Route:

@@ -105,6 +105,38 @@ def check_adaptive(a: AdaptiveIn, path: str, variants: int) -> list[str]:
     return errors
 
 
+MAX_SEMANTIC_ENTRIES = 100_000
+"""Per route: 100k MiniLM vectors are ~150 MiB before answers; more belongs in a vector DB."""
+MAX_SEMANTIC_TTL_S = 30 * 86400
+
+
+class SemanticCacheIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Answer a chat request from an earlier answer to a request that means the same
+    (cosine similarity of ``embedding_model``'s vectors >= ``threshold``);
+    ``policies.semantic_cache`` says what else must match exactly."""
+
+    embedding_model: str
+    threshold: float = 0.9
+    max_entries: int = 10_000
+    ttl_s: float = 3600.0
+    shared_across_keys: bool = False
+
+
+def check_semantic_cache(sc: SemanticCacheIn, path: str) -> list[str]:
+    """The rules that need no database (the model's existence is checked on save)."""
+    errors = []
+    if not NAME_RE.match(sc.embedding_model):
+        errors.append(f"{path}.embedding_model: expected the name of a local embedding model "
+                      f"or of a route serving one, got {sc.embedding_model!r}")
+    if not 0 < sc.threshold <= 1:  # also refuses NaN
+        errors.append(f"{path}.threshold: must be a cosine similarity in (0, 1], e.g. 0.9")
+    if not 1 <= sc.max_entries <= MAX_SEMANTIC_ENTRIES:
+        errors.append(f"{path}.max_entries: must be between 1 and {MAX_SEMANTIC_ENTRIES}")
+    if not 0 < sc.ttl_s <= MAX_SEMANTIC_TTL_S:
+        errors.append(f"{path}.ttl_s: must be > 0 and at most {MAX_SEMANTIC_TTL_S} (30 days)")
+    return errors
+
+
 class UpstreamIn(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     kind: Literal["openai", "v2", "onnx"] = "openai"
@@ -126,6 +158,7 @@ class RouteIn(msgspec.Struct, forbid_unknown_fields=True):
     shadow: str | None = None
     description: str = ""
     adaptive: AdaptiveIn | None = None
+    semantic_cache: SemanticCacheIn | None = None
 
 
 class ConfigDocument(msgspec.Struct, forbid_unknown_fields=True):
@@ -224,6 +257,8 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
         errors.append(f"{path}.shadow: {r.shadow!r} is not a variant of this route")
     if r.fallback == r.name:
         errors.append(f"{path}.fallback: a route cannot fall back to itself")
+    if r.semantic_cache is not None:
+        errors += check_semantic_cache(r.semantic_cache, f"{path}.semantic_cache")
     if r.adaptive is not None:
         errors += check_adaptive(r.adaptive, f"{path}.adaptive",
                                  sum(1 for v in r.variants if v.weight > 0))
