@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from litegate.cli.common import actor, print_json, print_table, transaction
+from litegate.cli.progress import mode as progress_mode
+from litegate.cli.progress import progress_for
 from litegate.errors import BadRequest
 from litegate.inference.examples import EXAMPLES
 from litegate.services.models import ModelService, model_dict
@@ -123,15 +125,19 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
         "actor": actor(), "version": args.version, "activate": args.activate,
         "max_batch_size": args.max_batch, "max_queue_delay_ms": args.max_queue_delay_ms,
         "hot": args.hot, "options": options or None, "warmup_sample": args.warmup_sample}
-    async with transaction(settings) as session:
-        if args.quantize:
-            mv, report = await _service(session, settings).add_quantized(
-                args.name, args.path, quantize=args.quantize, calibration=args.calibration,
-                max_error=args.max_error, min_cosine=args.min_cosine, **common)
-        else:
-            mv = await _service(session, settings).add(args.name, args.path, **common)
-        model = await _service(session, settings).get(args.name)
-        active = model.active_version
+    # Progress goes to stderr, so stdout holds only the result (one JSON document with --json).
+    with progress_for(progress_mode(args.json)) as progress:
+        async with transaction(settings) as session:
+            if args.quantize:
+                mv, report = await _service(session, settings).add_quantized(
+                    args.name, args.path, quantize=args.quantize, calibration=args.calibration,
+                    max_error=args.max_error, min_cosine=args.min_cosine, progress=progress,
+                    **common)
+            else:
+                mv = await _service(session, settings).add(args.name, args.path,
+                                                           progress=progress, **common)
+            model = await _service(session, settings).get(args.name)
+            active = model.active_version
     if args.json:
         print_json({"name": args.name, "version": mv.version, "sha256": mv.sha256,
                     "active_version": active, "signature": mv.signature}

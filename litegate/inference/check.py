@@ -3,7 +3,8 @@ and warm up one model file (on the sample when given).
 
 Run by :func:`litegate.inference.session.check_model_file` in a child process with an
 address-space limit and a timeout. Prints ``{"signature": ...}`` (exit 0) or
-``{"error": ...}`` (exit 2) as the last line on stdout.
+``{"error": ...}`` (exit 2) as the last line on stdout, after progress lines for the
+``validate`` and ``warm-up`` steps (:func:`litegate.inference.progress.report`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from litegate.errors import LitegateError
+from litegate.inference.progress import report
 
 # How running out of the capped address space shows up: ONNX Runtime's refused
 # allocations, and thread stacks that can no longer be mapped.
@@ -39,8 +41,11 @@ def main(argv: list[str]) -> int:
 
     path = Path(argv[0])
     try:
+        report("validate", 0, 1, path.name)
         signature = validate_model_file(path)
         sample = load_sample(Path(argv[3]), signature) if len(argv) > 3 else None
+        report("validate", 1, 1, path.name)
+        report("warm-up", 0, 1, "on the sample" if sample is not None else "on zeros")
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -77,6 +82,7 @@ def main(argv: list[str]) -> int:
         return _too_big(path, limit)
     except MemoryError:
         return _too_big(path, limit)
+    report("warm-up", 1, 1)
     print(json.dumps({"signature": signature.to_dict()}))
     return 0
 

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
 from litegate.errors import BadRequest
+from litegate.inference.progress import Progress
 
 if TYPE_CHECKING:  # onnx is imported only when a model file is read
     from onnx import GraphProto, TensorProto
@@ -88,12 +89,17 @@ def model_digest(path: Path, extra: list[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def copy_model(source: Path, target_dir: Path, name: str) -> tuple[str, int]:
-    """Copy the model (as ``name``) and its external data; return (digest, total bytes)."""
+def copy_model(source: Path, target_dir: Path, name: str,
+               progress: Progress | None = None) -> tuple[str, int]:
+    """Copy the model (as ``name``) and its external data; return (digest, total bytes).
+    ``progress("copy", bytes done, bytes in all)`` follows the copy chunk by chunk."""
     locations = external_data(source)
     target_dir.mkdir(parents=True, exist_ok=True)
     pairs = [(source, target_dir / name)] + [
         (source.parent / loc, target_dir / loc) for loc in locations]
+    size = sum(src.stat().st_size for src, _ in pairs)
+    if progress is not None:
+        progress("copy", 0, size, source.name)
     total = 0
     for src, dst in pairs:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -102,5 +108,7 @@ def copy_model(source: Path, target_dir: Path, name: str) -> tuple[str, int]:
             for chunk in iter(lambda: fin.read(_CHUNK), b""):
                 fout.write(chunk)
                 total += len(chunk)
+                if progress is not None:
+                    progress("copy", total, max(size, total), source.name)
         partial.replace(dst)
     return model_digest(target_dir / name, locations), total

@@ -41,6 +41,8 @@ import numpy as np
 from litegate.errors import BadRequest, LitegateError
 from litegate.inference.check import out_of_memory
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor
+from litegate.inference.progress import Progress, run_child
+from litegate.inference.progress import report as report_progress
 from litegate.inference.session import InvalidModel
 from litegate.settings import Settings
 
@@ -50,6 +52,8 @@ GENERATED_ROWS = 8
 GENERATED_DIM = 16  # every other dynamic dimension of generated inputs (e.g. a sequence)
 LATENCY_BATCHES = (1, 64)
 CALIBRATION_CHUNK = 16
+STEPS = ("validate fp32", "measure fp32", "quantize", "validate int8", "measure int8")
+"""What the child reports, in order, as the ``quantize`` task's steps."""
 
 
 class InvalidCalibration(BadRequest):
@@ -68,13 +72,14 @@ class QuantizationDrift(BadRequest):
 
 
 def quantize_model(source: Path, out_dir: Path, settings: Settings | None, *,
-                   calibration: Path | None = None, sample: Path | None = None
-                   ) -> dict[str, Any]:
+                   calibration: Path | None = None, sample: Path | None = None,
+                   progress: Progress | None = None) -> dict[str, Any]:
     """Quantize ``source`` into ``out_dir/model.onnx`` in a capped child; the report.
 
     ``calibration`` (``.npz``, one array per input, rows along the first dimension) selects
     static quantization and is also what accuracy is measured on; else ``sample`` (the
     warm-up sample), else generated inputs. Raises a :class:`BadRequest` with the reason.
+    ``progress`` hears of the child's steps (``quantize``, :data:`STEPS` of them).
     """
     source = Path(source)
     if not source.is_file():
@@ -94,18 +99,17 @@ def quantize_model(source: Path, out_dir: Path, settings: Settings | None, *,
     if sample is not None:
         argv += ["--sample", str(sample)]
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        returncode, lines = run_child(argv, timeout=timeout, progress=progress,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired as exc:
         raise QuantizationFailed(
             f"{source.name}: quantization did not finish within {timeout:g} s "
             "(model_check_timeout_s)") from exc
-    lines = proc.stdout.decode(errors="replace").strip().splitlines()
     try:
         result = json.loads(lines[-1]) if lines else {}
     except ValueError:
         result = {}
-    if proc.returncode == 0 and isinstance(result, dict) and "signature" in result:
+    if returncode == 0 and isinstance(result, dict) and "signature" in result:
         return result
     if isinstance(result, dict) and "error" in result:
         kind = {"calibration": InvalidCalibration, "model": InvalidModel}.get(
@@ -113,7 +117,7 @@ def quantize_model(source: Path, out_dir: Path, settings: Settings | None, *,
         raise kind(str(result["error"]))
     raise QuantizationFailed(
         f"{source.name}: quantization needed more than {limit_mb} MB (model_check_memory_mb) "
-        f"or crashed (exit status {proc.returncode})")
+        f"or crashed (exit status {returncode})")
 
 
 def check_drift(report: Mapping[str, Any], *, max_error: float | None = None,
@@ -384,6 +388,13 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
                         intra_op_threads=int(engine.get("intra_op_threads", 0)),
                         inter_op_threads=int(engine.get("inter_op_threads", 0)),
                         model_load_timeout_s=float(engine.get("model_load_timeout_s", 30)))
+    step = iter(range(len(STEPS) + 1))
+
+    def advance() -> None:
+        i = next(step)
+        report_progress("quantize", i, len(STEPS), STEPS[i] if i < len(STEPS) else "done")
+
+    advance()
     signature = validate_model_file(source)
     batched = _batched(signature)
     if args.calibration:
@@ -407,9 +418,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             os.symlink((source.parent / loc).resolve(), Path(tmp) / loc)
         if args.sample:
             shutil.copyfile(args.sample, Path(tmp) / WARMUP_SAMPLE)
+        advance()
         fp32_info, reference = _measure(fp32, settings, inputs, batched)
         fp32_info["file_bytes"] = source.stat().st_size + sum(
             (source.parent / loc).stat().st_size for loc in external_data(source))
+    advance()
     try:
         method = _quantize(source, target, inputs if args.calibration else None, batched)
     except MemoryError:
@@ -423,6 +436,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         raise QuantizationFailed(
             f"{source.name}: onnxruntime could not quantize the model: {text}") from exc
     gc.collect()
+    advance()
     try:
         q_signature = validate_model_file(target)
     except InvalidModel as exc:
@@ -431,7 +445,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         raise QuantizationFailed("the quantized model's signature differs from the fp32 model's")
     if args.sample:
         shutil.copyfile(args.sample, out_dir / WARMUP_SAMPLE)
+    advance()
     int8_info, candidate = _measure(target, settings, inputs, batched)
+    advance()
     (out_dir / WARMUP_SAMPLE).unlink(missing_ok=True)
     accuracy = compare(reference, candidate, rows, batched) | {"inputs": origin}
     return {"method": method, "fp32": fp32_info, "int8": int8_info, "accuracy": accuracy,

@@ -28,6 +28,7 @@ from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor, Tensors
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.placement import MIB, session_mem_limit
+from litegate.inference.progress import Progress, run_child
 from litegate.inference.providers import (
     CPU,
     build_provider_options,
@@ -142,43 +143,42 @@ def load_sample(path: Path, signature: Signature) -> dict[str, Tensor]:
     return arrays
 
 
-def check_model_file(path: Path, settings: Settings | None, sample: Path | None = None
-                     ) -> Signature:
+def check_model_file(path: Path, settings: Settings | None, sample: Path | None = None,
+                     progress: Progress | None = None) -> Signature:
     """Validate and warm up ``path`` in a child process with memory and time limits.
 
     A model that needs more memory (constant folding, huge warm-up tensors) or time
     (a graph that loops for ever) than allowed is refused; the calling process never
     runs the model, so registering a hostile file cannot take a gateway down. Warm-up
     uses ``sample`` (see :func:`load_sample`) when given, else minimal zero tensors.
+    ``progress`` hears of the ``validate`` and ``warm-up`` steps as the child takes them.
     """
     path = Path(path)
     settings = settings if settings is not None else Settings()  # the default limits
     limit_mb = int(settings.model_check_memory_mb or 2048)
     timeout = float(settings.model_check_timeout_s or 60.0)
     try:
-        proc = subprocess.run(
+        returncode, lines = run_child(
             [sys.executable, "-m", "litegate.inference.check", str(path),
              str(limit_mb * 1024 * 1024), str(timeout * 0.8),
              *([str(sample)] if sample is not None else [])],
-            capture_output=True, timeout=timeout, check=False,
-            env={**os.environ, "OMP_NUM_THREADS": "1"})
+            timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"}, progress=progress)
     except subprocess.TimeoutExpired as exc:
         raise InvalidModel(
             f"{path.name}: validation and warm-up did not finish within {timeout:g} s "
             "(model_check_timeout_s); the model may loop for ever") from exc
     try:
-        lines = proc.stdout.decode(errors="replace").strip().splitlines()
         result = json.loads(lines[-1]) if lines else {}
     except ValueError:
         result = {}
-    if proc.returncode == 0 and "signature" in result:
+    if returncode == 0 and "signature" in result:
         return Signature.from_dict(result["signature"])
     if "error" in result:
         raise InvalidModel(str(result["error"]))
     raise InvalidModel(
         f"{path.name}: validation and warm-up needed more than {limit_mb} MB "
         "(model_check_memory_mb) or crashed (exit status "
-        f"{proc.returncode})")
+        f"{returncode})")
 
 
 @dataclass(slots=True)

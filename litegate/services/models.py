@@ -17,7 +17,7 @@ import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +25,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from litegate.db.models import Model, ModelVersion
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
+
+if TYPE_CHECKING:
+    from litegate.inference.progress import Progress
 
 # Names become directory names: no separators, no dot-dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -128,6 +131,7 @@ class ModelService:
         options: Mapping[str, Any] | None = None,
         warmup_sample: Path | None = None,
         quantization: Mapping[str, Any] | None = None,
+        progress: Progress | None = None,
     ) -> ModelVersion:
         """Validate ``source`` (ONNX checker + a real ORT session), copy it, record it.
 
@@ -137,6 +141,7 @@ class ModelService:
         operator knows whether the first dimension is a batch). ``warmup_sample`` (an
         ``.npz``) is checked, used for warm-up and stored with the version.
         ``quantization`` (the report of :meth:`add_quantized`) goes into the audit entry.
+        ``progress`` follows validation, warm-up and the copy (the CLI draws it).
         """
         from litegate.inference.files import copy_model
         from litegate.inference.session import WARMUP_SAMPLE, check_model_file
@@ -149,10 +154,11 @@ class ModelService:
         model, version = await self._new_version(name, version)
 
         signature = await asyncio.to_thread(check_model_file, source, self.settings,
-                                            warmup_sample)
+                                            warmup_sample, progress)
         target_dir = self.models_dir / name / version
         target = target_dir / MODEL_FILE
-        digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE)
+        digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE,
+                                               progress)
         _on_rollback(self.session, lambda: shutil.rmtree(target_dir, ignore_errors=True))
         try:
             if warmup_sample is not None:
@@ -211,6 +217,7 @@ class ModelService:
         min_cosine: float | None = None,
         version: str | None = None,
         warmup_sample: Path | None = None,
+        progress: Progress | None = None,
         **kwargs: Any,
     ) -> tuple[ModelVersion, dict[str, Any]]:
         """Quantize the fp32 ``source`` (in the registration check's capped child process)
@@ -230,12 +237,13 @@ class ModelService:
         try:
             report = await asyncio.to_thread(
                 quantize_model, Path(source), work, self.settings, calibration=calibration,
-                sample=warmup_sample)
+                sample=warmup_sample, progress=progress)
             check_drift(report, max_error=max_error, min_cosine=min_cosine)
             summary = {k: report[k] for k in ("method", "fp32", "int8", "accuracy")} | {
                 "quantize": quantize, "source_name": Path(source).name}
             mv = await self.add(name, work / OUTPUT_FILE, actor=actor, version=version,
-                                warmup_sample=warmup_sample, quantization=summary, **kwargs)
+                                warmup_sample=warmup_sample, quantization=summary,
+                                progress=progress, **kwargs)
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
         return mv, summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import resource
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def _db(home: Path):
             return models, audit, int(await s.scalar(select(ConfigState.version)) or 0)
 
     return asyncio.run(read())
+
+
+PROGRESS = re.compile(r"^[a-z-]+: \d+%")
+"""A plain progress line (stderr is not a terminal here); the error is the one other line."""
+
+
+def _not_progress(err: str) -> list[str]:
+    return [line for line in err.strip().splitlines() if not PROGRESS.match(line)]
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,7 +99,7 @@ def test_drift_threshold_refuses_the_version_and_writes_nothing(tmp_path, home) 
     code, out, err = run_cli("models", "add", "mlp", str(src), "--quantize", "int8",
                              "--max-error", "1e-6", "--activate", home=home)
     assert code == 1 and out == ""
-    lines = err.strip().splitlines()
+    lines = _not_progress(err)
     assert len(lines) == 1, err
     assert lines[0].startswith("error: quantized model drifts too far from fp32: max abs error")
     assert "> 1e-06 (max error)" in lines[0] and "nothing registered" in lines[0]
@@ -131,7 +140,7 @@ def test_broken_calibration_file_is_a_one_line_error(tmp_path, home, kind, expec
     code, out, err = run_cli("models", "add", "mlp", str(src), "--quantize", "int8",
                              "--calibration", str(cal), home=home)
     assert code == 1 and out == ""
-    lines = err.strip().splitlines()
+    lines = _not_progress(err)
     assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), err
     assert str(tmp_path) not in err  # file names only, never the directory
     assert not (home / "models" / "mlp").exists()
@@ -144,7 +153,7 @@ def test_broken_calibration_as_the_user_sees_it(tmp_path, home) -> None:
     proc = run_litegate("models", "add", "mlp", str(src), "--quantize", "int8",
                         "--calibration", str(cal), home=home)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
+    assert _not_progress(proc.stderr) == [
         "error: cal.npz: calibration file: unexpected input 'z'; the model expects x"]
     code, _, err = run_cli("models", "add", "mlp", str(src), "--max-error", "0.1", home=home)
     assert code == 1 and "--max-error only applies with --quantize int8" in err
