@@ -10,11 +10,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
-from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.db.rows import Rows, SQLAlchemyRows, SQLiteRows, database_errors, sqlite_path
 from litegate.errors import NotFound
 from litegate.faults import explain_db_error
 from litegate.middleware import (
@@ -25,14 +23,12 @@ from litegate.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
     RouteResolutionMiddleware,
-    SemanticCacheMiddleware,
 )
 from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics
 from litegate.policies.runtime_metrics import register_runtime
-from litegate.policies.semantic_cache import MemoryVectorStore, RedisVectorStore, SemanticCache
 from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.policies.tracing import Tracing, start_tracing
@@ -41,6 +37,8 @@ from litegate.snapshot import Snapshot, SnapshotStore
 from litegate.upstreams.client import UpstreamClient
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
     from litegate.grpc_api.server import GrpcServer
     from litegate.inference.manager import ModelManager
 
@@ -51,9 +49,14 @@ class Gateway:
     def __init__(self, settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> None:
         self.settings = settings or Settings.load()
         s = self.settings
-        self.engine = engine or make_engine(s.db_url, timeout_s=s.db_timeout_s)
-        self.sessionmaker = make_sessionmaker(self.engine)
-        self.snapshots = SnapshotStore(self.sessionmaker, interval_s=s.reload_interval_s)
+        self._engine = engine
+        self._sessionmaker: async_sessionmaker[AsyncSession] | None = None
+        path = sqlite_path(s.db_url) if engine is None else None
+        # The embedded SQLite default is read with the stdlib: serving never loads
+        # SQLAlchemy until the admin console (or another write) asks for the engine.
+        self.rows: Rows = (SQLiteRows(path, timeout_s=s.db_timeout_s) if path
+                           else SQLAlchemyRows(self.engine))
+        self.snapshots = SnapshotStore(self.rows, interval_s=s.reload_interval_s)
         self.metrics = Metrics()
         self.stats = Stats()
         self.bandit = Bandit(metrics=self.metrics, stats=self.stats)
@@ -74,12 +77,6 @@ class Gateway:
             self.cache = ResponseCache(max_entries=s.cache_max_entries, max_bytes=s.cache_max_bytes)
         else:
             raise ValueError(f"unknown cache_backend {s.cache_backend!r}; use memory, redis or auto")
-        self.semantic_cache = SemanticCache(
-            embed=self._embed_text, metrics=self.metrics, max_entry_bytes=s.cache_max_bytes // 8,
-            store=(RedisVectorStore(s.redis) if isinstance(self.cache, RedisResponseCache)
-                   and s.redis else MemoryVectorStore(max_bytes=s.cache_max_bytes,
-                                                      metrics=self.metrics)))
-        """Routes with ``semantic_cache``: answers by meaning, in the exact cache's backend."""
         self.http = UpstreamClient(
             metrics=self.metrics,
             breaker_failures=s.breaker_failures,
@@ -102,6 +99,24 @@ class Gateway:
         register_runtime(self.metrics.registry, redis_up=lambda: self.redis_ok,
                          queues=lambda: self._models.queue_states() if self._models else ())
         self.snapshots.subscribe(self._on_snapshot)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (admin console, services), created on first use."""
+        if self._engine is None:
+            from litegate.db.engine import make_engine
+
+            s = self.settings
+            self._engine = make_engine(s.db_url, timeout_s=s.db_timeout_s)
+        return self._engine
+
+    @property
+    def sessionmaker(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessionmaker is None:
+            from litegate.db.engine import make_sessionmaker
+
+            self._sessionmaker = make_sessionmaker(self.engine)
+        return self._sessionmaker
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -159,7 +174,7 @@ class Gateway:
             else:
                 await migrate.check_schema(self.engine, url)
             await self.snapshots.start()
-        except (DBAPIError, OSError) as exc:
+        except database_errors() as exc:
             fault = explain_db_error(exc, url, timeout_s=self.settings.db_timeout_s)
             if fault is None:
                 raise
@@ -209,9 +224,9 @@ class Gateway:
         await self.http.close()
         if isinstance(self.cache, RedisResponseCache):
             await self.cache.close()
-        if isinstance(self.semantic_cache.store, RedisVectorStore):
-            await self.semantic_cache.store.close()
-        await self.engine.dispose()
+        await self.rows.close()
+        if self._engine is not None:
+            await self._engine.dispose()
 
     @property
     def started(self) -> bool:
@@ -227,29 +242,12 @@ class Gateway:
             self._models = ModelManager(self.settings, self.metrics.registry)
         return self._models
 
-    async def _embed_text(self, model: str, text: str) -> Any:
-        """The semantic cache's embedding: the text's unit vector from a local model (off
-        the event loop, batched with other requests), or None when the model would
-        truncate it."""
-        import numpy as np
-
-        from litegate.inference.embeddings import DEFAULT_MAX_LENGTH
-
-        [vector], tokens = await self.models.embed(model, [text])
-        options = self.models.spec(model).options or {}
-        if tokens >= int(options.get("max_length", DEFAULT_MAX_LENGTH)):
-            return None
-        v = np.asarray(vector, dtype=np.float32)
-        return v / max(float(np.linalg.norm(v)), 1e-12)
-
     @property
     def models_loaded(self) -> bool:
         return self._models is not None
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.metrics.config_version.set(snapshot.version)
-        self.semantic_cache.store.keep_routes(
-            {r.name for r in snapshot.routes.values() if r.semantic_cache is not None})
         self.bandit.update_routes(snapshot.routes)
         self._note_missing_api_keys(snapshot)
         if self._models is not None:
@@ -300,14 +298,9 @@ class Gateway:
         if not self._key_use:
             return
         used, self._key_use = self._key_use, {}
-        from litegate.services.keys import touch_last_used
-
         try:
-            async with self.sessionmaker.begin() as session:
-                await touch_last_used(
-                    session,
-                    {k: datetime.fromtimestamp(t, timezone.utc) for k, t in used.items()},
-                )
+            await self.rows.touch_last_used(
+                {k: datetime.fromtimestamp(t, timezone.utc) for k, t in used.items()})
         except Exception as exc:
             log.warning("key_last_used_not_saved", error=str(exc))
 
@@ -342,8 +335,7 @@ class Gateway:
 
         inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app),
                                              bandit=self.bandit, pending=self.pending_feedback)
-        inner = SemanticCacheMiddleware(end(inner), cache=self.semantic_cache)
-        inner = span("cache", CacheMiddleware(inner, cache=self.cache,
+        inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
                                               cache_streams=s.cache_streams))
         inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter,
                                                                 spend=self.spend))

@@ -16,6 +16,26 @@ import time
 from typing import IO, Any
 
 import msgspec
+
+
+def _import_structlog_without_rich() -> None:
+    """``structlog.dev`` loads rich (+3 MiB, ~0.1 s) for its console tracebacks when it is
+    installed (Litestar depends on it). A process that logs JSON never renders them: hide
+    rich while structlog loads (the console renderer then formats tracebacks plainly),
+    and let anyone else import it afterwards."""
+    fmt = os.environ.get("LITEGATE_LOG_FORMAT", "auto")
+    if "structlog" in sys.modules or "rich" in sys.modules or fmt == "console" or (
+        fmt == "auto" and sys.stderr is not None and sys.stderr.isatty()
+    ):
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich"]
+
+
+_import_structlog_without_rich()
 import structlog
 
 from litegate.request import current_request

@@ -7,22 +7,23 @@ reference to the snapshot they started with, so a reload never disturbs them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
+from types import MappingProxyType, SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
 from limits import RateLimitItem, parse_many
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from litegate.db.models import ApiKey, Model, Quota, Route, Upstream, as_utc
-from litegate.services.audit import current_config_version
+from litegate.db.rows import Row, Rows, SQLAlchemyRows, parse_json, parse_time
 from litegate.services.schema import AdaptiveIn, parse_period
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 log = structlog.get_logger("litegate.snapshot")
 
@@ -82,37 +83,6 @@ def build_adaptive(raw: Mapping[str, Any] | None, route: str) -> AdaptiveSpec | 
 
 
 @dataclass(frozen=True, slots=True)
-class SemanticCacheSpec:
-    """A route's semantic cache (``services.schema.SemanticCacheIn``, validated)."""
-
-    embedding_model: str
-    """A local model, or a route whose ``onnx`` variant serves one."""
-    threshold: float
-    max_entries: int
-    ttl_s: float
-    shared_across_keys: bool
-
-
-def build_semantic_cache(raw: Mapping[str, Any] | None, route: str) -> SemanticCacheSpec | None:
-    if not raw:
-        return None
-    from litegate.services.schema import SemanticCacheIn, check_semantic_cache
-
-    try:
-        sc = msgspec.convert(raw, SemanticCacheIn)
-    except msgspec.ValidationError as exc:  # a row edited by hand: no semantic cache
-        log.warning("semantic_cache_ignored", route=route, error=str(exc))
-        return None
-    if check_semantic_cache(sc, "semantic_cache"):
-        log.warning("semantic_cache_ignored", route=route,
-                    error="; ".join(check_semantic_cache(sc, "semantic_cache")))
-        return None
-    return SemanticCacheSpec(embedding_model=sc.embedding_model, threshold=sc.threshold,
-                             max_entries=sc.max_entries, ttl_s=sc.ttl_s,
-                             shared_across_keys=sc.shared_across_keys)
-
-
-@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     variants: tuple[VariantSpec, ...]
@@ -129,8 +99,6 @@ class RouteSpec:
     shadow: VariantSpec | None = None
     adaptive: AdaptiveSpec | None = None
     """Set: the A/B shares adapt (``policies.bandit``); ``None``: the weights are fixed."""
-    semantic_cache: SemanticCacheSpec | None = None
-    """Set: chat requests may be answered by meaning (``policies.semantic_cache``)."""
 
     def sticky_value(self, key_id: int | None, header: bytes | None) -> bytes | None:
         """What keeps a client on one variant: its key, or the value of ``sticky_header``
@@ -157,6 +125,12 @@ def build_budget(max_usd: float | None, period: str | None, alert_at: float | No
     period = period or "30d"
     return Budget(max_nano=round(max_usd * 1e9), period=period,
                   period_s=parse_period(period), alert_at=alert_at)
+
+
+def hash_key(secret: str) -> str:
+    """What ``Snapshot.keys`` is indexed by (and ``api_keys.key_hash`` stores)."""
+    # Keys are 256-bit random: a fast hash is safe and keeps auth O(1) per request.
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +192,7 @@ def _rates(rates: list[str]) -> tuple[RateLimitItem, ...]:
     return tuple(items)
 
 
-def build_upstream(u: Upstream) -> UpstreamSpec:
+def build_upstream(u: Any) -> UpstreamSpec:
     return UpstreamSpec(
         name=u.name,
         kind=u.kind,
@@ -231,7 +205,7 @@ def build_upstream(u: Upstream) -> UpstreamSpec:
     )
 
 
-def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamSpec]) -> RouteSpec:
+def build_route(r: Any, quotas: list[Any], upstreams: Mapping[int, UpstreamSpec]) -> RouteSpec:
     variants = tuple(
         VariantSpec(
             name=v.name, upstream=upstreams[v.upstream_id], model=v.model, weight=v.weight,
@@ -260,11 +234,10 @@ def build_route(r: Route, quotas: list[Quota], upstreams: Mapping[int, UpstreamS
         fallback=r.fallback,
         shadow=next((v for v in variants if v.name == r.shadow), None),
         adaptive=build_adaptive(r.adaptive, r.name),
-        semantic_cache=build_semantic_cache(r.semantic_cache, r.name),
     )
 
 
-def build_model(m: Model) -> ModelSpec:
+def build_model(m: Any) -> ModelSpec:
     return ModelSpec(
         name=m.name,
         active_version=m.active_version,
@@ -288,18 +261,75 @@ def build_model(m: Model) -> ModelSpec:
     )
 
 
-async def build_snapshot(session: AsyncSession) -> Snapshot:
-    version = await current_config_version(session)
-    upstreams = {u.id: build_upstream(u) for u in await session.scalars(select(Upstream))}
-    quotas = list(await session.scalars(select(Quota)))
-    route_rows = list(await session.scalars(select(Route)))
+JSON_COLUMNS = {
+    "routes": frozenset({"adaptive", "semantic_cache"}),
+    "api_keys": frozenset({"routes"}),
+    "models": frozenset({"history", "options"}),
+    "model_versions": frozenset({"signature"}),
+}
+"""The JSON columns of the tables the snapshot reads (the SQL returns their text);
+a unit test checks this against the ORM metadata, so a new JSON column cannot be missed."""
+BOOL_COLUMNS = {"api_keys": frozenset({"is_admin"}), "models": frozenset({"hot"})}
+"""SQLite returns 0/1."""
+TIME_COLUMNS = frozenset({"created_at", "updated_at", "expires_at", "revoked_at", "last_used_at"})
+
+_QUERIES = (
+    ("config_state", "SELECT version FROM config_state WHERE id = 1"),
+    ("upstreams", "SELECT * FROM upstreams"),
+    ("quotas", "SELECT * FROM quotas"),
+    ("routes", "SELECT * FROM routes"),
+    ("route_variants", "SELECT * FROM route_variants ORDER BY route_id, position, id"),
+    ("api_keys", "SELECT * FROM api_keys WHERE revoked_at IS NULL"),
+    ("models", "SELECT * FROM models"),
+    ("model_versions", "SELECT * FROM model_versions ORDER BY model_id, id"),
+)
+VERSION_QUERY = _QUERIES[0][1]
+
+
+def _records(table: str, names: list[str], rows: list[Row]) -> list[Any]:
+    """Rows as attribute records (``r.name``), JSON and times decoded."""
+    json_cols, out = JSON_COLUMNS.get(table, frozenset()), []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        for name in json_cols.intersection(values):
+            values[name] = parse_json(values[name])
+        for name in BOOL_COLUMNS.get(table, frozenset()).intersection(values):
+            values[name] = None if values[name] is None else bool(values[name])
+        for name in TIME_COLUMNS.intersection(values):
+            values[name] = parse_time(values[name])
+        out.append(SimpleNamespace(**values))
+    return out
+
+
+def as_rows(source: Rows | AsyncSession | AsyncConnection) -> Rows:
+    return source if hasattr(source, "fetch_many") else SQLAlchemyRows(source)  # type: ignore[arg-type, return-value]
+
+
+async def build_snapshot(source: Rows | AsyncSession | AsyncConnection) -> Snapshot:
+    """Read every configuration table in one transaction (plain SQL, no ORM)."""
+    results = await as_rows(source).fetch_many([q for _, q in _QUERIES])
+    tables = {t: _records(t, names, rows) for (t, _), (names, rows) in zip(_QUERIES, results, strict=True)}
+    version = int(tables["config_state"][0].version or 0) if tables["config_state"] else 0
+    variants: dict[int, list[Any]] = {}
+    for v in tables["route_variants"]:
+        variants.setdefault(v.route_id, []).append(v)
+    for r in tables["routes"]:
+        r.variants = variants.get(r.id, [])
+    versions: dict[int, list[Any]] = {}
+    for mv in tables["model_versions"]:
+        versions.setdefault(mv.model_id, []).append(mv)
+    for m in tables["models"]:
+        m.versions = versions.get(m.id, [])
+    upstreams = {u.id: build_upstream(u) for u in tables["upstreams"]}
+    quotas = tables["quotas"]
+    route_rows = tables["routes"]
     route_names = {r.id: r.name for r in route_rows}
     routes: dict[str, RouteSpec] = {}
     for r in route_rows:
         rq = [q for q in quotas if q.route_id == r.id and q.key_id is None]
         routes[r.name] = build_route(r, rq, upstreams)
     keys: dict[str, KeySpec] = {}
-    for k in await session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))):
+    for k in tables["api_keys"]:
         kq = [q for q in quotas if q.key_id == k.id]
         per_route: dict[str, list[str]] = {}
         per_route_tokens: dict[str, list[str]] = {}
@@ -312,14 +342,14 @@ async def build_snapshot(session: AsyncSession) -> Snapshot:
             name=k.name,
             routes=frozenset(k.routes) if k.routes else None,
             is_admin=k.is_admin,
-            expires_at=as_utc(k.expires_at).timestamp() if k.expires_at else None,  # type: ignore[union-attr]
+            expires_at=k.expires_at.timestamp() if k.expires_at else None,
             limits=_rates([q.rate for q in kq if q.route_id is None and q.kind == "requests"]),
             token_limits=_rates([q.rate for q in kq if q.route_id is None and q.kind == "tokens"]),
             route_limits=MappingProxyType({n: _rates(v) for n, v in per_route.items()}),
             route_token_limits=MappingProxyType({n: _rates(v) for n, v in per_route_tokens.items()}),
             budget=build_budget(k.budget_usd, k.budget_period, k.budget_alert_at),
         )
-    models = {m.name: build_model(m) for m in await session.scalars(select(Model))}
+    models = {m.name: build_model(m) for m in tables["models"]}
     return Snapshot(
         version=version,
         routes=MappingProxyType(routes),
@@ -331,13 +361,8 @@ async def build_snapshot(session: AsyncSession) -> Snapshot:
 class SnapshotStore:
     """Holds the current snapshot and swaps it when the config version moves."""
 
-    def __init__(
-        self,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        *,
-        interval_s: float = 0.25,
-    ) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, rows: Rows, *, interval_s: float = 0.25) -> None:
+        self._rows = rows
         self._interval = interval_s
         self._task: asyncio.Task[None] | None = None
         self._listeners: list[Callable[[Snapshot], Any]] = []
@@ -348,8 +373,7 @@ class SnapshotStore:
         self._listeners.append(listener)
 
     async def refresh(self) -> Snapshot:
-        async with self._sessionmaker() as session:
-            snap = await build_snapshot(session)
+        snap = await build_snapshot(self._rows)
         self._swap(snap)
         return snap
 
@@ -367,14 +391,12 @@ class SnapshotStore:
 
     async def check(self) -> bool:
         """Rebuild if the stored version differs; True when a new snapshot was installed."""
-        # The frequent check is one Core SELECT on a pooled connection (no ORM session).
-        engine = self._sessionmaker.kw["bind"]
-        async with engine.connect() as conn:
-            version = await current_config_version(conn)
+        # The frequent check is one SELECT of one row; the rebuild only when it moved.
+        [(_, rows)] = await self._rows.fetch_many([VERSION_QUERY])
+        version = int(rows[0][0] or 0) if rows else 0
         if version == self.current.version and self.db_ok:
             return False
-        async with self._sessionmaker() as session:
-            snap = await build_snapshot(session)
+        snap = await build_snapshot(self._rows)
         self._swap(snap)
         return True
 

@@ -15,8 +15,6 @@ import inspect
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import DBAPIError
-
 from litegate.errors import LitegateError
 from litegate.faults import (
     EXIT_OPERATIONAL,
@@ -28,21 +26,38 @@ from litegate.log_config import configure_logging
 from litegate.services.schema import ValidationFailed
 from litegate.settings import Settings
 
-COMMAND_MODULES = (
-    "litegate.cli.serve",
-    "litegate.cli.db",
-    "litegate.cli.keys",
-    "litegate.cli.usage",
-    "litegate.cli.routes",
-    "litegate.cli.config",
-    "litegate.cli.models",
-    "litegate.cli.admin",
-    "litegate.cli.ops",
-    "litegate.cli.loadtest",
-)
+COMMANDS = {
+    "serve": "litegate.cli.serve",
+    "db": "litegate.cli.db",
+    "keys": "litegate.cli.keys",
+    "usage": "litegate.cli.usage",
+    "routes": "litegate.cli.routes",
+    "upstreams": "litegate.cli.routes",
+    "config": "litegate.cli.config",
+    "models": "litegate.cli.models",
+    "admin": "litegate.cli.admin",
+    "ops": "litegate.cli.ops",
+    "loadtest": "litegate.cli.loadtest",
+}
+"""Command name -> the module that registers it."""
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
+_VALUE_FLAGS = frozenset({"--home", "--db", "--redis"})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_module(argv: Sequence[str]) -> str | None:
+    """The module of the command ``argv`` names (None: unknown, or help for all): only it
+    is imported, so ``serve`` does not carry every other command's imports (the ORM,
+    numpy, Alembic) in the process that serves."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _VALUE_FLAGS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return COMMANDS.get(arg)
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="litegate",
         description="A lightweight, fast inference gateway. Settings also come from LITEGATE_* env vars.",
@@ -50,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"litegate {_version()}")
     _add_global_flags(parser, default=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    only = _command_module(argv) if argv is not None else None
+    for name in (only,) if only else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -102,8 +118,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.load(**overrides)
 
 
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """OSError, and SQLAlchemy's DBAPIError once SQLAlchemy is loaded: a command that never
+    touched the ORM cannot raise it, and does not pay for importing it (evaluated only when
+    an exception reaches the clause)."""
+    exc_module = sys.modules.get("sqlalchemy.exc")
+    return (OSError,) if exc_module is None else (OSError, exc_module.DBAPIError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     settings: Settings | None = None
     try:
@@ -117,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalFault as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_OPERATIONAL
-    except (DBAPIError, OSError) as exc:
+    except _database_errors() as exc:
         # The database driver's own errors: explained in one line, or a real bug.
         fault = settings and raised_by_database_code(exc) and explain_db_error(
             exc, settings.db_url, timeout_s=settings.db_timeout_s)

@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-from litegate.cli.common import actor, transaction
 from litegate.db import migrate
 from litegate.faults import EXIT_OPERATIONAL, OperationalFault, PortInUse
 from litegate.log_config import configure_logging
@@ -104,6 +103,7 @@ def app_from_env():  # type: ignore[no-untyped-def]
 async def _prepare(settings: Settings) -> list[str]:
     """Apply ``--config`` and set up the demo; the lines for the start-up block."""
     if settings.config is not None:
+        from litegate.cli.common import transaction  # the ORM: only when there is work for it
         from litegate.services import config as config_service
 
         doc = config_service.validate(config_service.load_file(settings.config))
@@ -129,6 +129,7 @@ def local_command(name: str) -> str:
 
 async def setup_demo(settings: Settings) -> list[str]:
     """Demo model, route, key and console user (idempotent); the lines to print."""
+    from litegate.cli.common import actor, transaction
     from litegate.demo import setup_demo_model
     from litegate.services import keys as key_service
     from litegate.services import users

@@ -4,8 +4,7 @@ one rule for every protocol (the ASGI auth middleware, gRPC)."""
 from __future__ import annotations
 
 from litegate.errors import Unauthorized
-from litegate.services.keys import hash_key
-from litegate.snapshot import KeySpec, Snapshot
+from litegate.snapshot import KeySpec, Snapshot, hash_key
 
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 

@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import enum
-import hashlib
 import secrets
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 from litegate.services.schema import BudgetIn, ValidationFailed, check_budget, check_rates
+from litegate.snapshot import hash_key
 
 KEY_PREFIX = "lg-"
-
-
-def hash_key(secret: str) -> str:
-    # Keys are 256-bit random: a fast hash is safe and keeps auth O(1) per request.
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def new_secret() -> str:
@@ -267,9 +262,3 @@ async def revoke_key(session: AsyncSession, key_id: int, *, actor: str) -> ApiKe
             bump=True,
         )
     return key
-
-
-async def touch_last_used(session: AsyncSession, used: dict[int, datetime]) -> None:
-    """Persist last-use times collected in memory (never written per request)."""
-    for key_id, at in used.items():
-        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=at))
