@@ -23,10 +23,10 @@ import csv
 import time
 from collections.abc import Awaitable, Collection
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import structlog
-from limits.aio.storage import Storage
+from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
 from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
@@ -40,7 +40,9 @@ RETENTION_DAYS = 400
 FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_nano")
 NANO = 1_000_000_000
 READ_BATCH = 64
-"""Counters read concurrently by a report (bounds its Redis connections)."""
+"""Counters read concurrently by a report from a storage that cannot pipeline."""
+MGET_BATCH = 2_000
+"""Counters read by one Redis MGET in a report."""
 
 
 def cost_nano(variant: VariantSpec | None, prompt: int, completion: int) -> int:
@@ -300,13 +302,24 @@ class Spend:
         return report
 
     async def _get_many(self, names: list[str]) -> list[int]:
-        # In slices, so a long report never opens hundreds of Redis connections at once.
         values: list[int] = []
+        storage = self.storage
+        if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+            # One MGET per slice instead of one round trip per counter (a 30-day report of
+            # 100 keys took 8 s counter by counter; bench/RESULTS.md). A cluster cannot
+            # MGET across slots: it reads counter by counter below.
+            bridge: Any = storage.bridge  # redis-py, coredis or valkey: each has these two
+            conn = bridge.get_connection(readonly=True)
+            for i in range(0, len(names), MGET_BATCH):
+                keys = [bridge.prefixed_key(n) for n in names[i:i + MGET_BATCH]]
+                values.extend(int(v or 0) for v in await conn.mget(keys))
+            return values
         for i in range(0, len(names), READ_BATCH):
             batch = names[i:i + READ_BATCH]
             if self.local:
-                values.extend([int(await self.storage.get(n)) for n in batch])
+                values.extend([int(await storage.get(n)) for n in batch])
             else:
+                # In slices, so a long report never opens hundreds of connections at once.
                 values.extend(int(v) for v in
-                              await asyncio.gather(*(self.storage.get(n) for n in batch)))
+                              await asyncio.gather(*(storage.get(n) for n in batch)))
         return values

@@ -73,3 +73,30 @@ def test_days_rows_budgets_and_filter():
                 await spend.report(SNAPSHOT, days=days, now=NOW)
 
     asyncio.run(main())
+
+
+def test_redis_reads_by_mget_give_the_same_report():
+    """Over Redis the counters are read by MGET in slices of ``MGET_BATCH``; a 400-day
+    report (3,200 counters per key) crosses a slice boundary and must equal the report
+    over the in-process storage."""
+    from litegate.policies.spend import MGET_BATCH
+    from tests.helpers.services import redis_server
+
+    assert 400 * 2 * 4 > MGET_BATCH
+
+    async def fill(spend: Spend) -> None:
+        for back in (0, 1, 250, 399):
+            await spend.record(ALICE, "chat", BIG, 3 + back, 4, now=NOW - back * DAY)
+            await spend.record(BOB, "chat", SMALL, 1, back, now=NOW - back * DAY)
+
+    async def main(redis: str) -> None:
+        local = Spend(storage_from_string("async+local://"))
+        shared = Spend(storage_from_string("async+" + redis))
+        await fill(local)
+        await fill(shared)
+        expected = (await local.report(SNAPSHOT, days=400, now=NOW)).as_dict()
+        assert (await shared.report(SNAPSHOT, days=400, now=NOW)).as_dict() == expected
+        assert [r["requests"] for r in expected["usage"]] == [4, 4]  # type: ignore[index]
+
+    with redis_server() as redis:
+        asyncio.run(main(redis))
