@@ -23,12 +23,14 @@ from litegate.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
     RouteResolutionMiddleware,
+    SemanticCacheMiddleware,
 )
 from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.caching import RedisResponseCache, ResponseCache
 from litegate.policies.limiting import Limiter, storage_uri
 from litegate.policies.metrics import Metrics
 from litegate.policies.runtime_metrics import register_runtime
+from litegate.policies.semantic_cache import MemoryVectorStore, RedisVectorStore, SemanticCache
 from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.policies.tracing import Tracing, start_tracing
@@ -77,6 +79,12 @@ class Gateway:
             self.cache = ResponseCache(max_entries=s.cache_max_entries, max_bytes=s.cache_max_bytes)
         else:
             raise ValueError(f"unknown cache_backend {s.cache_backend!r}; use memory, redis or auto")
+        self.semantic_cache = SemanticCache(
+            embed=self._embed_text, metrics=self.metrics, max_entry_bytes=s.cache_max_bytes // 8,
+            store=(RedisVectorStore(s.redis) if isinstance(self.cache, RedisResponseCache)
+                   and s.redis else MemoryVectorStore(max_bytes=s.cache_max_bytes,
+                                                      metrics=self.metrics)))
+        """Routes with ``semantic_cache``: answers by meaning, in the exact cache's backend."""
         self.http = UpstreamClient(
             metrics=self.metrics,
             breaker_failures=s.breaker_failures,
@@ -224,6 +232,8 @@ class Gateway:
         await self.http.close()
         if isinstance(self.cache, RedisResponseCache):
             await self.cache.close()
+        if isinstance(self.semantic_cache.store, RedisVectorStore):
+            await self.semantic_cache.store.close()
         await self.rows.close()
         if self._engine is not None:
             await self._engine.dispose()
@@ -242,12 +252,32 @@ class Gateway:
             self._models = ModelManager(self.settings, self.metrics.registry)
         return self._models
 
+    async def _embed_text(self, model: str, text: str) -> Any:
+        """The semantic cache's embedding: the text's unit vector from a local model (off
+        the event loop, batched with other requests), or None when the model would
+        truncate it."""
+        import numpy as np
+
+        from litegate.inference.embeddings import DEFAULT_MAX_LENGTH
+
+        options = self.models.spec(model).options or {}
+        max_length = int(options.get("max_length", DEFAULT_MAX_LENGTH))
+        if len(text) > 100 * max_length:  # a WordPiece token covers at most 100 characters
+            return None
+        [vector], tokens = await self.models.embed(model, [text])
+        if tokens >= max_length:
+            return None
+        v = np.asarray(vector, dtype=np.float32)
+        return v / max(float(np.linalg.norm(v)), 1e-12)
+
     @property
     def models_loaded(self) -> bool:
         return self._models is not None
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.metrics.config_version.set(snapshot.version)
+        self.semantic_cache.store.keep_routes(
+            {r.name for r in snapshot.routes.values() if r.semantic_cache is not None})
         self.bandit.update_routes(snapshot.routes)
         self._note_missing_api_keys(snapshot)
         if self._models is not None:
@@ -335,7 +365,8 @@ class Gateway:
 
         inner: ASGIApp = ABRoutingMiddleware(app if layers is None else layers.handler(app),
                                              bandit=self.bandit, pending=self.pending_feedback)
-        inner = span("cache", CacheMiddleware(end(inner), cache=self.cache,
+        inner = SemanticCacheMiddleware(end(inner), cache=self.semantic_cache)
+        inner = span("cache", CacheMiddleware(inner, cache=self.cache,
                                               cache_streams=s.cache_streams))
         inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter,
                                                                 spend=self.spend))

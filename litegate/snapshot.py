@@ -83,6 +83,37 @@ def build_adaptive(raw: Mapping[str, Any] | None, route: str) -> AdaptiveSpec | 
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticCacheSpec:
+    """A route's semantic cache (``services.schema.SemanticCacheIn``, validated)."""
+
+    embedding_model: str
+    """A local model, or a route whose ``onnx`` variant serves one."""
+    threshold: float
+    max_entries: int
+    ttl_s: float
+    shared_across_keys: bool
+
+
+def build_semantic_cache(raw: Mapping[str, Any] | None, route: str) -> SemanticCacheSpec | None:
+    if not raw:
+        return None
+    from litegate.services.schema import SemanticCacheIn, check_semantic_cache
+
+    try:
+        sc = msgspec.convert(raw, SemanticCacheIn)
+    except msgspec.ValidationError as exc:  # a row edited by hand: no semantic cache
+        log.warning("semantic_cache_ignored", route=route, error=str(exc))
+        return None
+    errors = check_semantic_cache(sc, "semantic_cache")
+    if errors:
+        log.warning("semantic_cache_ignored", route=route, error="; ".join(errors))
+        return None
+    return SemanticCacheSpec(embedding_model=sc.embedding_model, threshold=sc.threshold,
+                             max_entries=sc.max_entries, ttl_s=sc.ttl_s,
+                             shared_across_keys=sc.shared_across_keys)
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     name: str
     variants: tuple[VariantSpec, ...]
@@ -99,6 +130,8 @@ class RouteSpec:
     shadow: VariantSpec | None = None
     adaptive: AdaptiveSpec | None = None
     """Set: the A/B shares adapt (``policies.bandit``); ``None``: the weights are fixed."""
+    semantic_cache: SemanticCacheSpec | None = None
+    """Set: chat requests may be answered by meaning (``policies.semantic_cache``)."""
 
     def sticky_value(self, key_id: int | None, header: bytes | None) -> bytes | None:
         """What keeps a client on one variant: its key, or the value of ``sticky_header``
@@ -234,6 +267,7 @@ def build_route(r: Any, quotas: list[Any], upstreams: Mapping[int, UpstreamSpec]
         fallback=r.fallback,
         shadow=next((v for v in variants if v.name == r.shadow), None),
         adaptive=build_adaptive(r.adaptive, r.name),
+        semantic_cache=build_semantic_cache(r.semantic_cache, r.name),
     )
 
 
