@@ -198,7 +198,23 @@ def build(
         "outside_rows": outside_rows,
         "providers": model_status(models),
         "stats_available": stats is not None,
+        "share_rows": share_rows(stats),
     }
+
+
+def share_rows(stats: Stats | None) -> list[dict[str, Any]]:
+    """The A/B shares in force per route and variant: the adaptive bandit's, or the
+    configured weights (``Stats.shares``, kept by ``policies.bandit``)."""
+    rows = []
+    for route, info in sorted((stats.shares if stats is not None else {}).items()):
+        rates = info.get("success_rate") or {}
+        for variant, share in info.get("shares", {}).items():
+            rows.append({
+                "route": route, "variant": variant, "share": share,
+                "adaptive": info.get("adaptive"), "success_rate": rates.get(variant),
+                "samples": info.get("samples"), "updated_at": info.get("updated_at"),
+            })
+    return rows
 
 
 def model_status(models: ModelStatus | None) -> list[dict[str, Any]]:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypedDict, TypeVar
 
+import msgspec
 from litestar.datastructures import FormMultiDict
 
 from litegate.db.models import ApiKey, Quota, Route, Upstream
 from litegate.services.schema import (
     UPSTREAM_KINDS,
+    AdaptiveIn,
     CacheIn,
     RouteIn,
     UpstreamIn,
@@ -34,6 +36,7 @@ GENERAL = "__all__"
 ROUTE_TEXT_FIELDS = (
     "name", "description", "sticky_mode", "sticky_header", "cache_ttl_s", "fallback", "shadow",
     "limits", "token_limits", "row_version",
+    "adaptive_metric", "adaptive_min_share", "adaptive_cooldown_s", "adaptive_min_samples",
 )
 
 
@@ -124,6 +127,8 @@ def map_errors(
             result.add(aliases.get(head, head), text)
         elif head == "cache":
             result.add("cache_ttl_s", text)
+        elif head == "adaptive":
+            result.add("adaptive", f"{sub}: {text}" if sub else text)
         else:
             result.add(aliases.get(head, head), text)
 
@@ -183,7 +188,7 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
         return {
             "name": "", "description": "", "sticky_mode": "key", "sticky_header": "",
             "cache_ttl_s": "", "fallback": "", "shadow": "", "limits": "", "token_limits": "",
-            "row_version": "", "variants": _pad_variants([]),
+            "row_version": "", "variants": _pad_variants([]), **adaptive_values(None),
         }
     sticky = route.sticky or "key"
     return {
@@ -197,6 +202,7 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
         "limits": "\n".join(q.rate for q in limits if q.kind == "requests"),
         "token_limits": "\n".join(q.rate for q in limits if q.kind == "tokens"),
         "row_version": str(route.row_version),
+        **adaptive_values(route.adaptive),
         "variants": _pad_variants(
             [
                 {
@@ -209,6 +215,35 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
             ]
         ),
     }
+
+
+def adaptive_values(adaptive: Mapping[str, Any] | None) -> dict[str, str]:
+    """The adaptive A/B fields: blank metric = off (the weights stay fixed)."""
+    try:
+        a = msgspec.convert(adaptive or {}, AdaptiveIn)
+    except msgspec.ValidationError:  # a hand-edited row: show the defaults
+        a = AdaptiveIn()
+    return {
+        "adaptive_metric": a.metric if adaptive else "",
+        "adaptive_min_share": _num(a.min_share),
+        "adaptive_cooldown_s": _num(a.cooldown_s),
+        "adaptive_min_samples": str(a.min_samples),
+    }
+
+
+def _parse_adaptive(result: FormResult[Any], text: Mapping[str, str]) -> AdaptiveIn | None:
+    if not text["adaptive_metric"]:
+        return None
+    default = AdaptiveIn()
+    share = _float(result, "adaptive", text["adaptive_min_share"], required=False)
+    cooldown = _float(result, "adaptive", text["adaptive_cooldown_s"], required=False)
+    samples = _int(result, "adaptive", text["adaptive_min_samples"], default=default.min_samples)
+    return AdaptiveIn(
+        metric=text["adaptive_metric"],
+        min_share=default.min_share if share is None else share,
+        cooldown_s=default.cooldown_s if cooldown is None else cooldown,
+        min_samples=default.min_samples if samples is None else samples,
+    )
 
 
 def _num(value: float | None) -> str:
@@ -286,6 +321,7 @@ def parse_route(
         fallback=text["fallback"] or None,
         shadow=text["shadow"] or None,
         description=text["description"],
+        adaptive=_parse_adaptive(result, text),
     )
     return result
 

@@ -49,7 +49,14 @@ async def _route_form(
         errors=result.errors, route=route, upstreams=upstreams, local_models=local_models,
         fallbacks=[n for n in route_names if route is None or n != route.name],
         max_variant_rows=forms.MAX_VARIANT_ROWS, status_code=status_code,
+        shares=_shares(request, route),
     )
+
+
+def _shares(request: AdminRequest, route: Route | None) -> dict[str, Any] | None:
+    """The A/B shares this gateway process applies to ``route`` now (read-only)."""
+    stats = context_of(request).stats
+    return stats.shares.get(route.name) if stats is not None and route is not None else None
 
 
 @get("/routes/new")

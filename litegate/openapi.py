@@ -23,9 +23,10 @@ _ERRORS = {
     "400": "Malformed request: bad JSON, JSON nested too deeply, missing or invalid fields.",
     "401": "Missing, unknown, revoked or expired API key.",
     "403": "The API key may not use this route (or model control needs an admin key).",
-    "404": "Unknown route, model or endpoint.",
+    "404": "Unknown route, model or endpoint (or request id, for feedback).",
     "405": "Method not allowed.",
     "408": "The request head or body did not arrive in time (``litegate serve``).",
+    "409": "Conflict: the route no longer collects feedback.",
     "413": "Request body too large.",
     "429": "Rate limit or token quota exceeded; see ``Retry-After``.",
     "502": "The upstream failed or answered more than the gateway buffers.",
@@ -181,6 +182,23 @@ _SCHEMAS: dict[str, Any] = {
                                "latency_ms": {"type": "number"}}}},
         },
     },
+    "FeedbackRequest": {
+        "type": "object", "required": ["request_id"], "additionalProperties": False,
+        "examples": [{"request_id": "3f2a9c1000000001", "score": 0.8},
+                     {"request_id": "3f2a9c1000000002", "thumbs": "down"}],
+        "properties": {
+            "request_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                           "description": "The X-Request-ID header of the answer."},
+            "score": {"type": "number", "minimum": 0, "maximum": 1},
+            "thumbs": {"type": "string", "enum": ["up", "down"]},
+        },
+        "oneOf": [{"required": ["score"]}, {"required": ["thumbs"]}],
+    },
+    "FeedbackResponse": {
+        "type": "object", "required": ["request_id", "route", "variant", "score"],
+        "properties": {"request_id": {"type": "string"}, "route": {"type": "string"},
+                       "variant": {"type": "string"}, "score": {"type": "number"}},
+    },
     "ModelList": {
         "type": "object", "required": ["object", "data"],
         "properties": {"object": {"const": "list"},
@@ -265,6 +283,15 @@ DOCUMENT: dict[str, Any] = {
                 "schema": {"$ref": "#/components/schemas/AggregateRequest"}}}},
             "responses": {"200": _json({"$ref": "#/components/schemas/AggregateResponse"}),
                           **_errors(("400", "401", "413", "429"), _OPENAI_ERROR)},
+        }},
+        "/v1/feedback": {"post": {
+            "summary": "Score an answer (by its X-Request-ID) for a route with adaptive "
+                       "metric 'feedback'; once per request, by its key or one scoped to "
+                       "the route.",
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/FeedbackRequest"}}}},
+            "responses": {"200": _json({"$ref": "#/components/schemas/FeedbackResponse"}),
+                          **_errors(("400", "401", "404", "409", "413", "429"), _OPENAI_ERROR)},
         }},
         "/v2": {"get": {"summary": "Server metadata.", "security": _PUBLIC,
                         "responses": {"200": _json(_ANY_OBJECT)}}},

@@ -209,3 +209,67 @@ def test_adaptive_config_is_validated_and_exported(home, fake_upstream, flaky_up
     code, out, _ = run_cli("config", "export", home=home)
     assert "adaptive" not in {k for r in yaml.safe_load(out)["routes"] if r["name"] == "chat"
                               for k in r}
+
+
+def _form_fields(html: str) -> dict[str, str]:
+    """What a browser would submit for the route form as rendered (checkboxes unticked)."""
+    form = re.search(r'<form method="post"[^>]*id="route-form".*?</form>', html, re.S).group(0)
+    data = {}
+    for tag in re.findall(r"<input[^>]*>", form):
+        name, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
+        if name and "checkbox" not in tag and "disabled" not in tag:
+            data[name.group(1)] = value.group(1) if value else ""
+    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+        chosen = re.search(r'<option value="([^"]*)" selected>', body)
+        data[name] = chosen.group(1) if chosen else ""
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
+        data[name] = body
+    return data
+
+
+def test_console_shows_the_shares_and_keeps_adaptive_on_save(
+    home, configured, make_gateway
+) -> None:
+    from tests.e2e.support import create_console_user, http_login
+
+    key = create_key(home)
+    create_console_user(home, "alice", "alice-password")
+    gateway = make_gateway()
+    c = client(gateway, key)
+    for _ in range(200):
+        ask(c, "chat")
+    console = http_login(gateway.url, "alice", "alice-password")
+    dash = console.get("/admin/").text
+    table = re.search(r'<table class="grid" id="variant-shares">.*?</table>', dash, re.S).group(0)
+    rows = dict(re.findall(r'<tr data-variant="([a-z]+/[a-z]+)"><td>[^<]*</td><td>[^<]*</td>'
+                           r'<td class="num" data-metric="share-now">([0-9.]+)%<', table))
+    assert float(rows["chat/steady"]) >= 85 and float(rows["chat/flaky"]) >= 10, rows
+    assert rows["rated/a"] == "50.0"  # no traffic yet: the configured start
+
+    route_id = re.search(r'href="/admin/routes/(\d+)">chat<', console.get("/admin/routes").text)
+    page = console.get(f"/admin/routes/{route_id.group(1)}").text
+    assert re.search(r'id="route-shares".*data-variant="steady".*share-now">(9\d|8[5-9])',
+                     page, re.S), page
+    fields = _form_fields(page)
+    assert (fields["adaptive_metric"], fields["adaptive_min_share"]) == ("errors", "0.1")
+
+    # Saving another change through the console keeps the adaptive settings.
+    fields["description"] = "edited in the console"
+    r = console.post(f"/admin/routes/{route_id.group(1)}", data=fields)
+    assert r.status_code == 303, r.text
+    exported = {x["name"]: x for x in yaml.safe_load(run_cli("config", "export", home=home)[1])
+                ["routes"]}
+    assert exported["chat"]["description"] == "edited in the console"
+    assert exported["chat"]["adaptive"]["min_share"] == 0.1
+
+    page = console.get(f"/admin/routes/{route_id.group(1)}").text
+    fields = _form_fields(page) | {"adaptive_min_share": "0.6"}
+    r = console.post(f"/admin/routes/{route_id.group(1)}", data=fields)
+    assert r.status_code == 400
+    assert "min_share: 0.6 × 2 variants is more than 1" in r.text.replace("&#215;", "×")
+    fields |= {"adaptive_metric": "", "adaptive_min_share": "0.1"}  # off
+    r = console.post(f"/admin/routes/{route_id.group(1)}", data=fields)
+    assert r.status_code == 303, r.text
+    exported = {x["name"]: x for x in yaml.safe_load(run_cli("config", "export", home=home)[1])
+                ["routes"]}
+    assert "adaptive" not in exported["chat"]
