@@ -262,30 +262,39 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 
 
 async def _unless_disconnected(receive: Receive, work: Awaitable[T]) -> T | None:
-    """``await work``, cancelling it (None) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
+    """``await work``, cancelling it (None) if the client disconnects first.
+
+    ``work`` runs in the request's own task and the watcher cancels that task: no second
+    task and no ``asyncio.wait`` per request, which the event loop pays for on every
+    inference (it shares the core with the batches)."""
+    this = asyncio.current_task()
+    assert this is not None
+    left = False
 
     async def disconnected() -> None:
+        nonlocal left
         with contextlib.suppress(Exception):
             for _ in range(2):  # a replayed body may come first
                 if (await receive())["type"] == "http.disconnect":
+                    left = True
+                    this.cancel()
                     return
         await asyncio.Event().wait()  # this receive cannot tell: never fire
 
     watcher = asyncio.ensure_future(disconnected())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:
-        task.cancel()
+        return await work
+    except asyncio.CancelledError:
+        # Our watcher's cancel ends the request quietly; anyone else's propagates.
+        if not left or this.uncancel():
+            raise
+        return None
+    except LitegateError:
+        if left:
+            return None  # nobody reads the answer (e.g. the run was stopped for it)
         raise
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, LitegateError):
-        await task
-    return None
 
 
 async def _respond(send: Send, status: int, body: bytes,
