@@ -20,6 +20,8 @@ under ``taskset -c --client-cpus`` (core 1) with the same v2 JSON bodies, 1 row 
                    /v2/models/mlp/infer`` with dynamic batching (``--max-batch`` 64,
                    ``--delay-ms`` 2);
 - ``litegate-nb``  the same server, model ``mlp_nobatch`` registered with ``--max-batch 1``;
+- ``litegate-2runs`` (opt-in) the same server and model with ``--option instances=2``: two
+                   batches in flight on the one core;
 - ``pytriton``     NVIDIA Triton Inference Server through PyTriton (``bench/peers_setup.sh``
                    installs it into ``bench/.peers/pytriton``), dynamic batcher with the same
                    max batch and queue delay;
@@ -463,6 +465,12 @@ def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir:
         "--max-queue-delay-ms", str(args.delay_ms), "--hot", *extra)
     cli(home, env, "models", "add", "mlp_nobatch", str(model), "--max-batch", "1", "--hot",
         *extra)
+    if "litegate-2runs" in args.targets.split(","):
+        # Two batches in flight, as litegate planned on one pinned core before it read the
+        # affinity mask: shows what the one-run default is worth.
+        cli(home, env, "models", "add", "mlp_2runs", str(model), "--max-batch",
+            str(args.max_batch), "--max-queue-delay-ms", str(args.delay_ms), "--hot",
+            "--option", "instances=2", *extra)
     key = json.loads(cli(home, env, "keys", "create", "--name", "bench", "--json"))["key"]
     port = free_port()
     t0 = time.perf_counter()
@@ -651,7 +659,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2,
                         help="interleaved rounds (medians are reported; the machine is shared)")
     parser.add_argument("--targets", default="litegate,pytriton,handwritten,litegate-nb",
-                        help="comma list of litegate, litegate-nb, pytriton, handwritten")
+                        help="comma list of litegate, litegate-nb, litegate-2runs, pytriton, "
+                        "handwritten")
     parser.add_argument("--server-cpus", default="0" if (os.cpu_count() or 1) > 1 else "",
                         help="taskset -c for every server and the raw runs ('' = no pinning)")
     parser.add_argument("--client-cpus", default="1" if (os.cpu_count() or 1) > 1 else "",
@@ -695,13 +704,17 @@ def main() -> int:
             session = raw_session(model, args.providers, args.intra_op)
             expected = session.run(None, {"x": rows})[0]
             os.sched_setaffinity(0, main_cpus)
-            if "litegate" in wanted or "litegate-nb" in wanted:
+            if {"litegate", "litegate-nb", "litegate-2runs"} & set(wanted):
                 lg = start_litegate(procs, model, args, workdir)
                 base = {"port": lg["port"], "key": lg["key"], "stats": "litegate",
                         "ready_s": lg["ready_s"], "rss": rss_mb(lg["pid"])}
                 if "litegate" in wanted:
                     targets["litegate"] = {**base, "path": "/v2/models/mlp/infer", "model": "mlp",
                                            "label": "**litegate** (auth + limits + metrics on)"}
+                if "litegate-2runs" in wanted:
+                    targets["litegate-2runs"] = {
+                        **base, "path": "/v2/models/mlp_2runs/infer", "model": "mlp_2runs",
+                        "label": "litegate, 2 batches in flight (`--option instances=2`)"}
                 if "litegate-nb" in wanted:
                     targets["litegate-nb"] = {**base, "path": "/v2/models/mlp_nobatch/infer",
                                               "model": "mlp_nobatch",
