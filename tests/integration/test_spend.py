@@ -156,6 +156,12 @@ def test_usage_without_redis_says_what_to_set(home):
     assert code == 3 and "LITEGATE_REDIS" in err
 
 
+def test_usage_since_is_whole_days_up_to_the_retention(home):
+    for bad, message in (("401d", "usage is kept 400 days"), ("7x", "expected a period")):
+        code, _, err = run_cli("usage", "--since", bad, home=home, extra=("--redis", "redis://x"))
+        assert code == 1 and message in err, err
+
+
 def test_budget_with_redis_down_is_fail_open_or_closed(home, fake_upstream, make_gateway):
     with redis_server() as redis:
         pass  # started and stopped: the port is now closed
