@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +27,14 @@ from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
 from litegate.services import routing
 from litegate.services.models import ModelService, model_dict, version_dict
-from litegate.services.schema import BudgetIn, RouteIn, UpstreamIn
+from litegate.services.api_inputs import (
+    KeyCreate,
+    KeyUpdate,
+    ModelActivate,
+    ModelRollback,
+    QuotaCreate,
+)
+from litegate.services.schema import RouteIn, UpstreamIn
 
 from .api import (
     EXCEPTION_HANDLERS,
@@ -168,27 +174,6 @@ async def delete_route(request: ApiRequest, name: FromPath[str]) -> None:
 # -- keys -----------------------------------------------------------------------------
 
 
-class KeyCreate(msgspec.Struct, forbid_unknown_fields=True):
-    name: str
-    routes: list[str] = []
-    limits: list[str] = []
-    token_limits: list[str] = []
-    expires_at: datetime | None = None
-    budget: BudgetIn | None = None
-    is_admin: bool = False
-
-
-class KeyUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    """Absent fields are left alone; ``routes: []`` means every route, ``expires_at:
-    null`` never expires, ``budget: null`` removes the budget."""
-
-    routes: list[str] | msgspec.UnsetType = msgspec.UNSET
-    limits: list[str] | msgspec.UnsetType = msgspec.UNSET
-    token_limits: list[str] | msgspec.UnsetType = msgspec.UNSET
-    expires_at: datetime | None | msgspec.UnsetType = msgspec.UNSET
-    budget: BudgetIn | None | msgspec.UnsetType = msgspec.UNSET
-
-
 def _keep(value: Any) -> Any:
     return key_service.KEEP if value is msgspec.UNSET else value
 
@@ -246,13 +231,6 @@ async def revoke_key(request: ApiRequest, key_id: FromPath[int]) -> Response[Any
 
 
 # -- quotas ---------------------------------------------------------------------------
-
-
-class QuotaCreate(msgspec.Struct, forbid_unknown_fields=True):
-    rate: str
-    kind: str = "requests"
-    key_id: int | None = None
-    route: str | None = None
 
 
 @get("/quotas")
@@ -341,19 +319,11 @@ async def upload_model(
     return ok(out, 201)
 
 
-class Activate(msgspec.Struct, forbid_unknown_fields=True):
-    version: str
-
-
-class Empty(msgspec.Struct, forbid_unknown_fields=True):
-    """A body with nothing in it but, optionally, ``row_version``."""
-
-
 @post("/models/{name:str}/activate", status_code=200)
 async def activate_model(request: ApiRequest, name: FromPath[str]) -> Response[Any]:
     body = await json_body(request)
     expected = expected_version(request, body)
-    data = convert(body, Activate)
+    data = convert(body, ModelActivate)
     async with transaction(request) as session:
         m = await _service(request, session).activate(
             name, data.version, actor=actor(request), expected_version=expected)
@@ -364,7 +334,7 @@ async def activate_model(request: ApiRequest, name: FromPath[str]) -> Response[A
 async def rollback_model(request: ApiRequest, name: FromPath[str]) -> Response[Any]:
     body = await json_body(request) if await request.body() else {}
     expected = expected_version(request, body)
-    convert(body, Empty)
+    convert(body, ModelRollback)
     async with transaction(request) as session:
         m = await _service(request, session).rollback(name, actor=actor(request),
                                                       expected_version=expected)

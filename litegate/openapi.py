@@ -4,10 +4,13 @@ Written once, as data: the ``/v1`` OpenAI-compatible operations, ``/v1/aggregate
 Open Inference Protocol v2 operations and the health probes, with their request
 schemas, the API-key security schemes and every error status with its body shape.
 The test suite runs schemathesis against a live gateway from this document.
+With the console on, :func:`document_json` adds the admin HTTP API under the configured
+admin path (:mod:`litegate.openapi_admin`); ``/docs`` renders the result offline.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -311,4 +314,27 @@ DOCUMENT: dict[str, Any] = {
     },
 }
 
-DOCUMENT_JSON: bytes = msgspec.json.encode(DOCUMENT)
+
+@lru_cache(maxsize=4)
+def document_json(admin_path: str | None) -> bytes:
+    """The served document: :data:`DOCUMENT`, plus the admin API under ``admin_path``
+    (``/admin``) when the console is on (``None``: off)."""
+    return msgspec.json.encode(document(admin_path))
+
+
+def document(admin_path: str | None) -> dict[str, Any]:
+    if admin_path is None:
+        return DOCUMENT
+    from litegate.openapi_admin import admin_components, admin_paths
+
+    doc = {**DOCUMENT, "paths": {**DOCUMENT["paths"], **admin_paths(admin_path + "/api")}}
+    doc["info"] = {**DOCUMENT["info"], "description": DOCUMENT["info"]["description"]
+                   + " The admin API (" + admin_path + "/api/…) takes an admin token "
+                   "(`litegate admin create-token`), never an API key."}
+    doc["components"] = {
+        "securitySchemes": {**DOCUMENT["components"]["securitySchemes"], "adminToken": {
+            "type": "http", "scheme": "bearer",
+            "description": "An admin API token (lga-…), scoped read or write."}},
+        "schemas": {**_SCHEMAS, **admin_components()},
+    }
+    return doc

@@ -1,4 +1,6 @@
-"""schemathesis against a live gateway, from the gateway's own ``/openapi.json``: no 5xx.
+"""schemathesis against a live gateway, from the gateway's own ``/openapi.json``: no 5xx,
+for the inference API (with an API key) and the admin API (with a write token, on the
+test's throwaway database).
 
 The gateway is the real standalone app on a socket, with route ``chat`` on a fake
 OpenAI upstream that answers 400 (never 5xx) to what it cannot use, and a tiny ONNX
@@ -7,6 +9,7 @@ model ``add`` for ``/v2``: any 5xx schemathesis sees is then the gateway's own.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +17,14 @@ from pathlib import Path
 import httpx
 from aiohttp import web
 
-from litegate.openapi import DOCUMENT
+from litegate.openapi import DOCUMENT, document
 from tests.fixtures.onnx_models import matmul_add_model
 from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
 from tests.helpers.servers import FakeUpstream, serve_aiohttp
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 MAX_EXAMPLES = 25  # per operation and phase: ~900 requests, ~20 s here
+ADMIN_MAX_EXAMPLES = 10
 SEED = 7
 # Path parameters and body ``model`` often name what exists (route ``chat``, model ``add``
 # and its input ``x``), so that requests get past the 404 into the handlers' parsing.
@@ -60,7 +64,10 @@ def test_openapi_document_is_served_without_a_key(home: Path, make_gateway) -> N
     r = httpx.get(server.url + "/openapi.json", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     doc = r.json()
-    assert doc == DOCUMENT
+    assert doc == document("/admin")
+    assert {p: v for p, v in doc["paths"].items() if not p.startswith("/admin/")} == DOCUMENT["paths"]
+    assert {"/admin/api/routes/{name}", "/admin/api/keys", "/admin/api/usage"} <= set(doc["paths"])
+    assert doc["paths"]["/admin/api/routes"]["post"]["security"] == [{"adminToken": []}]
     assert doc["openapi"].startswith("3.1")
     assert {"/v1/chat/completions", "/v1/aggregate", "/v2/models/{model}/infer"} <= set(doc["paths"])
     # Every status the gateway answers with an error body is documented with its shape.
@@ -87,9 +94,51 @@ def test_schemathesis_finds_no_server_errors(home: Path, tmp_path: Path, make_ga
              server.url + "/openapi.json", "--checks", "not_a_server_error",
              "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
              "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
-             "--header", f"Authorization: Bearer {key}", "--suppress-health-check", "all"],
+             "--header", f"Authorization: Bearer {key}", "--suppress-health-check", "all",
+             "--exclude-path-regex", "^/admin/"],
             check=False, capture_output=True, text=True, timeout=100, cwd=tmp_path,  # < pytest-timeout
         )
     output = run.stdout[-12000:] + run.stderr[-3000:]
     assert run.returncode == 0, output
     assert "No issues found" in output or "passed" in output, output
+
+
+ADMIN_CONFIG = """
+[dictionaries.names]
+values = ["mock", "chat", "add"]
+
+[parameters]
+"path.name" = { dictionary = "names", probability = 0.6 }
+"path.key_id" = "1"
+"path.version" = "1"
+"""
+
+
+def test_schemathesis_admin_api_finds_no_server_errors(home: Path, tmp_path: Path,
+                                                      make_gateway) -> None:
+    """Every admin API operation, fuzzed with a write token: deletes, bad bodies, stale
+    versions and uploads of random bytes are all 4xx, never a 5xx."""
+    apply_config(home, chat_config("http://127.0.0.1:9/v1"))
+    model = matmul_add_model(tmp_path / "add.onnx")
+    assert run_cli("models", "add", "add", str(model), home=home)[0] == 0
+    create_key(home)
+    code, out, err = run_cli("admin", "create-token", "fuzz", "--scope", "write", "--json",
+                             home=home)
+    assert code == 0, err
+    token = json.loads(out)["token"]
+    server = make_gateway()
+    config = tmp_path / "schemathesis-admin.toml"
+    config.write_text(ADMIN_CONFIG)
+    run = subprocess.run(
+        [SCHEMATHESIS, "--no-color", "--config-file", str(config), "run",
+         server.url + "/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", str(ADMIN_MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
+         "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
+         "--header", f"Authorization: Bearer {token}", "--suppress-health-check", "all",
+         "--include-path-regex", "^/admin/api/"],
+        check=False, capture_output=True, text=True, timeout=100, cwd=tmp_path,
+    )
+    output = run.stdout[-12000:] + run.stderr[-3000:]
+    assert run.returncode == 0, output
+    assert "No issues found" in output or "passed" in output, output
+    assert "/admin/api/routes/{name}" in output, output  # the admin operations really ran

@@ -14,7 +14,8 @@ PACKAGES = {"litegate": ROOT / "litegate", "litegate.admin": ROOT / "admin",
 HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.upstreams", "litegate.inference",
             "litegate.grpc_api")
 SHELLS = ("litegate.app", "litegate.asgi", "litegate.mount", "litegate.plugin",
-          "litegate.health", "litegate.openapi", "litegate.demo", "litegate.cli",
+          "litegate.health", "litegate.openapi", "litegate.openapi_admin", "litegate.apidocs",
+          "litegate.demo", "litegate.cli",
           "litegate.admin", "litegate.ops")
 ASGI = ("litegate.asgi_types", "litegate.request", "litegate.responses")
 

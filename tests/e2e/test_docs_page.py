@@ -1,0 +1,87 @@
+"""``/docs`` in real Chromium (Playwright, Debian's chromium) with every request to
+anything but 127.0.0.1 blocked: the page renders the gateway's OpenAPI document — the
+/v1, /v2 and admin API operations with their parameters and schemas — from the
+gateway alone, under a CSP that allows only its own origin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import Route, expect, sync_playwright
+
+from tests.e2e.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def gateway_url(home: Path, make_gateway) -> str:  # type: ignore[no-untyped-def]
+    return str(make_gateway().url)
+
+
+def test_docs_page_renders_every_operation_offline(gateway_url: str) -> None:
+    doc = httpx.get(gateway_url + "/openapi.json").json()
+    operations = sum(1 for item in doc["paths"].values() for m in item
+                     if m in ("get", "post", "put", "patch", "delete"))
+    page_headers = httpx.get(gateway_url + "/docs").headers
+    assert "default-src 'none'" in page_headers["content-security-policy"]
+    assert page_headers["content-type"].startswith("text/html")
+
+    blocked: list[str] = []
+    errors: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(base_url=gateway_url)
+            context.route("**/*", only_local)
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto("/docs")
+            expect(page.locator("body")).to_have_attribute("data-rendered", str(operations))
+            expect(page.locator("#title")).to_have_text("litegate API reference")
+
+            # Inference and admin operations are listed, grouped.
+            chat = page.locator("details.op", has_text="/v1/chat/completions")
+            expect(chat).to_have_count(1)
+            expect(page.locator("section[data-group='admin: routes'] details.op")).to_have_count(5)
+            put_route = page.locator("details.op", has=page.locator(".method.put")).filter(
+                has_text="/admin/api/routes/{name}")
+            put_route.locator("summary").click()
+            body = put_route.locator(".body")
+            expect(body).to_contain_text("admin token (Authorization: Bearer lga-…)")
+            expect(body).to_contain_text("If-Match")
+            expect(body).to_contain_text("variants")  # the RouteIn schema, expanded
+            expect(body.locator("tr[data-status='409']")).to_contain_text("Stale `row_version`")
+
+            # The filter narrows the list.
+            page.fill("#filter", "/v2/models/{model}/infer")
+            expect(page.locator("details.op:visible")).to_have_count(1)
+            page.fill("#filter", "")
+            expect(page.locator("details.op:visible")).to_have_count(operations)
+        finally:
+            browser.close()
+    assert blocked == [], f"the page asked for outside resources: {blocked}"
+    assert errors == [], errors
+
+
+def test_docs_assets_are_served(gateway_url: str) -> None:
+    for path, kind in (("/docs/apidocs.js", "text/javascript"), ("/docs/apidocs.css", "text/css")):
+        r = httpx.get(gateway_url + path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith(kind)
+        assert b"http://" not in r.content and b"https://" not in r.content
+    assert httpx.get(gateway_url + "/docs/other.js").status_code == 404
+
