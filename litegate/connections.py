@@ -16,6 +16,10 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+from litegate.log_config import import_hiding
+
+# uvicorn loads watchfiles (and anyio, ~1 MiB) for --reload, which litegate never uses.
+import_hiding(("watchfiles",), "uvicorn")
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send

@@ -299,9 +299,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve_uvicorn(settings: Settings, sock: socket.socket, url: str, lines: list[str]) -> int:
+    # connections first: it imports uvicorn without its --reload extras
+    from litegate.connections import protocol_for  # noqa: I001
     import uvicorn
-
-    from litegate.connections import protocol_for
 
     if settings.certfile:
         lines.append("HTTP/1.1 over TLS (uvicorn has no HTTP/2: --server granian for h2)")

@@ -16,7 +16,8 @@ from pathlib import Path
 from tests.helpers.cli import apply_config, chat_config, clean_env, create_key
 
 HEAVY = ("sqlalchemy", "alembic", "aiosqlite", "litestar", "jinja2", "onnxruntime", "numpy",
-         "rich", "yaml", "litegate.admin", "litegate.services.keys", "litegate.db.models")
+         "rich", "yaml", "greenlet", "watchfiles", "anyio", "litegate.admin",
+         "litegate.services.keys", "litegate.db.models")
 
 CHILD = textwrap.dedent("""
     import asyncio, json, sys
@@ -25,6 +26,7 @@ CHILD = textwrap.dedent("""
 
     build_parser(["serve"])  # what `litegate serve` parses with
     import litegate.cli.serve  # noqa: F401  (the command's module, as main() loads it)
+    import litegate.connections  # noqa: F401  (uvicorn's protocol, as serve loads it)
     from litegate.app import create_app
     from litegate.settings import Settings
 
