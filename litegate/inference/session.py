@@ -363,6 +363,9 @@ def load_session(
     except ValueError as exc:  # a bad option (device_id, gpu_memory_mb, cuDNN search)
         raise ModelUnavailable(f"model {name!r} version {version!r}: {exc}") from exc
     cuda_graph = any(o.get("enable_cuda_graph") == "1" for o in by_provider)
+    for o in by_provider:  # TensorRT writes its engines there; make sure it can
+        if "trt_engine_cache_path" in o:
+            Path(o["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     # Bounded wait: a load that cannot be measured falls back to the file size.
     measured = MEASURING.acquire(timeout=10)
     try:

@@ -255,3 +255,26 @@ def test_tensorrt_requested_here_falls_back_too(tmp_path: Path) -> None:
                           name="m", version="1")
     assert loaded.providers == (CPU,)
     assert set(loaded.fell_back) == {TENSORRT, CUDA}
+    assert (tmp_path / "home" / "trt-cache").is_dir()  # the engine cache, under home
+
+
+def test_cuda_graph_is_asked_of_ort_only_for_static_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import litegate.inference.session as session_module
+
+    built: list[list[dict[str, str]]] = []
+    real = session_module.build_provider_options
+
+    def spy(*args: object, **kwargs: object) -> list[dict[str, str]]:
+        built.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return built[-1]
+
+    monkeypatch.setattr(session_module, "build_provider_options", spy)
+    st = settings(tmp_path, providers="cuda,cpu")
+    for path in (fixed_shape_model(tmp_path / "fixed.onnx"),
+                 matmul_add_model(tmp_path / "dyn.onnx")):
+        loaded = load_session(path, st, name="m", version="1", options={"cuda_graph": True})
+        assert loaded.graph is None  # CUDA fell back here: no device buffers to replay
+    static, dynamic = (b[0] for b in built)
+    assert static.get("enable_cuda_graph") == "1"
+    assert "enable_cuda_graph" not in dynamic
