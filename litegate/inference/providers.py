@@ -173,7 +173,8 @@ def select_providers(setting: str, available: Sequence[str], *, strict: bool,
         raise ProviderUnavailable(
             f"requested execution provider(s) {', '.join(missing)} not available in this "
             f"onnxruntime build (available: {', '.join(available) or 'none'}); "
-            "strict providers are on, refusing to fall back"
+            "strict providers are on, refusing to fall back: install onnxruntime-gpu, "
+            "or choose --providers from the available ones"
         )
     chosen = [p for p in wanted if p in available]
     if missing:
@@ -199,7 +200,10 @@ def check_providers(
             f"running on {', '.join(actual) or 'nothing'}"
         )
         if strict:
-            raise ProviderUnavailable(message + "; strict providers are on, refusing to fall back")
+            raise ProviderUnavailable(
+                message + "; strict providers are on, refusing to fall back: install the "
+                "CUDA/cuDNN libraries this onnxruntime-gpu build needs, or turn "
+                "--strict-providers off (LITEGATE_STRICT_PROVIDERS=0)")
         log.warning("onnx_provider_fallback", model=model, requested=list(requested),
                     actual=list(actual))
     return fell_back

@@ -245,6 +245,7 @@ def test_strict_cuda_refuses_with_the_fix(tmp_path: Path) -> None:
                      name="m", version="1")
     message = info.value.detail
     assert "CUDAExecutionProvider" in message and "refusing to fall back" in message
+    assert "install the CUDA/cuDNN libraries" in message and "--strict-providers off" in message
     assert "\n" not in message
 
 
