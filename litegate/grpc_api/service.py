@@ -5,10 +5,10 @@ No ASGI here: every call walks the policy objects directly, in the REST pipeline
 order — the API key from the ``authorization`` (``Bearer <key>``) or ``x-api-key``
 metadata (against the immutable snapshot), the route and the key's scope, the limits
 (``Limiter.checks`` + ``hit``, the very counters REST uses, so one quota covers both
-surfaces), the variant (``choose_variant``), the handler, then metrics, the dashboard's
-stats, the key's last use and the access log. ``LitegateError``s become gRPC status
-codes in one place (``_abort``); a 429's ``Retry-After`` and ``X-RateLimit-*`` go to the
-trailing metadata.
+surfaces), the variant (``Bandit.choose``: adaptive shares learn from gRPC calls too),
+the handler, then metrics, the dashboard's stats, the key's last use and the access log.
+``LitegateError``s become gRPC status codes in one place (``_abort``); a 429's
+``Retry-After`` and ``X-RateLimit-*`` go to the trailing metadata.
 
 Served: ServerLive, ServerReady, ServerMetadata (no key, like ``/v2/health/*`` and
 ``/v2``), ModelReady, ModelMetadata, ModelConfig, ModelInfer and ModelStatistics
@@ -60,6 +60,7 @@ from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
 from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
+from litegate.policies.bandit import Bandit
 from litegate.policies.variants import choose_variant
 from litegate.snapshot import KeySpec, RouteSpec, SnapshotStore, VariantSpec
 from litegate.upstreams.client import UpstreamClient
@@ -143,6 +144,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         max_response_bytes: int,
         access_log: bool = True,
         server_name: str = "litegate",
+        bandit: Bandit | None = None,
     ) -> None:
         from litegate.inference.v2_server import _version
 
@@ -155,6 +157,8 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.client = client
         self.on_key_use = on_key_use
         self.max_response_bytes = max_response_bytes
+        self.bandit = bandit
+        """A/B shares (adaptive ones learn from these calls too); None: the weights."""
         self.access_log = access_logger() if access_log else None
         self.server_metadata = pb.ServerMetadataResponse(
             name=server_name, version=_version(),
@@ -240,8 +244,9 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         if route is not None:
             value = (metadata.get(route.sticky_header.decode("latin-1"))
                      if route.sticky_header is not None else None)
-            call.variant = choose_variant(
-                route, route.sticky_value(key.id, value.encode() if value is not None else None))
+            sticky = route.sticky_value(key.id, value.encode() if value is not None else None)
+            call.variant = (self.bandit.choose(route, sticky) if self.bandit is not None
+                            else choose_variant(route, sticky))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: LitegateError) -> None:
         code = _STATUS.get(exc.status_code, grpc.StatusCode.INTERNAL)
@@ -255,6 +260,10 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         elapsed = time.perf_counter() - call.started
         self.metrics.observe_request(route, variant, call.status, elapsed,
                                      max(elapsed - call.upstream_s, 0.0), None)
+        if (self.bandit is not None and call.route is not None and call.variant is not None
+                and not 400 <= call.status < 500):  # a client's error says nothing of a variant
+            self.bandit.record(call.route.name, call.variant.name, ok=call.status < 500,
+                               latency_s=elapsed)
         if call.status == 429:
             self.metrics.limited.labels(route).inc()
         self.stats.record(call.name, call.variant.name if call.variant else None, call.status,
