@@ -87,6 +87,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {HOST}:{port}")
+
+
 def _proc_children() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -455,7 +465,8 @@ def export_ref(ref: str, workdir: Path) -> Path:
 
 
 def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool = False,
-                   source: Path | None = None, name: str = "litegate", server: str | None = None) -> Target:
+                   source: Path | None = None, name: str = "litegate", server: str | None = None,
+                   workers: int | None = None, redis: str | None = None) -> Target:
     """``nolimits`` (profiling only): no limit on the key or the route. ``source``: run
     the litegate exported there (``--refs``) instead of this checkout's."""
     home = Path(tempfile.mkdtemp(prefix="litegate-home-", dir=workdir))
@@ -504,6 +515,12 @@ def setup_litegate(workdir: Path, mock_port: int, port: int, *, nolimits: bool =
     if server is not None:
         argv += ["--server", server]
         label += f" --server {server}"
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+        label += f" --workers {workers}"
+    if redis is not None:
+        argv += ["--redis", redis]
+        label += " --redis"
     return Target(name, label, port, argv, auth_key=key, ready_path="/readyz", env=env,
                   notes=[f"home {home.name}; route `{ROUTE}` -> mock `{UPSTREAM_MODEL}`; "
                          "auth + limits (1000000/minute key and route) + metrics, no cache"])
@@ -666,6 +683,9 @@ def finish_load(r: Running) -> None:
     res.socket_errors = "; ".join(errs) or None
     res.cpu_us_per_req = r.cpu_s / res.requests * 1e6 if res.requests else None
     res.cpu_util = r.cpu_s / r.wall_s if r.wall_s else None
+    if res.cpu_util is not None and res.rps:
+        res.notes.append(f"CPU during the load {res.cpu_util:.2f} cores (process tree); "
+                         f"{res.rps / res.cpu_util:.0f} requests per gateway CPU-second")
     res.load_rss_mb = tree_rss_mb(r.proc.pid)
     res.load_after = loadavg()
     if r.h2_rounds:
@@ -763,8 +783,19 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
             if lg.added_p50_ms is not None and other.added_p50_ms is not None:
                 line += (f"; added p50 {lg.added_p50_ms:.3f} vs {other.added_p50_ms:.3f} ms")
             checks.append(line)
+    scaled = sorted((r for r in results if r.name.startswith("litegate-w") and r.rps and not r.error),
+                    key=lambda r: int(r.name.removeprefix("litegate-w")))
+    if len(scaled) > 1:
+        one = scaled[0]
+        for r in scaled[1:]:
+            line = (f"{r.label} / {one.label}: RPS **{r.rps / one.rps:.2f}×**, gateway cores used "
+                    f"{fmt(r.cpu_util)} vs {fmt(one.cpu_util)}")
+            if r.cpu_us_per_req and one.cpu_us_per_req:
+                line += (f", requests per gateway CPU-second {1e6 / r.cpu_us_per_req:.0f} vs "
+                         f"{1e6 / one.cpu_us_per_req:.0f}")
+            checks.append(line)
     servers = [r for r in results if not r.error and r.name.startswith(("ceiling", "litegate"))
-               and "@" not in r.name]
+               and "@" not in r.name and not r.name.startswith("litegate-w")]
     if len(servers) > 2 or any(r.h2_rps for r in servers):
         lines += _server_table(by, args)
     if checks:
@@ -901,6 +932,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--h2-connections", type=int, default=8, help="h2load connections (default 8)")
     p.add_argument("--h2-streams", type=int, default=8,
                    help="h2load concurrent streams per connection (default 8)")
+    p.add_argument("--workers", default="",
+                   help="comma-separated worker counts: extra targets `litegate serve --workers N` "
+                        "(scaling with cores; add --redis for one global quota)")
+    p.add_argument("--redis", default=None,
+                   help="redis URL for the --workers targets, or `auto` for a throwaway "
+                        "redis-server started by the bench")
     p.add_argument("--refs", default="",
                    help="comma-separated git commits to run as extra litegate targets side by side "
                         "with this checkout's (e.g. the commit before a change)")
@@ -926,6 +963,15 @@ def main(argv: list[str] | None = None) -> int:
                           capture_output=True).returncode != 0:
             p.error(f"--refs: {ref!r} is not a commit")
     targets += [f"litegate@{ref}" for ref in refs]
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--workers: comma-separated integers (got {args.workers!r})")
+    if any(not 1 <= w <= 16 for w in workers):
+        p.error("--workers: each count in [1, 16]")
+    targets += [f"litegate-w{w}" for w in workers]
+    if args.redis == "auto" and not shutil.which("redis-server"):
+        p.error("--redis auto: redis-server not found on PATH (apt-get install redis-server)")
     if args.duration <= 0 or args.duration > 300 or args.warmup < 0 or args.warmup > 60:
         p.error("--duration must be in (0, 300] and --warmup in [0, 60]")
     if not 1 <= args.rounds <= 10 or args.duration / args.rounds < 1:
@@ -957,6 +1003,14 @@ def main(argv: list[str] | None = None) -> int:
         mock_target = Target("mock", "direct to mock", mock_port, mock_argv, ready_path="/v1/models")
         mock_res = Result("mock", mock_target.label)
         wait_ready(mock, mock_t0, mock_target, mock_res)
+        redis_url = args.redis
+        if redis_url == "auto":
+            redis_port = free_port()
+            procs.spawn([shutil.which("redis-server") or "redis-server", "--port", str(redis_port),
+                         "--bind", HOST, "--save", "", "--appendonly", "no"],
+                        workdir / "redis.log", cwd=workdir)
+            redis_url = f"redis://{HOST}:{redis_port}/0"
+            wait_port(redis_port)
 
         running: list[Running] = []
 
@@ -999,6 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
                 elif name.startswith("litegate+"):
                     target = setup_litegate(workdir, mock_port, port, name=name,
                                             server=name.partition("+")[2])
+                elif name.startswith("litegate-w"):
+                    target = setup_litegate(workdir, mock_port, port, name=name,
+                                            workers=int(name.removeprefix("litegate-w")),
+                                            redis=redis_url)
                 elif name.startswith("litegate@"):
                     source = export_ref(name.partition("@")[2], workdir)
                     target = setup_litegate(workdir, mock_port, port, source=source, name=name)
