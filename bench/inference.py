@@ -136,7 +136,7 @@ def raw_cell(session, bs: int, seconds: float, streams: int = 1) -> dict:
     for _ in range(3):
         session.run(None, {"x": x})
     counts, lat = [0] * streams, []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
 
     def loop(i: int) -> None:
         while time.perf_counter() - t0 < seconds:
@@ -150,7 +150,9 @@ def raw_cell(session, bs: int, seconds: float, streams: int = 1) -> dict:
         t.start()
     for t in threads:
         t.join()
+    cpu = time.process_time() - cpu0
     return {"rows_s": sum(counts) / (time.perf_counter() - t0),
+            "rows_per_cpu_s": sum(counts) / cpu if cpu > 0 else None,
             "p50_ms": float(np.percentile(lat, 50) * 1e3),
             "p99_ms": float(np.percentile(lat, 99) * 1e3)}
 
@@ -307,6 +309,19 @@ def tree(pid: int) -> list[int]:
         except OSError:
             pass
     return pids
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of the process tree, in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -582,7 +597,7 @@ def median_cells(cells: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
-def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict,
+def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict, raw_per_cpu: dict,
            checks: dict) -> str:
     names = [n for n in targets if any(f"{n}|{c}" in med for c in CONCURRENCY)]
     lines = [
@@ -601,11 +616,18 @@ def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict,
         f"ONNX Runtime intra-op threads {args.intra_op or 'default'} everywhere; batching "
         f"servers max batch {args.max_batch}, queue delay {args.delay_ms:g} ms.  ",
         "Raw `session.run` on the server core(s), rows/s by batch size: "
-        + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(raw.items())) + ".  ",
+        + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(raw.items()))
+        + "; rows per CPU-second: "
+        + ", ".join(f"{b}: {v:.0f}" for b, v in sorted(raw_per_cpu.items())) + ".  ",
+        "Of fair ceiling = the server's rows/s ÷ raw rows/s at the batch size its load formed "
+        "(wall clock); per CPU-s = the server's rows per CPU-second of its process tree ÷ raw "
+        "rows per CPU-second at that batch — the same ratio with the other jobs' share of the "
+        "core taken out.  ",
         "",
         "| target | c=1 rows/s | c=16 rows/s | c=64 rows/s | p50 / p99 ms at 64 | mean batch at 16"
-        " / 64 | of fair ceiling at 64 | idle RSS MiB | ready s | answers |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+        " / 64 | of fair ceiling at 64: wall / per CPU-s | rows per CPU-s at 64 | idle RSS MiB"
+        " | ready s | answers |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     for n in names:
         t = targets[n]
@@ -613,12 +635,16 @@ def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict,
         c64 = cells[-1] or {}
         mb = [(c or {}).get("mean_batch") for c in cells[1:]]
         fair = fair_ceiling(raw, mb[-1] if mb[-1] else 1)
+        fair_cpu = fair_ceiling(raw_per_cpu, mb[-1] if mb[-1] else 1)
+        per_cpu = c64.get("rows_per_cpu_s")
         lines.append(
             f"| {t['label']} | " + " | ".join(f"{c['rows_s']:.0f}" if c else "—" for c in cells)
             + f" | {c64.get('p50_ms', float('nan')):.1f} / {c64.get('p99_ms', float('nan')):.1f}"
             + " | " + " / ".join(f"{b:.1f}" if b else "—" for b in mb)
-            + f" | {c64.get('rows_s', 0) / fair:.2f} (raw at batch {fair_batch(raw, mb[-1] or 1)}:"
-            f" {fair:.0f})"
+            + f" | {c64.get('rows_s', 0) / fair:.2f} / "
+            + (f"{per_cpu / fair_cpu:.2f}" if per_cpu else "—")
+            + f" (raw at batch {fair_batch(raw, mb[-1] or 1)})"
+            + (f" | {per_cpu:.0f}" if per_cpu else " | —")
             + f" | {t.get('rss', 0):.0f} | {t.get('ready_s', 0):.1f} | "
             + ("ok" if checks.get(n) else "WRONG") + " |")
     lg, tr = med.get, targets
@@ -706,7 +732,7 @@ def main() -> int:
             os.sched_setaffinity(0, main_cpus)
             if {"litegate", "litegate-nb", "litegate-2runs"} & set(wanted):
                 lg = start_litegate(procs, model, args, workdir)
-                base = {"port": lg["port"], "key": lg["key"], "stats": "litegate",
+                base = {"port": lg["port"], "key": lg["key"], "stats": "litegate", "pid": lg["pid"],
                         "ready_s": lg["ready_s"], "rss": rss_mb(lg["pid"])}
                 if "litegate" in wanted:
                     targets["litegate"] = {**base, "path": "/v2/models/mlp/infer", "model": "mlp",
@@ -725,6 +751,7 @@ def main() -> int:
                     targets["pytriton"] = {
                         "port": tr["port"], "path": "/v2/models/mlp/infer", "stats": "triton",
                         "metrics_port": tr["metrics_port"], "ready_s": tr["ready_s"],
+                        "pid": tr["pid"],
                         "rss": rss_mb(tr["pid"]),
                         "label": f"Triton via PyTriton {tr['version']}, dynamic batching"}
                 except RuntimeError as exc:
@@ -732,6 +759,7 @@ def main() -> int:
             if "handwritten" in wanted:
                 hw = start_handwritten(procs, model, args, workdir)
                 targets["handwritten"] = {"port": hw["port"], "path": "/v2/models/mlp/infer",
+                                          "pid": hw["pid"],
                                           "ready_s": hw["ready_s"], "rss": rss_mb(hw["pid"]),
                                           "label": "hand-written Litestar + ORT, no batching"}
             checks = {n: check_answers(t, expected, rows) for n, t in targets.items()}
@@ -740,21 +768,27 @@ def main() -> int:
                         args.client_cpus)
             order = list(targets)
             raw_runs: dict[int, list[float]] = {}
+            raw_cpu: dict[int, list[float]] = {}
             for r in range(args.rounds):
                 if args.server_cpus:
                     os.sched_setaffinity(0, {int(c) for c in args.server_cpus.split(",")})
                 for bs in (1, 8, 16, 32, 48, 64, 128):
-                    raw_runs.setdefault(bs, []).append(
-                        raw_cell(session, bs, args.raw_seconds)["rows_s"])
+                    cell = raw_cell(session, bs, args.raw_seconds)
+                    raw_runs.setdefault(bs, []).append(cell["rows_s"])
+                    raw_cpu.setdefault(bs, []).append(cell["rows_per_cpu_s"])
                 os.sched_setaffinity(0, main_cpus)
                 cells: dict = {}
                 for c in CONCURRENCY:
                     for name in order:
                         t = targets[name]
-                        before = batch_counters(t)
+                        before, cpu_before = batch_counters(t), cpu_s(t["pid"])
                         cell = run_wrk(t["port"], t["path"], t.get("key", "none"), c,
                                        args.seconds, f"r{r}-{name}-c{c}", args.client_cpus)
-                        after = batch_counters(t)
+                        after, used = batch_counters(t), cpu_s(t["pid"]) - cpu_before
+                        # Rows per CPU-second of the server's process tree: steadier than
+                        # rows/s when other jobs take turns on the same core.
+                        cell["rows_per_cpu_s"] = ((cell["requests"] - cell["non2xx"]) / used
+                                                  if used > 0 else None)
                         cell["mean_batch"] = (
                             (after[0] - before[0]) / (after[1] - before[1])
                             if before and after and after[1] > before[1] else None)
@@ -776,11 +810,13 @@ def main() -> int:
                     (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
     med = {k: median_cells([r[k] for r in rounds if k in r]) for k in rounds[0]}
     raw = {bs: float(np.median(v)) for bs, v in raw_runs.items()}
+    raw_per_cpu = {bs: float(np.median(v)) for bs, v in raw_cpu.items()}
     (WORK / "inference.json").write_text(json.dumps(
-        {"rounds": rounds, "median": med, "raw": raw, "checks": checks,
+        {"rounds": rounds, "median": med, "raw": raw, "raw_per_cpu": raw_per_cpu,
+         "checks": checks,
          "targets": {n: {k: v for k, v in t.items() if k != "key"} for n, t in targets.items()},
          "executors": executors}, indent=2, default=str))
-    table = report(args, med, targets, raw, checks)
+    table = report(args, med, targets, raw, raw_per_cpu, checks)
     if executors:
         table += ("\nBatcher executor, in-process, 64 concurrent 1-row clients, no HTTP "
                   "(rows/s, median of the rounds):\n\n"

@@ -412,9 +412,16 @@ def main() -> int:
                 except (RuntimeError, OSError) as exc:
                     skipped[name] = str(exc)
                     log(f"{name} not run: {exc}")
-            for name, t in targets.items():  # warm-up: connections, imports, first stream
+            for name, t in list(targets.items()):  # warm-up: connections, first streams
                 url = f"http://{HOST}:{t['port']}/v1/chat/completions"
-                asyncio.run(run_cell(url, t["headers"], t["model"], 4, 8, 60, args.chunks))
+                warm = asyncio.run(run_cell(url, t["headers"], t["model"], 4, 8, 60,
+                                            args.chunks))
+                if not warm["complete"]:  # a peer that cannot stream is recorded, not timed
+                    skipped[name] = (f"{t['label']}: no warm-up stream completed "
+                                     f"({', '.join(warm['error_sample'])}; see its log in "
+                                     "bench/.work/)")
+                    log(f"{name} not run: {skipped[name]}")
+                    del targets[name]
             order = list(targets)
             for r in range(args.rounds):
                 cells: dict = {}
