@@ -68,8 +68,8 @@ def client(server, key: str) -> openai.OpenAI:
 
 def shares(server, route: str) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics").text
-    pattern = re.compile(
-        r'^litegate_variant_share\{route="%s",variant="([^"]+)"\} (\S+)$' % re.escape(route), re.M)
+    pattern = re.compile(r'^litegate_variant_share\{route="' + re.escape(route)
+                         + r'",variant="([^"]+)"\} (\S+)$', re.MULTILINE)
     return {m.group(1): float(m.group(2)) for m in pattern.finditer(text)}
 
 
@@ -213,16 +213,16 @@ def test_adaptive_config_is_validated_and_exported(home, fake_upstream, flaky_up
 
 def _form_fields(html: str) -> dict[str, str]:
     """What a browser would submit for the route form as rendered (checkboxes unticked)."""
-    form = re.search(r'<form method="post"[^>]*id="route-form".*?</form>', html, re.S).group(0)
+    form = re.search(r'<form method="post"[^>]*id="route-form".*?</form>', html, re.DOTALL).group(0)
     data = {}
     for tag in re.findall(r"<input[^>]*>", form):
         name, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
         if name and "checkbox" not in tag and "disabled" not in tag:
             data[name.group(1)] = value.group(1) if value else ""
-    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.S):
+    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.DOTALL):
         chosen = re.search(r'<option value="([^"]*)" selected>', body)
         data[name] = chosen.group(1) if chosen else ""
-    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.S):
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.DOTALL):
         data[name] = body
     return data
 
@@ -240,7 +240,7 @@ def test_console_shows_the_shares_and_keeps_adaptive_on_save(
         ask(c, "chat")
     console = http_login(gateway.url, "alice", "alice-password")
     dash = console.get("/admin/").text
-    table = re.search(r'<table class="grid" id="variant-shares">.*?</table>', dash, re.S).group(0)
+    table = re.search(r'<table class="grid" id="variant-shares">.*?</table>', dash, re.DOTALL).group(0)
     rows = dict(re.findall(r'<tr data-variant="([a-z]+/[a-z]+)"><td>[^<]*</td><td>[^<]*</td>'
                            r'<td class="num" data-metric="share-now">([0-9.]+)%<', table))
     assert float(rows["chat/steady"]) >= 85 and float(rows["chat/flaky"]) >= 10, rows
@@ -249,7 +249,7 @@ def test_console_shows_the_shares_and_keeps_adaptive_on_save(
     route_id = re.search(r'href="/admin/routes/(\d+)">chat<', console.get("/admin/routes").text)
     page = console.get(f"/admin/routes/{route_id.group(1)}").text
     assert re.search(r'id="route-shares".*data-variant="steady".*share-now">(9\d|8[5-9])',
-                     page, re.S), page
+                     page, re.DOTALL), page
     fields = _form_fields(page)
     assert (fields["adaptive_metric"], fields["adaptive_min_share"]) == ("errors", "0.1")
 

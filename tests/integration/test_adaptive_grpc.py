@@ -52,5 +52,5 @@ def test_grpc_calls_follow_and_feed_the_bandit(tmp_path, home, make_gateway) -> 
 
     text = httpx.get(server.url + "/metrics").text
     shares = dict(re.findall(r'^litegate_variant_share\{route="ab",variant="(\w+)"\} (\S+)$',
-                             text, re.M))
+                             text, re.MULTILINE))
     assert float(shares["good"]) >= 0.85 and float(shares["bad"]) >= 0.1 - 1e-9, shares
