@@ -56,11 +56,11 @@ from litegate.inference.text_pipeline import public_signature
 from litegate.log_config import access_logger
 from litegate.policies.admission import admit
 from litegate.policies.api_keys import authenticate
+from litegate.policies.bandit import Bandit
 from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
 from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
-from litegate.policies.bandit import Bandit
 from litegate.policies.variants import choose_variant
 from litegate.snapshot import KeySpec, RouteSpec, SnapshotStore, VariantSpec
 from litegate.upstreams.client import UpstreamClient
