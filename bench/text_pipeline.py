@@ -110,20 +110,57 @@ def reference(texts: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
+class EmulatedDevice:
+    """A stand-in accelerator: a run takes ``base_ms + per_row_ms`` × rows of wall time
+    without holding a CPU (as the host waits for a GPU) and returns ``[token id, 1]`` per
+    token, so every answer stays checkable (:func:`emulated_reference`)."""
+
+    def __init__(self, base_ms: float, per_row_ms: float) -> None:
+        self.base_ms, self.per_row_ms = base_ms, per_row_ms
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray], run_options: Any = None
+            ) -> list[np.ndarray]:
+        ids = feeds["input_ids"]
+        time.sleep((self.base_ms + self.per_row_ms * ids.shape[0]) / 1000.0)
+        return [np.stack([ids.astype(np.float32), np.ones(ids.shape, np.float32)], axis=-1)]
+
+
+def emulated_reference(texts: list[str]) -> dict[str, np.ndarray]:
+    tok, out = raw_tokenizer(False), {}
+    for text in texts:
+        v = np.array([np.mean(tok.encode(text).ids), 1.0])
+        out[text] = (v / np.linalg.norm(v)).astype(np.float32)
+    return out
+
+
+def emulated_loader(device: EmulatedDevice) -> Any:
+    """A ``ModelManager`` loader whose session is ``device`` (the real model's signature)."""
+    from litegate.inference.session import LoadedSession, validate_model_file
+
+    def load(path: Path, settings: Any, *, name: str, version: str, options: Any) -> Any:
+        return LoadedSession(name, version, device, validate_model_file(path),  # type: ignore[arg-type]
+                             ("EmulatedDevice",), ("EmulatedDevice",), (), 0, 0.0,
+                             ("last_hidden_state",))
+    return load
+
+
 class STLoop:
     """sentence-transformers' ``encode`` per request, one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: Any = None) -> None:
         self.tok = raw_tokenizer(True)
-        self.sess = session()
+        self.sess = device or session()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="st-loop")
+        self.session_s = 0.0
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         encs = self.tok.encode_batch(texts)
         ids = np.array([e.ids for e in encs], np.int64)
         mask = np.array([e.attention_mask for e in encs], np.int64)
+        t0 = time.perf_counter()
         hidden = self.sess.run(None, {"input_ids": ids, "attention_mask": mask,
                                       "token_type_ids": np.zeros_like(ids)})[0]
+        self.session_s += time.perf_counter() - t0
         m = mask[..., None].astype(np.float32)
         pooled = (hidden * m).sum(1) / np.clip(m.sum(1), 1e-9, None)
         return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -132,7 +169,8 @@ class STLoop:
         return await asyncio.get_running_loop().run_in_executor(self.pool, self._encode, texts)
 
 
-async def litegate_manager(overlap: bool, args: argparse.Namespace, tmp: Path) -> Any:
+async def litegate_manager(overlap: bool, args: argparse.Namespace, tmp: Path,
+                           loader: Any = None) -> Any:
     from prometheus_client import CollectorRegistry
 
     from litegate.demo import DEMO_OPTIONS, demo_model_path
@@ -148,19 +186,26 @@ async def litegate_manager(overlap: bool, args: argparse.Namespace, tmp: Path) -
     spec = ModelSpec("minilm", "1", MappingProxyType({"1": version}), args.max_batch,
                      args.delay_ms, True,
                      MappingProxyType({**DEMO_OPTIONS, "instances": args.instances}))
-    settings = Settings(home=tmp / ("on" if overlap else "off"), providers="cpu",
+    settings = Settings(home=tmp / f"{overlap}-{loader is None}", providers="cpu",
                         intra_op_threads=1, inter_op_threads=1,
                         text_pipeline_overlap=overlap)
-    manager = ModelManager(settings, CollectorRegistry())
+    manager = ModelManager(settings, CollectorRegistry(), loader=loader)
     await manager.start(Snapshot(version=1, models=MappingProxyType({"minilm": spec})))
     await manager.wait_ready()
     return manager
 
 
+def session_seconds(manager: Any) -> float:
+    """Time the litegate model's session spent running (the batcher's compute time)."""
+    stats = manager.stats.get(("minilm", "1"))
+    return sum(d.ns for d in stats.batches.values()) / 1e9 if stats is not None else 0.0
+
+
 async def drive(embed: Any, texts: list[str], ref: dict[str, np.ndarray], clients: int,
-                seconds: float) -> dict[str, float]:
+                seconds: float, busy: Any = None) -> dict[str, float]:
     """``clients`` closed-loop clients for ``seconds``: embeddings/s, CPU ms per embedding,
-    latency percentiles; every answer checked against the reference."""
+    latency percentiles, the share of the wall time the session was running; every answer
+    checked against the reference."""
     done = 0
     worst = 0.0
     latencies: list[float] = []
@@ -180,14 +225,17 @@ async def drive(embed: Any, texts: list[str], ref: dict[str, np.ndarray], client
             worst = max(worst, float(np.abs(got - expected).max()))
             done += k
 
+    busy0 = busy() if busy else 0.0
     cpu0, t0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    busy_share = ((busy() - busy0) / wall) if busy else 0.0
     if worst > TOLERANCE:
         raise SystemExit(f"wrong vectors: max abs error {worst:.2e} > {TOLERANCE}")
     return {"eps": done / wall, "cpu_ms": 1000.0 * cpu / max(done, 1),
             "p50_ms": 1000.0 * float(np.percentile(latencies, 50)),
-            "p99_ms": 1000.0 * float(np.percentile(latencies, 99)), "err": worst}
+            "p99_ms": 1000.0 * float(np.percentile(latencies, 99)), "err": worst,
+            "busy": 100.0 * busy_share}
 
 
 def _commit() -> str:
@@ -198,8 +246,7 @@ def _commit() -> str:
         return "?"
 
 
-def report(args: argparse.Namespace, med: dict[str, dict[str, float]], extra: dict[str, Any]
-           ) -> str:
+def report(args: argparse.Namespace, sections: list[dict[str, Any]], load_before: str) -> str:
     lines = [
         f"## Text pipeline (issue #12 item 2) — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -207,80 +254,105 @@ def report(args: argparse.Namespace, med: dict[str, dict[str, float]], extra: di
         f"(at commit {_commit()})  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; 1-min load average before/after: "
-        f"{extra['load_before']} / {os.getloadavg()[0]:.2f} (shared with other jobs)  ",
-        "Model: demo all-MiniLM-L6-v2 int8, CPU, intra-op 1 / inter-op 1 in every target; "
-        f"litegate max batch {args.max_batch}, delay {args.delay_ms:g} ms, "
-        f"{args.instances} session run(s) at once. Requests of 1/1/2/3 texts from a corpus "
-        f"of 256 sentences (4-40 words); {args.rounds} interleaved rounds of "
-        f"{args.seconds:g} s per cell, medians. Every answer within {TOLERANCE:g} of a "
-        f"serial one-text-per-run reference (worst seen: {extra['worst']:.1e}).",
-        f"Mean texts per session run in litegate: overlap {extra['rows_on']:.1f}, "
-        f"no overlap {extra['rows_off']:.1f}.",
-        "",
-        "| clients | (a) overlap emb/s | p50 ms | CPU ms/emb | (b) no overlap emb/s | p50 ms"
-        " | CPU ms/emb | (c) ST loop emb/s | p50 ms | CPU ms/emb | (a)/(b) | (a)/(c) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"{load_before} / {os.getloadavg()[0]:.2f} (shared with other jobs)  ",
+        f"litegate: max batch {args.max_batch}, delay {args.delay_ms:g} ms, "
+        f"{args.instances} session run(s) at once, ORT intra-op 1 / inter-op 1 in every "
+        "target. Requests of 1/1/2/3 texts from a corpus of 256 sentences (4-40 words); "
+        f"{args.rounds} interleaved rounds per cell, medians. Session busy = share of the "
+        "wall time the model's session was running (100% = never starved with one run at "
+        "a time). CPU ms/emb = this process's CPU time per embedding.",
     ]
-    for c in CONCURRENCY:
-        a, b, s = med[f"a{c}"], med[f"b{c}"], med[f"c{c}"]
-        lines.append(
-            f"| {c} | {a['eps']:.1f} | {a['p50_ms']:.0f} | {a['cpu_ms']:.1f} "
-            f"| {b['eps']:.1f} | {b['p50_ms']:.0f} | {b['cpu_ms']:.1f} "
-            f"| {s['eps']:.1f} | {s['p50_ms']:.0f} | {s['cpu_ms']:.1f} "
-            f"| {a['eps'] / b['eps']:.2f} | {a['eps'] / s['eps']:.2f} |")
-    lines += ["", "Per round (emb/s): " + "; ".join(
-        f"{k}: {', '.join(f'{v:.0f}' for v in vals)}" for k, vals in extra["rounds"].items()),
-        ""]
-    return "\n".join(lines)
+    for sec in sections:
+        lines += ["", f"### {sec['title']}", "", sec["about"], "",
+                  f"Mean texts per session run in litegate: overlap {sec['rows_on']:.1f}, "
+                  f"no overlap {sec['rows_off']:.1f}. Every answer within {TOLERANCE:g} of "
+                  f"the reference (worst seen: {sec['worst']:.1e}).", "",
+                  "| clients | (a) overlap emb/s | p50 ms | busy % | CPU ms/emb "
+                  "| (b) no overlap emb/s | p50 ms | busy % | CPU ms/emb "
+                  "| (c) ST loop emb/s | p50 ms | busy % | CPU ms/emb | (a)/(b) | (a)/(c) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        med = sec["med"]
+        for c in CONCURRENCY:
+            a, b, s = med[f"a{c}"], med[f"b{c}"], med[f"c{c}"]
+            lines.append(
+                f"| {c} | {a['eps']:.1f} | {a['p50_ms']:.0f} | {a['busy']:.0f} "
+                f"| {a['cpu_ms']:.2f} | {b['eps']:.1f} | {b['p50_ms']:.0f} | {b['busy']:.0f} "
+                f"| {b['cpu_ms']:.2f} | {s['eps']:.1f} | {s['p50_ms']:.0f} | {s['busy']:.0f} "
+                f"| {s['cpu_ms']:.2f} | {a['eps'] / b['eps']:.2f} | {a['eps'] / s['eps']:.2f} |")
+        lines += ["", "Per round (emb/s): " + "; ".join(
+            f"{k}: {', '.join(f'{v:.0f}' for v in vals)}" for k, vals in sec["rounds"].items())]
+    return "\n".join(lines) + "\n"
 
 
-async def main_async(args: argparse.Namespace) -> str:
-    texts = corpus()
-    log("serial reference (one text per run)")
-    ref = reference(texts)
-    tmp = Path(tempfile.mkdtemp(prefix="litegate-textbench-"))
-    on = await litegate_manager(True, args, tmp)
-    off = await litegate_manager(False, args, tmp)
-    st = STLoop()
+async def scenario(args: argparse.Namespace, tmp: Path, texts: list[str],
+                   ref: dict[str, np.ndarray], seconds: float,
+                   device: EmulatedDevice | None) -> dict[str, Any]:
+    """(a), (b) and (c) on the real model (``device`` None) or on ``device``."""
+    loader = emulated_loader(device) if device is not None else None
+    on = await litegate_manager(True, args, tmp, loader)
+    off = await litegate_manager(False, args, tmp, loader)
+    st = STLoop(device)
 
-    async def embed_with(manager: Any) -> Any:
+    def embed_with(manager: Any) -> Any:
         async def embed(batch: list[str]) -> list[list[float]]:
             vectors, _ = await manager.embed("minilm", batch)
             return vectors  # type: ignore[no-any-return]
         return embed
 
-    targets = {"a": await embed_with(on), "b": await embed_with(off), "c": st.embed}
+    targets = {"a": embed_with(on), "b": embed_with(off), "c": st.embed}
+    busy = {"a": lambda: session_seconds(on), "b": lambda: session_seconds(off),
+            "c": lambda: st.session_s}
     for embed in targets.values():  # warm-up: sessions, pools, tokenizers
         await drive(embed, texts, ref, 4, 1.0)
     cells: dict[str, list[dict[str, float]]] = {}
-    load_before = f"{os.getloadavg()[0]:.2f}"
     order = list(targets)
     for r in range(args.rounds):
         for c in CONCURRENCY:
             for name in order[r % 3:] + order[:r % 3]:
-                cell = await drive(targets[name], texts, ref, c, args.seconds)
+                cell = await drive(targets[name], texts, ref, c, seconds, busy[name])
                 cells.setdefault(f"{name}{c}", []).append(cell)
-                log(f"round {r + 1} c={c} {name}: {cell['eps']:.1f} emb/s, "
-                    f"p50 {cell['p50_ms']:.0f} ms, load {os.getloadavg()[0]:.2f}")
-    med = {k: {m: float(np.median([v[m] for v in vals])) for m in vals[0]}
-           for k, vals in cells.items()}
+                log(f"{'device' if device else 'cpu'} round {r + 1} c={c} {name}: "
+                    f"{cell['eps']:.1f} emb/s, busy {cell['busy']:.0f}%, "
+                    f"load {os.getloadavg()[0]:.2f}")
 
     def rows_per_run(manager: Any) -> float:
-        stats = manager.stats.get(("minilm", "1"))
-        doc = stats.to_dict("minilm", "1") if stats is not None else {}
-        batches = doc.get("batch_stats") or []
-        runs = sum(int(b["compute_infer"]["count"]) for b in batches)
-        rows = sum(int(b["batch_size"]) * int(b["compute_infer"]["count"]) for b in batches)
-        return rows / max(runs, 1)
+        stats = manager.stats[("minilm", "1")]
+        return float(stats.inference_count / max(stats.execution_count, 1))
 
-    extra = {"load_before": load_before, "worst": max(v["err"] for v in
-                                                      (c for vals in cells.values()
-                                                       for c in vals)),
-             "rows_on": rows_per_run(on), "rows_off": rows_per_run(off),
-             "rounds": {k: [v["eps"] for v in vals] for k, vals in sorted(cells.items())}}
+    result = {"med": {k: {m: float(np.median([v[m] for v in vals])) for m in vals[0]}
+                      for k, vals in cells.items()},
+              "worst": max(c["err"] for vals in cells.values() for c in vals),
+              "rows_on": rows_per_run(on), "rows_off": rows_per_run(off),
+              "rounds": {k: [v["eps"] for v in vals] for k, vals in sorted(cells.items())}}
     await on.stop()
     await off.stop()
-    return report(args, med, extra)
+    st.pool.shutdown()
+    return result
+
+
+async def main_async(args: argparse.Namespace) -> str:
+    texts = corpus()
+    tmp = Path(tempfile.mkdtemp(prefix="litegate-textbench-"))
+    load_before = f"{os.getloadavg()[0]:.2f}"
+    sections = []
+    if args.device_ms > 0:
+        device = EmulatedDevice(args.device_ms, args.device_row_ms)
+        sec = await scenario(args, tmp, texts, emulated_reference(texts),
+                             args.device_seconds, device)
+        sec["title"] = (f"Emulated accelerator ({args.device_ms:g} ms + "
+                        f"{args.device_row_ms:g} ms/row per run)")
+        sec["about"] = (
+            "The session is a stand-in device whose run takes that long without a CPU (as "
+            "the host waits for a GPU) and returns [token id, 1] per token; tokenization, "
+            "batching, pooling and the clients are real. This is where tokenizing on the "
+            f"host can starve the device. {args.device_seconds:g} s per cell.")
+        sections.append(sec)
+    log("serial reference (one text per run)")
+    sec = await scenario(args, tmp, texts, reference(texts), args.seconds, None)
+    sec["title"] = "Demo MiniLM on CPU (real model)"
+    sec["about"] = (f"all-MiniLM-L6-v2 int8 on ONNX Runtime CPU; {args.seconds:g} s per cell.")
+    sections.append(sec)
+    return report(args, sections, load_before)
 
 
 def main() -> int:
@@ -292,6 +364,12 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=float, default=2.0)
     parser.add_argument("--instances", type=int, default=1,
                         help="session runs of the litegate model at once")
+    parser.add_argument("--device-ms", type=float, default=2.0,
+                        help="emulated accelerator: ms per run (0: skip that section)")
+    parser.add_argument("--device-row-ms", type=float, default=0.05,
+                        help="emulated accelerator: ms per row of a run")
+    parser.add_argument("--device-seconds", type=float, default=4.0,
+                        help="duration of one emulated-accelerator cell")
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
     args = parser.parse_args()
     table = asyncio.run(main_async(args))

@@ -48,6 +48,7 @@ from litegate.inference.text_pipeline import (
     MAX_QUEUE_TEXTS,
     MAX_TEXT_CHARS,
     MAX_TEXTS,
+    PAD_WASTE,
     TEXT_INPUT,
     TextPipeline,
     is_text_model,
@@ -732,6 +733,7 @@ class ModelManager:
             "max_queue_texts": int(options.get("max_queue_texts") or MAX_QUEUE_TEXTS),
             "max_texts": int(options.get("max_texts") or MAX_TEXTS),
             "max_text_chars": int(options.get("max_text_chars") or MAX_TEXT_CHARS),
+            "pad_waste": float(options.get("pad_waste", PAD_WASTE)),
         }
         config = (options.get("tokenizer"), options.get("max_length"), *kwargs.values())
         if entry.pipeline is None or entry.pipeline_config != config:

@@ -6,14 +6,16 @@ One :class:`TextPipeline` per loaded version of a model registered with a tokeni
 both go through it. Requests (texts, or token ids made with the model's tokenizer) wait
 in a bounded queue. A collector takes up to ``max_batch`` rows (across requests when the
 model batches, else from one request), tokenizes them on the worker pool (``tokenizers``
-releases the GIL in ``encode_batch``), sorts them by length into runs whose padding stays
-under :data:`PAD_WASTE`, and hands each run to the session through the version's batcher
-(deadline, termination, metrics). Pooling and normalisation run on the worker pool too.
+releases the GIL in ``encode_batch``; a batch of a few short texts inline, as a thread hop
+costs more), sorts them by length into runs whose padding stays under :data:`PAD_WASTE`,
+and hands each run to the session through the version's batcher (deadline, termination,
+metrics). Pooling and normalisation run on the worker pool too (small outputs inline).
 
 With ``overlap`` on, the collector goes straight on to collect and tokenize the next
-batch while the session runs this one: at most ``concurrency + 1`` batches are in the
-pipeline, so one is always ready when a session slot frees (the async prefetch). With it
-off, a batch is collected and tokenized only once a slot is free.
+batch while the session runs this one (the async prefetch): one batch more than the
+session has slots is in the pipeline, so one is ready when a slot frees; rows that
+arrived meanwhile then top it up to ``max_batch``. With it off, a batch is collected and
+tokenized only once a slot is free.
 
 Every row carries its request and index, so answers never mix; a request whose caller
 left is dropped before tokenizing, and a run whose callers all left is cancelled (the
@@ -37,7 +39,7 @@ import numpy.typing as npt
 from litegate.errors import BadRequest, ServiceUnavailable
 from litegate.inference.batcher import QueueFull
 from litegate.inference.dtypes import BYTES, Tensor
-from litegate.inference.embeddings import EmbeddingTokenizer, mean_pool
+from litegate.inference.embeddings import EmbeddingTokenizer, Row, mean_pool
 
 TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "embedding"
@@ -50,7 +52,15 @@ MAX_QUEUE_TEXTS = 8192
 UNBATCHED_ROWS = 32
 """Rows per run of a model that does not batch across requests."""
 PAD_WASTE = 0.25
-"""A run is cut where padding would exceed this share of its tokens."""
+"""A run is cut where padding would exceed this share of its tokens (option
+``pad_waste``; 1 keeps a batch in one run, as suits a device where a run costs more than
+padding)."""
+MIN_RUN_ROWS = 8
+"""Runs are not cut below this many rows: each run has a fixed cost too."""
+INLINE_CHARS = 512
+"""Batches with fewer characters are tokenized on the event loop (no thread hop)."""
+INLINE_ELEMENTS = 65536
+"""Outputs with fewer elements are pooled on the event loop."""
 
 Items = Sequence[str] | Sequence[Sequence[int]]
 Vectors = npt.NDArray[np.float32]
@@ -97,18 +107,19 @@ def check_texts(items: Sequence[object], *, what: str, max_texts: int = MAX_TEXT
                              f"at most {max_chars}", code="invalid_input")
 
 
-def plan_runs(lengths: Sequence[int], max_rows: int, waste: float = PAD_WASTE
-              ) -> list[list[int]]:
+def plan_runs(lengths: Sequence[int], max_rows: int, waste: float = PAD_WASTE,
+              min_rows: int = MIN_RUN_ROWS) -> list[list[int]]:
     """Row indices grouped into runs: sorted by length, a run is cut where it would hold
-    ``max_rows`` rows or where padding to its longest row would exceed ``waste`` of its
-    tokens (so short texts are not padded to a long one's width)."""
+    ``max_rows`` rows, or where it holds ``min_rows`` and padding to its longest row would
+    exceed ``waste`` of its tokens (so short texts are not padded to a long one's width)."""
     runs: list[list[int]] = []
     current: list[int] = []
     useful = 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         n = lengths[i]
-        if current and (len(current) >= max_rows
-                        or (len(current) + 1) * n * (1.0 - waste) > useful + n):
+        if current and (len(current) >= max_rows or (
+                len(current) >= min_rows
+                and (len(current) + 1) * n * (1.0 - waste) > useful + n)):
             runs.append(current)
             current, useful = [], 0
         current.append(i)
@@ -151,7 +162,8 @@ class TextPipeline:
                  max_batch: int = 1, max_delay_s: float = 0.0, concurrency: int = 1,
                  overlap: bool = True, max_queue: int = 256,
                  max_queue_texts: int = MAX_QUEUE_TEXTS, max_texts: int = MAX_TEXTS,
-                 max_text_chars: int = MAX_TEXT_CHARS, name: str = "") -> None:
+                 max_text_chars: int = MAX_TEXT_CHARS, pad_waste: float = PAD_WASTE,
+                 name: str = "") -> None:
         self.tokenizer = tokenizer
         self._run = run
         self._executor = executor
@@ -168,7 +180,9 @@ class TextPipeline:
         self.max_texts = max_texts
         self.max_text_chars = max_text_chars
         self.name = name
-        self._depth_limit = max(1, concurrency) + (1 if overlap else 0)
+        self.concurrency = max(1, concurrency)
+        self._depth_limit = self.concurrency + (1 if overlap else 0)
+        self.pad_waste = pad_waste
         self._waiting: deque[_Request] = deque()
         self.pending = 0
         """Requests submitted and not yet answered."""
@@ -176,10 +190,10 @@ class TextPipeline:
         """Texts not yet handed to a batch."""
         self.batches = 0
         self._depth: asyncio.Semaphore | None = None
+        self._slots: asyncio.Semaphore | None = None
         self._arrived: asyncio.Event | None = None
         self._collector: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
-        self._last_shared = False
         self._closed = False
 
     async def submit(self, items: Items, *, what: str = "input") -> tuple[Vectors, int]:
@@ -200,6 +214,7 @@ class TextPipeline:
             await loop.run_in_executor(self._executor, self.tokenizer.check_ids, items)
         if self._collector is None:  # bound to the loop that serves requests
             self._depth = asyncio.Semaphore(self._depth_limit)
+            self._slots = asyncio.Semaphore(self.concurrency)
             self._arrived = asyncio.Event()
             self._collector = loop.create_task(self._collect(),
                                                name=f"litegate-text-{self.name}")
@@ -219,17 +234,27 @@ class TextPipeline:
 
     # ------------------------------------------------------------- collector
     async def _collect(self) -> None:
-        assert self._depth is not None
-        loop = asyncio.get_running_loop()
+        assert self._depth is not None and self._slots is not None
         while True:
-            await self._depth.acquire()  # overlap on: one batch ahead of the session
+            await self._depth.acquire()  # overlap on: one batch more than session slots
             rows: list[tuple[_Request, int]] = []
             try:
                 rows = await self._take()
                 if not rows:  # closed, and nothing waits any more
                     self._depth.release()
                     return
-                runs = await loop.run_in_executor(self._executor, self._prepare, rows)
+                tokens = await self._tokenize(rows)  # while the session runs other batches
+                await self._slots.acquire()
+                try:
+                    if self.overlap:  # top up with what arrived while this batch waited
+                        extra = self._take_now(self.max_batch - len(rows), rows)
+                        if extra:
+                            tokens += await self._tokenize(extra)
+                            rows += extra
+                    runs = self._plan(rows, tokens)
+                except BaseException:
+                    self._slots.release()
+                    raise
             except asyncio.CancelledError:
                 self._depth.release()
                 _fail(rows, ServiceUnavailable(f"model {self.name!r} was unloaded; retry",
@@ -240,33 +265,42 @@ class TextPipeline:
                 _fail(rows, exc)
                 continue
             self.batches += 1
-            task = loop.create_task(self._execute(runs))
+            task = asyncio.get_running_loop().create_task(self._execute(runs))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
+    def _take_now(self, room: int, rows: list[tuple[_Request, int]]
+                  ) -> list[tuple[_Request, int]]:
+        """Up to ``room`` waiting rows that may join ``rows``, without waiting."""
+        taken: list[tuple[_Request, int]] = []
+        while self._waiting and len(taken) < room:
+            request = self._waiting[0]
+            if request.gone:
+                self._waiting.popleft()
+                continue
+            first = rows[0] if rows else taken[0] if taken else None
+            if not self.across and first is not None and first[0] is not request:
+                break  # a model that does not batch: one request per batch
+            n = min(room - len(taken), len(request.items) - request.taken)
+            taken.extend((request, i) for i in range(request.taken, request.taken + n))
+            request.taken += n
+            self.queued_texts -= n
+            if request.taken == len(request.items):
+                self._waiting.popleft()
+        return taken
+
     async def _take(self) -> list[tuple[_Request, int]]:
-        """Up to ``max_batch`` rows, waiting ``max_delay_s`` for company when busy."""
+        """Up to ``max_batch`` rows; waits ``max_delay_s`` for company only when other
+        requests are in flight (a lone client never waits)."""
         assert self._arrived is not None
         rows: list[tuple[_Request, int]] = []
         deadline: float | None = None
         while True:
-            while self._waiting and len(rows) < self.max_batch:
-                request = self._waiting[0]
-                if request.gone or (rows and not self.across and rows[0][0] is not request):
-                    if request.gone:
-                        self._waiting.popleft()
-                        continue
-                    break
-                n = min(self.max_batch - len(rows), len(request.items) - request.taken)
-                rows.extend((request, i) for i in range(request.taken, request.taken + n))
-                request.taken += n
-                self.queued_texts -= n
-                if request.taken == len(request.items):
-                    self._waiting.popleft()
+            rows += self._take_now(self.max_batch - len(rows), rows)
             if rows and (len(rows) >= self.max_batch or not self.across):
                 break
             if rows and deadline is None:
-                busy = self._running or self._last_shared or self._waiting
+                busy = self.pending > len({id(r) for r, _ in rows})
                 deadline = rows[0][0].enqueued + (self.max_delay_s if busy else 0.0)
             if self._closed and not self._waiting:
                 break
@@ -278,28 +312,36 @@ class TextPipeline:
                 await asyncio.wait_for(self._arrived.wait(), timeout)
             except TimeoutError:
                 break
-        self._last_shared = len({id(r) for r, _ in rows}) > 1
         return rows
 
-    def _prepare(self, rows: list[tuple[_Request, int]]) -> list[_Run]:
-        """On the worker pool: tokenize the batch, cut it into runs of similar length."""
-        live = [(r, i) for r, i in rows if not r.gone]
-        tokens = self.tokenizer.rows([r.items[i] for r, i in live])
-        lengths = [len(ids) for ids, _ in tokens]
+    async def _tokenize(self, rows: list[tuple[_Request, int]]) -> list[Row]:
+        """Token rows of ``rows`` on the worker pool (inline when tiny: a thread hop
+        costs more than tokenizing one short text)."""
+        items = [r.items[i] for r, i in rows]
+        if sum(len(t) for t in items) <= INLINE_CHARS:
+            return self.tokenizer.rows(items)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self.tokenizer.rows, items)
+
+    def _plan(self, rows: list[tuple[_Request, int]], tokens: list[Row]) -> list[_Run]:
+        """Runs of similar length, padded; rows whose request left are dropped."""
+        keep = [j for j, (r, _) in enumerate(rows) if not r.gone]
+        lengths = [len(tokens[j][0]) for j in keep]
         runs = []
-        for part in plan_runs(lengths, self.max_batch):
-            padded = self.tokenizer.pad([tokens[j] for j in part])
+        for part in plan_runs(lengths, self.max_batch, self.pad_waste):
+            padded = self.tokenizer.pad([tokens[keep[j]] for j in part])
             inputs: dict[str, Tensor] = {k: v for k, v in padded.items() if k in self.input_names}
-            runs.append(_Run([live[j] for j in part], inputs, padded["attention_mask"],
+            runs.append(_Run([rows[keep[j]] for j in part], inputs, padded["attention_mask"],
                              [lengths[j] for j in part]))
         return runs
 
     # ------------------------------------------------------------- runs
     async def _execute(self, runs: list[_Run]) -> None:
-        assert self._depth is not None
+        assert self._depth is not None and self._slots is not None
         try:
             await asyncio.gather(*(self._one(run) for run in runs), return_exceptions=True)
         finally:
+            self._slots.release()
             self._depth.release()
 
     async def _one(self, run: _Run) -> None:
@@ -316,8 +358,11 @@ class TextPipeline:
             r.future.add_done_callback(left)
         try:
             outputs = await task
-            vectors = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._pool, outputs, run.mask)
+            if sum(a.size for a in outputs.values()) <= INLINE_ELEMENTS:
+                vectors = self._pool(outputs, run.mask)
+            else:
+                vectors = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._pool, outputs, run.mask)
         except asyncio.CancelledError:
             if not task.cancelled():
                 raise

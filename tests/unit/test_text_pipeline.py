@@ -139,13 +139,16 @@ async def until(condition: Any, what: str) -> None:
 
 def test_plan_runs_groups_similar_lengths_within_the_waste_bound() -> None:
     lengths = [30, 5, 6, 29, 5, 31, 7]
-    runs = plan_runs(lengths, max_rows=8)
+    runs = plan_runs(lengths, max_rows=8, min_rows=1)
     assert sorted(i for run in runs for i in run) == list(range(7))  # every row once
     for run in runs:
         widest = max(lengths[i] for i in run)
         assert sum(lengths[i] for i in run) >= 0.75 * widest * len(run)
     assert {frozenset(r) for r in runs} == {frozenset({1, 4, 2, 6}), frozenset({3, 0, 5})}
     assert [len(r) for r in plan_runs([8] * 10, max_rows=4)] == [4, 4, 2]
+    # a run is not cut below min_rows (each run has a fixed cost), nor with waste 1
+    assert [len(r) for r in plan_runs(lengths, max_rows=8, min_rows=5)] == [5, 2]
+    assert len(plan_runs(lengths, max_rows=8, waste=1.0, min_rows=1)) == 1
 
 
 def test_text_face_is_what_metadata_advertises() -> None:
