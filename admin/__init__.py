@@ -30,6 +30,7 @@ from litegate.services.users import LoginThrottle
 from . import (
     access_views,
     account_views,
+    api_tokens_views,
     audit_views,
     dashboard_views,
     keys_views,
@@ -65,6 +66,7 @@ ROUTE_HANDLERS = [
     *audit_views.ROUTE_HANDLERS,
     *models_views.ROUTE_HANDLERS,
     *account_views.ROUTE_HANDLERS,
+    *api_tokens_views.ROUTE_HANDLERS,
 ]
 
 

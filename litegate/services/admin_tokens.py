@@ -53,6 +53,19 @@ def token_state(t: AdminToken, now: datetime | None = None) -> str:
     return "active"
 
 
+def check_token(name: str, scope: str, expires_at: datetime | None = None) -> list[str]:
+    """Every problem with a new token's fields (the CLI, the console and the service)."""
+    errors = []
+    if not NAME_RE.match(name or ""):
+        errors.append("name: use 1-100 letters, digits, '_', '.', '@' or '-'")
+    if scope not in SCOPES:
+        errors.append(f"scope: must be one of {', '.join(SCOPES)}")
+    expires_at = as_utc(expires_at)
+    if expires_at is not None and expires_at <= utcnow():
+        errors.append("expires_at: must be in the future")
+    return errors
+
+
 def _dead(now: datetime) -> Any:
     return or_(AdminToken.revoked_at.is_not(None), AdminToken.expires_at <= now)
 
@@ -69,13 +82,7 @@ async def create_token(
     The name of a revoked or expired token can be reused (its row is replaced)."""
     now = utcnow()
     expires_at = as_utc(expires_at)
-    errors = []
-    if not NAME_RE.match(name or ""):
-        errors.append("name: use 1-100 letters, digits, '_', '.', '@' or '-'")
-    if scope not in SCOPES:
-        errors.append(f"scope: must be one of {', '.join(SCOPES)}")
-    if expires_at is not None and expires_at <= now:
-        errors.append("expires_at: must be in the future")
+    errors = check_token(name, scope, expires_at)
     if errors:
         raise ValidationFailed(errors)
     existing = await session.scalar(select(AdminToken).where(AdminToken.name == name))

@@ -334,3 +334,54 @@ async def test_token_table_is_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
         assert (await admin_tokens.authenticate(session, secrets["a"])) is not None
         assert (await admin_tokens.authenticate(session, secrets["b"])) is None
     await gateway.engine.dispose()
+
+
+async def test_console_creates_and_revokes_tokens(tmp_path: Path) -> None:
+    """The console's token page: CSRF-protected, the secret shown once (a reload does not
+    show it again), the token works on the API, and revoking it there stops it at once."""
+    import re
+
+    from litestar.testing import AsyncTestClient
+
+    from tests.e2e.support import csrf_of, login, make_admin_gateway, make_app
+
+    gateway = await make_admin_gateway(tmp_path)
+    app, _ = make_app(gateway)
+    async with AsyncTestClient(app) as client:
+        assert (await login(client)).status_code == 303
+        page = await client.get("/admin/account")
+        assert 'href="/admin/tokens"' in page.text
+        page = await client.get("/admin/tokens")
+        csrf = csrf_of(page.text)
+        refused = await client.post("/admin/tokens", data={"name": "ci", "scope": "write"})
+        assert refused.status_code == 403
+        bad = await client.post("/admin/tokens", data={"_csrf": csrf, "name": "bad name",
+                                                       "scope": "admin", "expires": "soon"})
+        assert bad.status_code == 400
+        assert "letters, digits" in bad.text and "must be one of read, write" in bad.text
+        assert "expected e.g. 30d" in bad.text
+        made = await client.post("/admin/tokens", data={"_csrf": csrf, "name": "ci",
+                                                        "scope": "write", "expires": "30d"},
+                                 follow_redirects=False)
+        assert made.status_code == 303
+        shown = await client.get("/admin/tokens")
+        secret = re.search(r'id="new-token-secret" value="(lga-[^"]+)"', shown.text)
+        assert secret is not None
+        again = (await client.get("/admin/tokens")).text
+        assert secret.group(1) not in again and secret.group(1)[:10] in again  # prefix only
+
+        api = {"Authorization": f"Bearer {secret.group(1)}"}
+        assert (await client.get("/admin/api/routes", headers=api)).status_code == 200
+        async with gateway.sessionmaker() as session:
+            from litegate.services import admin_tokens
+
+            token_id = (await admin_tokens.get_token(session, "ci")).id
+        revoked = await client.post(f"/admin/tokens/{token_id}/revoke", data={"_csrf": csrf},
+                                    follow_redirects=False)
+        assert revoked.status_code == 303
+        assert (await client.get("/admin/api/routes", headers=api)).status_code == 401
+        listing = (await client.get("/admin/tokens")).text
+        assert re.search(r'data-token-name="ci">.*?token-state">revoked<', listing, re.S)
+        audit = (await client.get("/admin/audit")).text
+        assert "admin_token" in audit
+    await gateway.engine.dispose()

@@ -113,7 +113,7 @@ def _concrete(path: str) -> str:
 
 async def test_every_admin_route_denies_anonymous(app_router, gateway):
     """Enumerate the router: every non-public handler redirects HTML clients to the
-    login page and answers 401 to htmx/fetch/JSON clients."""
+    login page and answers 401 to htmx/fetch/JSON clients (the admin API: 401 to all)."""
     app, router = app_router
     await _seed(gateway)
     checked = 0
@@ -131,6 +131,13 @@ async def test_every_admin_route_denies_anonymous(app_router, gateway):
                     if method in ("HEAD", "OPTIONS"):
                         continue
                     url = _concrete(route.path)
+                    if url.startswith("/admin/api/"):  # the admin API: a token or a JSON 401
+                        for headers in ({"Accept": "text/html"}, {"HX-Request": "true"}, {}):
+                            r = await client.request(method, url, headers=headers)
+                            assert r.status_code == 401, (method, url, r.status_code)
+                            assert r.json()["code"] == "invalid_admin_token"
+                        checked += 1
+                        continue
                     r = await client.request(
                         method, url, headers={"Accept": "text/html"}, follow_redirects=False
                     )

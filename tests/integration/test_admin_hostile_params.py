@@ -1,5 +1,6 @@
 """Every console route, signed in, with hostile path parameters, query strings and
-forms: the answer is a 4xx page (or a normal page), never a 5xx."""
+forms: the answer is a 4xx page (or a normal page), never a 5xx. The admin API's routes
+get the same parameters with a write token, and the hostile fields as a JSON body."""
 
 from __future__ import annotations
 
@@ -25,17 +26,18 @@ async def admin():
 
     with tempfile.TemporaryDirectory() as tmp:
         gw = await make_admin_gateway(Path(tmp))
-        await _seed(gw)
+        api_token = await _seed(gw)
         app, _ = make_app(gw)
         async with AsyncTestClient(app) as client:
             assert (await login(client)).status_code == 303
-            yield app, client
+            yield app, client, api_token
         await gw.engine.dispose()
 
 
-async def _seed(gw: Any) -> None:
-    """One of each row, so list pages render real data and id 1 exists."""
-    from litegate.services import keys, quotas, routing
+async def _seed(gw: Any) -> str:
+    """One of each row, so list pages render real data and id 1 exists; returns a write
+    token for the admin API."""
+    from litegate.services import admin_tokens, keys, quotas, routing
     from litegate.services.schema import RouteIn, UpstreamIn, VariantIn
 
     async with gw.sessionmaker() as s, s.begin():
@@ -49,6 +51,7 @@ async def _seed(gw: Any) -> None:
         await quotas.add_quota(
             s, actor="t", key_id=None, route="chat", kind="requests", rate="9/minute"
         )
+        return (await admin_tokens.create_token(s, "hostile", scope="write", actor="t"))[1]
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
@@ -68,7 +71,7 @@ def _fill(path: str, value: str) -> str:
 
 
 async def test_every_admin_route_survives_hostile_parameters(admin):
-    app, client = admin
+    app, client, api_token = admin
     routes = _routes(app)
     assert len(routes) >= 30
     token = csrf_of((await client.get("/admin/")).text)
@@ -79,6 +82,13 @@ async def test_every_admin_route_survives_hostile_parameters(admin):
         nonlocal checked
         checked += 1
         data = kw.pop("data", None)
+        if url.startswith("/admin/api/"):
+            r = await client.request(method, url, json=data, headers={
+                "Authorization": f"Bearer {api_token}"}, **kw)
+            assert r.headers["content-type"].startswith("application/json") or r.status_code == 204
+            if r.status_code >= 500:
+                failures.append((method, url[:120], r.status_code))
+            return r.status_code
         if method == "POST":
             data = {"_csrf": token, **(data or {})}
         r = await client.request(
@@ -103,7 +113,7 @@ async def test_every_admin_route_survives_hostile_parameters(admin):
                         await hit(method, url, params={name: bad})
                 for odd in ODD_QUERY_VALUES:
                     await hit(method, url, params={name: odd for name in QUERY_NAMES})
-            if method == "POST" and value in ("", HUGE):
+            if method in ("POST", "PUT", "PATCH") and value in ("", HUGE):
                 hostile = {name: HUGE for name in (
                     "name", "key_id", "route", "kind", "rate", "row_version", "variant_rows",
                     "timeout_s", "max_retries", "weight", "expires_at", "limits", "version",
@@ -117,7 +127,7 @@ async def test_every_admin_route_survives_hostile_parameters(admin):
 
 
 async def test_audit_page_out_of_range(admin):
-    _, client = admin
+    _, client, _ = admin
     for page in (HUGE, "-3", "abc", "0"):
         r = await client.get("/admin/audit", params={"page": page})
         assert r.status_code == 400, (page, r.status_code)

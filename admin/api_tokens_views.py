@@ -1,0 +1,105 @@
+"""The console's "Admin API tokens" page: create a token (its secret is shown once, on
+the next page only, through the session's sealed one-time flash like a new API key's)
+and revoke tokens. Same service as ``litegate admin create-token|revoke-token``;
+CSRF-protected like every console form. A revocation holds at the API's next request on
+every replica (the API reads the token's row each time)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from litegate.cli.keys import parse_expiry
+from litegate.db.models import AdminToken, utcnow
+from litegate.services import admin_sessions, admin_tokens
+
+from . import forms
+from .auth import context_of, session_of
+from .pages import AdminRequest, act, actor, redirect, render, row_or_404, save
+
+_BLANK = {"name": "", "scope": "read", "expires": ""}
+_ALIASES = {"expires_at": "expires"}
+
+
+async def _tokens_page(
+    request: AdminRequest, result: forms.FormResult[None] | None = None, *,
+    created: tuple[str, str] | None = None, status_code: int = 200,
+) -> Response[str]:
+    async with context_of(request).sessionmaker() as session:
+        tokens = await admin_tokens.list_tokens(session)
+    now = utcnow()
+    result = result or forms.FormResult(dict(_BLANK))
+    return render(
+        request, "api_tokens.html", title="Admin API tokens", active="account",
+        tokens=[(t, admin_tokens.token_state(t, now)) for t in tokens],
+        scopes=admin_tokens.SCOPES, values=result.values, errors=result.errors,
+        created_name=created[0] if created else None,
+        created_secret=created[1] if created else None, status_code=status_code,
+    )
+
+
+@get("/tokens")
+async def tokens_page(request: AdminRequest) -> Response[str]:
+    created = None
+    session_id = session_of(request).session_id
+    if session_id is not None:
+        async with context_of(request).sessionmaker() as session, session.begin():
+            flash = await admin_sessions.pop_flash(session, session_id)
+        new = (flash or {}).get("new_admin_token")
+        if isinstance(new, dict):
+            created = (str(new.get("name", "")), str(new.get("secret", "")))
+    return await _tokens_page(request, created=created)
+
+
+@post("/tokens", status_code=200)
+async def token_create(request: AdminRequest) -> Response[Any]:
+    ctx = context_of(request)
+    form = await request.form()
+    values = {k: str(form.get(k) or "").strip() for k in _BLANK}
+    result: forms.FormResult[None] = forms.FormResult(values)
+    expires = None
+    if values["expires"]:
+        try:
+            expires = parse_expiry(values["expires"])
+        except ValueError:
+            result.add("expires", "expected e.g. 30d, 12h or 2027-01-01T00:00")
+    # The service's rules too, so every problem shows in one round trip.
+    forms.map_errors(admin_tokens.check_token(values["name"], values["scope"], expires), result,
+                     aliases=_ALIASES, only_new=True)
+    if result.ok:
+        who = actor(request)
+
+        async def write(session: AsyncSession) -> tuple[AdminToken, str]:
+            return await admin_tokens.create_token(
+                session, values["name"], scope=values["scope"], actor=who, expires_at=expires)
+
+        created, _ = await save(request, result, write, aliases=_ALIASES)
+        if created is not None:
+            token, secret = created
+            # Post-redirect-get, as for a new API key: the secret waits in this session's
+            # sealed one-time flash, so a reload neither shows it again nor re-creates.
+            async with ctx.sessionmaker() as session, session.begin():
+                await admin_sessions.set_flash(
+                    session, session_of(request).session_id or "",
+                    {"new_admin_token": {"name": token.name, "secret": secret}},
+                )
+            session_of(request).flash(f"Admin token {token.name} created.")
+            return redirect(request, "/tokens")
+    return await _tokens_page(request, result, status_code=400)
+
+
+@post("/tokens/{token_id:int}/revoke")
+async def token_revoke(request: AdminRequest, token_id: FromPath[int]) -> Redirect:
+    async def revoke(session: AsyncSession) -> str:
+        token = await row_or_404(session, AdminToken, token_id, "admin token")
+        await admin_tokens.revoke_token(session, token.id, actor=actor(request))
+        return f"Admin token {token.name} revoked."
+
+    return await act(request, revoke, "/tokens")
+
+
+ROUTE_HANDLERS = [tokens_page, token_create, token_revoke]
