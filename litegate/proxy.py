@@ -1,6 +1,9 @@
-"""The OpenAI-compatible handler: ``/v1/models[/{id}]`` and every JSON endpoint whose
-body names the model (chat and text completions, embeddings, responses, moderations,
-image generation, speech; ``OPENAI_BODY_PATHS``), forwarded to the chosen variant.
+"""The OpenAI-compatible handler: ``/v1/models[/{id}]`` and every endpoint whose body
+names the model (chat and text completions, embeddings, responses, moderations, image
+generation, speech; ``OPENAI_BODY_PATHS``), forwarded to the chosen variant. The upload
+endpoints (transcriptions, translations, image edits and variations) send a form: it is
+rebuilt for the variant (:meth:`litegate.multipart.Form.encode`), so fallbacks and
+shadows replay it too.
 
 Streams are relayed chunk by chunk; a stream that breaks after its first chunk ends
 with an SSE error event, never with a clean end that looks like a complete answer.
@@ -139,11 +142,9 @@ class OpenAIProxy:
         mirrors are in flight new ones are dropped rather than slowing real traffic."""
         if variant.upstream.kind != "openai" or len(self._shadows) >= MAX_SHADOW_INFLIGHT:
             return
-        assert info.json is not None and info.route_name is not None
-        payload = dict(info.json)
-        payload["model"] = variant.model
-        headers = forward_headers(scope["headers"], variant.upstream, info.request_id)
-        task = asyncio.create_task(self._shadow(variant, path, _encode(payload), headers, info.route_name))
+        assert info.route_name is not None
+        data, headers = _upstream_request(scope, info, variant)
+        task = asyncio.create_task(self._shadow(variant, path, data, headers, info.route_name))
         self._shadows.add(task)
         task.add_done_callback(self._shadows.discard)
 
@@ -195,12 +196,8 @@ class OpenAIProxy:
             return
         if variant.upstream.kind != "openai":
             raise WrongAPI(route.name, variant.upstream.kind, "/v2 inference")
-        assert info.json is not None
-        payload = dict(info.json)
-        payload["model"] = variant.model
-        data = _encode(payload)
+        data, headers = _upstream_request(scope, info, variant)
         upstream = variant.upstream
-        headers = forward_headers(scope["headers"], upstream, info.request_id)
         t0 = time.perf_counter()
         resp = await self.client.open(
             upstream, "POST", path[3:], body=data, headers=headers, stream=info.stream
@@ -219,7 +216,9 @@ class OpenAIProxy:
             await send_response(send, resp.status, body, response_headers(resp))
             return
         info.upstream_s += time.perf_counter() - t0
-        await self._relay_stream(receive, send, info, resp, len(data))
+        # A form's files are no prompt: only its text fields count towards the estimate.
+        prompt_bytes = info.form.text_bytes if info.form is not None else len(data)
+        await self._relay_stream(receive, send, info, resp, prompt_bytes)
 
     async def _relay_stream(
         self,
@@ -350,6 +349,20 @@ def _info(scope: Scope) -> RequestInfo:
     if info is None:
         raise RuntimeError("OpenAIProxy runs behind the request-context middleware")
     return info
+
+
+def _upstream_request(
+    scope: Scope, info: RequestInfo, variant: VariantSpec
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers that ask ``variant`` for this request, naming its model."""
+    headers = forward_headers(scope["headers"], variant.upstream, info.request_id)
+    if info.form is not None:
+        data, headers["content-type"] = info.form.encode({"model": variant.model})
+        return data, headers
+    assert info.json is not None
+    payload = dict(info.json)
+    payload["model"] = variant.model
+    return _encode(payload), headers
 
 
 def _embedding_inputs(raw: Any) -> list[str] | list[list[int]]:

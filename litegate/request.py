@@ -8,17 +8,25 @@ from typing import TYPE_CHECKING, Any
 from litegate.asgi_types import Message, Receive, Scope
 from litegate.errors import BadRequest, PayloadTooLarge
 from litegate.jsonbody import parse_json
+from litegate.multipart import Form, parse_form
 
 if TYPE_CHECKING:
     from litegate.snapshot import KeySpec, RouteSpec, Snapshot, VariantSpec
 
 
 SCOPE_KEY = "litegate"
+OPENAI_FORM_PATHS = frozenset({
+    "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/images/edits",
+    "/v1/images/variations",
+})
+"""The OpenAI upload endpoints: a ``multipart/form-data`` body whose ``model`` field names
+the route."""
 OPENAI_BODY_PATHS = frozenset({
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
     "/v1/moderations", "/v1/images/generations", "/v1/audio/speech",
-})
-"""The OpenAI endpoints whose JSON body names the ``model`` (the route); all proxied."""
+}) | OPENAI_FORM_PATHS
+"""The OpenAI endpoints whose body names the ``model`` (the route): a JSON body, or a form
+for :data:`OPENAI_FORM_PATHS`; all proxied."""
 
 
 class RequestInfo:
@@ -34,6 +42,7 @@ class RequestInfo:
         "upstream_s",
         "body",
         "json",
+        "form",
         "stream",
         "status",
         "tokens",
@@ -54,6 +63,8 @@ class RequestInfo:
         self.upstream_s = 0.0
         self.body: bytes | None = None
         self.json: dict[str, Any] | None = None
+        self.form: Form | None = None
+        """The parsed form of an upload endpoint (``json`` stays ``None``: not cached)."""
         self.stream = False
         self.status = 0
         self.tokens = 0
@@ -144,14 +155,20 @@ async def resolve_route(
     if scope["method"] == "POST" and path in OPENAI_BODY_PATHS:
         body = await read_body(scope, receive, max_bytes)
         info.body = body
-        data = parse_json(body)
-        if not isinstance(data, dict):
-            raise BadRequest("the JSON body must be an object", code="invalid_json")
-        model = data.get("model")
+        if path in OPENAI_FORM_PATHS:
+            form = parse_form(body, header(scope, b"content-type"))
+            model: Any = form.text("model")
+            info.form = form
+            info.stream = form.text("stream") == "true"
+        else:
+            data = parse_json(body)
+            if not isinstance(data, dict):
+                raise BadRequest("the JSON body must be an object", code="invalid_json")
+            model = data.get("model")
+            info.json = data
+            info.stream = data.get("stream") is True
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required and must be a string", code="missing_model")
-        info.json = data
-        info.stream = data.get("stream") is True
         info.route_name = model
         # An unknown model is answered 404 by the handler, after auth and the key's own
         # limits: a key's limits cover every request it makes, whatever the route.
