@@ -6,7 +6,7 @@ import argparse
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import routing
-from litegate.services.schema import CacheIn, RouteIn, UpstreamIn, VariantIn
+from litegate.services.schema import AdaptiveIn, CacheIn, RouteIn, UpstreamIn, VariantIn
 from litegate.settings import Settings
 
 
@@ -28,6 +28,30 @@ def parse_variant(text: str) -> VariantIn:
     return VariantIn(upstream=fields["upstream"], model=fields["model"], weight=weight, name=fields.get("name"))
 
 
+def parse_adaptive(text: str) -> AdaptiveIn:
+    """``metric=errors[,min_share=0.05][,cooldown_s=30][,min_samples=20]``."""
+    usage = ("expected metric=errors|latency|feedback[,min_share=F][,cooldown_s=S]"
+             f"[,min_samples=N], got {text!r}")
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(usage)
+        fields[name.strip()] = value.strip()
+    if set(fields) - {"metric", "min_share", "cooldown_s", "min_samples"} or "metric" not in fields:
+        raise argparse.ArgumentTypeError(usage)
+    try:
+        default = AdaptiveIn()
+        return AdaptiveIn(
+            metric=fields["metric"],
+            min_share=float(fields.get("min_share", default.min_share)),
+            cooldown_s=float(fields.get("cooldown_s", default.cooldown_s)),
+            min_samples=int(fields.get("min_samples", default.min_samples)),
+        )
+    except ValueError:
+        raise argparse.ArgumentTypeError(usage) from None
+
+
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("routes", help="routes (what clients name in 'model')")
     s = p.add_subparsers(dest="routes_command", required=True)
@@ -43,6 +67,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     st.add_argument("--limit", action="append", default=[], help='per-key limit on this route, e.g. "100/minute"')
     st.add_argument("--token-limit", action="append", default=[])
     st.add_argument("--fallback", help="route to try when this one's upstream fails")
+    st.add_argument("--adaptive", type=parse_adaptive,
+                    help="shift the shares toward the best variant: metric=errors|latency|"
+                         "feedback[,min_share=0.05][,cooldown_s=30][,min_samples=20]")
     st.set_defaults(func=_set)
     d = s.add_parser("delete", help="delete a route")
     d.add_argument("name")
@@ -98,6 +125,7 @@ async def _set(args: argparse.Namespace, settings: Settings) -> int:
         limits=args.limit,
         token_limits=args.token_limit,
         fallback=args.fallback,
+        adaptive=args.adaptive,
     )
     async with transaction(settings) as session:
         await routing.upsert_route(session, data, actor=actor())

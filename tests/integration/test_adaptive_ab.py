@@ -4,6 +4,7 @@ answer, sticky clients, the share gauge, config validation and export."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import re
 from collections import Counter
@@ -273,3 +274,26 @@ def test_console_shows_the_shares_and_keeps_adaptive_on_save(
     exported = {x["name"]: x for x in yaml.safe_load(run_cli("config", "export", home=home)[1])
                 ["routes"]}
     assert "adaptive" not in exported["chat"]
+
+
+def test_routes_set_takes_adaptive(home, fake_upstream) -> None:
+    assert run_cli("upstreams", "set", "mock", "--base-url", fake_upstream.base_url,
+                   home=home)[0] == 0
+    variants = ("--variant", "upstream=mock,model=a", "--variant", "upstream=mock,model=b")
+    code, _, err = run_cli("routes", "set", "chat", *variants,
+                           "--adaptive", "metric=latency,min_share=0.2,cooldown_s=10", home=home)
+    assert code == 0, err
+    route = yaml.safe_load(run_cli("config", "export", home=home)[1])["routes"][0]
+    assert route["adaptive"] == {"metric": "latency", "min_share": 0.2, "cooldown_s": 10.0,
+                                 "min_samples": 20}
+    code, out, err = run_cli("routes", "set", "chat", *variants,
+                             "--adaptive", "metric=latency,min_share=0.6", home=home)
+    assert code == 1 and "min_share: 0.6 × 2 variants is more than 1" in out + err
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error
+        run_cli("routes", "set", "chat", *variants, "--adaptive", "clicks", home=home)
+    assert exit_info.value.code == 2
+    from litegate.cli.routes import parse_adaptive
+
+    for bad in ("clicks", "metric=errors,min_share=lots", "metric=errors,bogus=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected metric=errors"):
+            parse_adaptive(bad)
