@@ -23,7 +23,8 @@ _ANY_OBJECT = {"type": "object"}
 
 # What each error status means, for every operation that can answer it.
 _ERRORS = {
-    "400": "Malformed request: bad JSON, JSON nested too deeply, missing or invalid fields.",
+    "400": "Malformed request: bad JSON, JSON nested too deeply, a broken multipart form, "
+           "missing or invalid fields.",
     "401": "Missing, unknown, revoked or expired API key.",
     "403": "The API key may not use this route (or model control needs an admin key).",
     "404": "Unknown route, model or endpoint (or request id, for feedback).",
@@ -65,6 +66,17 @@ def _v1_post(summary: str, body_ref: str) -> dict[str, Any]:
             "application/json": {"schema": {"$ref": f"#/components/schemas/{body_ref}"}}}},
         "responses": {"200": ok, **_errors(_V1_ERRORS, _OPENAI_ERROR)},
     }}
+
+
+def _v1_upload(summary: str, body_ref: str) -> dict[str, Any]:
+    """An upload endpoint: a multipart form whose ``model`` field names the route."""
+    operation = _v1_post(summary, body_ref)
+    body = operation["post"]["requestBody"]
+    body["content"] = {"multipart/form-data": body["content"].pop("application/json")}
+    ok = operation["post"]["responses"]["200"]
+    ok["description"] = "The upstream's answer: JSON, text (text, srt, vtt) or events (stream)."
+    ok["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return operation
 
 
 _MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -115,6 +127,8 @@ _TENSOR_IN = {
     },
 }
 
+_FILE = {"type": "string", "format": "binary", "description": "A file part."}
+
 _SCHEMAS: dict[str, Any] = {
     "OpenAIError": {
         "type": "object", "required": ["error"],
@@ -161,6 +175,36 @@ _SCHEMAS: dict[str, Any] = {
             ]},
             "encoding_format": {"type": "string", "enum": ["float", "base64"]},
             "dimensions": {"type": "integer", "minimum": 1},
+        },
+    },
+    "TranscriptionRequest": {
+        "type": "object", "required": ["model", "file"],
+        "description": "The OpenAI form, passed on with `model` set to the variant's and "
+                       "every file unchanged.",
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "file": _FILE,
+            "language": {"type": "string"},
+            "prompt": {"type": "string"},
+            "response_format": {"type": "string",
+                                "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
+            "temperature": {"type": "number"},
+            "stream": {"type": "boolean"},
+        },
+    },
+    "ImageEditRequest": {
+        "type": "object", "required": ["model", "image", "prompt"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "image": _FILE, "mask": _FILE, "prompt": {"type": "string"},
+            "n": {"type": "integer", "minimum": 1}, "size": {"type": "string"},
+        },
+    },
+    "ImageVariationRequest": {
+        "type": "object", "required": ["model", "image"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1, "description": "A route name."},
+            "image": _FILE, "n": {"type": "integer", "minimum": 1}, "size": {"type": "string"},
         },
     },
     "AggregateRequest": {
@@ -280,6 +324,15 @@ DOCUMENT: dict[str, Any] = {
                                            "ModelRequest"),
         "/v1/audio/speech": _v1_post("Text to speech (audio bytes back), forwarded to the route's "
                                      "variant.", "ModelRequest"),
+        "/v1/audio/transcriptions": _v1_upload("Speech to text (multipart form), forwarded "
+                                               "to the route's variant.", "TranscriptionRequest"),
+        "/v1/audio/translations": _v1_upload("Speech to English text (multipart form), "
+                                             "forwarded to the route's variant.",
+                                             "TranscriptionRequest"),
+        "/v1/images/edits": _v1_upload("Image edit (multipart form), forwarded to the route's "
+                                       "variant.", "ImageEditRequest"),
+        "/v1/images/variations": _v1_upload("Image variation (multipart form), forwarded to the "
+                                            "route's variant.", "ImageVariationRequest"),
         "/v1/aggregate": {"post": {
             "summary": "One request fanned out to several routes in parallel.",
             "requestBody": {"required": True, "content": {"application/json": {
