@@ -24,7 +24,11 @@ def choose_variant(
         if sticky_value is None:
             share_point = random.random()
         else:
-            share_point = zlib.crc32(route.name.encode() + b"\0" + sticky_value) / 2**32
+            # Inside the weight bucket the weights would pick, refined by the hash's other
+            # bits: while the shares equal the weights, a client stays where it was.
+            crc = zlib.crc32(route.name.encode() + b"\0" + sticky_value)
+            bucket, rest = divmod(crc, route.total_weight)
+            share_point = (rest + (bucket % 65536 + 0.5) / 65536) / route.total_weight
         index = bisect_right(cumulative, share_point * cumulative[-1])
         return route.variants[min(index, len(route.variants) - 1)]
     if sticky_value is None:

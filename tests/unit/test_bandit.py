@@ -6,6 +6,7 @@ is bounded."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from prometheus_client import generate_latest
@@ -269,3 +270,17 @@ def test_pending_feedback_is_an_lru_with_a_ttl_taken_once() -> None:
     assert pending.peek("req-3") == ("r", "v0", 1)
     clock.now += 61
     assert pending.take("req-2") is None  # expired
+
+
+def test_turning_adaptive_on_keeps_sticky_clients_where_the_weights_put_them() -> None:
+    fixed = route([70, 30], adaptive=False, sticky="key")
+    adaptive = route([70, 30], min_share=0.0, sticky="key")
+    bandit = Bandit(seed=1, clock=Clock())
+    bandit.update_routes({"r": adaptive})
+    keys = [str(i).encode() for i in range(500)]
+    assert [bandit.choose(adaptive, k).name for k in keys] == [
+        choose_variant(fixed, k).name for k in keys]
+    # And a shifted split still spreads new sticky clients by the shares (fine-grained).
+    spread = Counter(choose_variant(route([1, 1]), str(i).encode(), (0.9, 1.0)).name
+                     for i in range(2000))
+    assert 0.86 < spread["v0"] / 2000 < 0.94
