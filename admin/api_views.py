@@ -26,7 +26,6 @@ from litegate.services import audit as audit_service
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
 from litegate.services import routing
-from litegate.services.models import ModelService, model_dict, version_dict
 from litegate.services.api_inputs import (
     KeyCreate,
     KeyUpdate,
@@ -34,6 +33,7 @@ from litegate.services.api_inputs import (
     ModelRollback,
     QuotaCreate,
 )
+from litegate.services.models import ModelService, model_dict, version_dict
 from litegate.services.schema import RouteIn, UpstreamIn
 
 from .api import (
@@ -285,13 +285,16 @@ async def _receive_file(request: ApiRequest, target: Path) -> int:
     """Stream the body to ``target`` (never whole in memory); bounded by the handler's
     ``request_max_body_size`` (413)."""
     size = 0
-    with open(target, "wb") as out:
+    out = await asyncio.to_thread(open, target, "wb")
+    try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > MAX_UPLOAD_BYTES:
                 raise PayloadTooLarge(f"model files are limited to {MAX_UPLOAD_BYTES} bytes")
             if chunk:
                 await asyncio.to_thread(out.write, chunk)
+    finally:
+        await asyncio.to_thread(out.close)
     return size
 
 

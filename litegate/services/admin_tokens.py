@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from litegate.db.models import MAX_ROW_ID, AdminToken, as_utc, utcnow
 from litegate.errors import Conflict, NotFound
 from litegate.services.audit import record_audit
-from litegate.services.keys import hash_key
 from litegate.services.schema import ValidationFailed
+from litegate.snapshot import hash_key
 
 TOKEN_PREFIX = "lga-"
 SCOPES = ("read", "write")

@@ -148,7 +148,7 @@ def test_round_trip_route_model_key_traffic_usage(home: Path, tmp_path: Path, se
 def _infer_or_none(client: Any, inp: Any, key: str) -> Any:
     try:
         return client.infer("add", [inp], headers={"Authorization": f"Bearer {key}"})
-    except Exception as exc:  # noqa: BLE001 - tritonclient's one exception type
+    except Exception as exc:  # tritonclient's one exception type
         if "404" in str(exc) or "not found" in str(exc).lower():
             return None
         raise
@@ -158,8 +158,10 @@ def test_scopes_revocation_and_cookies(home: Path, served: Any) -> None:
     writer = create_token(home, "writer", "write")
     reader = create_token(home, "reader", "read")
     create_console_user(home, "alice", "correct horse battery")
-    server = served()
+    server, replica = served(), served()  # two gateways on one database
     ro, rw, anonymous = Api(server.url, reader), Api(server.url, writer), Api(server.url, None)
+    rw_replica = Api(replica.url, writer)
+    assert ok(rw_replica.get("/upstreams")) == []
 
     body = error(anonymous.get("/routes"), 401)
     assert body["code"] == "invalid_admin_token"
@@ -178,10 +180,11 @@ def test_scopes_revocation_and_cookies(home: Path, served: Any) -> None:
     error(console.get("/admin/api/routes"), 401)
     error(console.post("/admin/api/upstreams", json={"name": "v"}), 401)
 
-    # Revoked from the CLI: refused at the very next request.
+    # Revoked from the CLI: refused at the very next request, on every replica.
     code, _, err = run_cli("admin", "revoke-token", "writer", home=home)
     assert code == 0, err
     error(rw.get("/routes"), 401)
+    error(rw_replica.get("/routes"), 401)
     error(rw.post("/upstreams", json={"name": "w", "base_url": "http://127.0.0.1:9/v1"}), 401)
     code, out, _ = run_cli("admin", "list-tokens", "--json", home=home)
     states = {t["name"]: t["state"] for t in json.loads(out)}
@@ -381,7 +384,7 @@ async def test_console_creates_and_revokes_tokens(tmp_path: Path) -> None:
         assert revoked.status_code == 303
         assert (await client.get("/admin/api/routes", headers=api)).status_code == 401
         listing = (await client.get("/admin/tokens")).text
-        assert re.search(r'data-token-name="ci">.*?token-state">revoked<', listing, re.S)
+        assert re.search(r'data-token-name="ci">.*?token-state">revoked<', listing, re.DOTALL)
         audit = (await client.get("/admin/audit")).text
         assert "admin_token" in audit
     await gateway.engine.dispose()
