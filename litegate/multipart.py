@@ -4,12 +4,13 @@ translations, image edits and variations), whose ``model`` is a form field.
 The body is already read (and bounded) when it is parsed here, whole, by
 python-multipart; a malformed one is a 400. What goes upstream is rebuilt from the
 parsed parts with a fresh boundary (:meth:`Form.encode`): a part's name, file name,
-media type and bytes travel, nothing else the client wrote (no preamble, no other part
-headers), so no unparsed client bytes ever reach an upstream.
+media type and bytes travel, nothing else the client wrote (no other part headers, no
+epilogue; a preamble is refused), so no unparsed client bytes ever reach an upstream.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Callable
@@ -22,9 +23,11 @@ MAX_FORM_PARTS = 64
 MAX_PART_HEADERS = 8
 MAX_PART_HEADER_BYTES = 4096
 _CODE = "invalid_multipart"
+_PARSER_LOG = logging.getLogger("python_multipart")
 # RFC 2046 §5.1.1: 1 to 70 characters from this set, not ending in a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_MEDIA_TYPE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
+_TOKEN = rb"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
+_MEDIA_TYPE = re.compile(_TOKEN + b"/" + _TOKEN)
 _DEFAULT_FILE_TYPE = b"application/octet-stream"
 # The HTML form encoding's escapes for a quoted name (WHATWG "multipart/form-data").
 _QUOTED = str.maketrans({"\r": "%0D", "\n": "%0A", '"': "%22"})
@@ -72,12 +75,16 @@ class Form:
         while any(boundary in p.data for p in self.parts):  # ~never: 128 random bits
             boundary = b"litegate-" + secrets.token_hex(16).encode()
         out: list[bytes] = []
+        start = f"--{boundary.decode()}\r\nContent-Disposition: form-data; name="
         for part in self.parts:
-            value = replace.get(part.name) if part.filename is None else None
-            head = f'--{boundary.decode()}\r\nContent-Disposition: form-data; name="{_quote(part.name)}"'
+            head = f'{start}"{_quote(part.name)}"'
+            value = replace.get(part.name)
             if part.filename is not None:
-                head += f'; filename="{_quote(part.filename)}"\r\nContent-Type: {part.content_type.decode()}'
-            out += [head.encode(), b"\r\n\r\n", value.encode() if value is not None else part.data, b"\r\n"]
+                head += (f'; filename="{_quote(part.filename)}"\r\n'
+                         f"Content-Type: {part.content_type.decode()}")
+                value = None
+            data = value.encode() if value is not None else part.data
+            out += [head.encode(), b"\r\n\r\n", data, b"\r\n"]
         out.append(b"--" + boundary + b"--\r\n")
         return b"".join(out), "multipart/form-data; boundary=" + boundary.decode()
 
@@ -93,6 +100,10 @@ def parse_form(body: bytes, content_type: bytes | None) -> Form:
     from python_multipart.exceptions import MultipartParseError  # on the first upload only
     from python_multipart.multipart import MultipartParser, parse_options_header
 
+    if not _PARSER_LOG.handlers:
+        # Its warning repeats the 400's message; without a handler it would reach stderr
+        # as a bare line (logging's last resort) for every malformed upload.
+        _PARSER_LOG.addHandler(logging.NullHandler())
     kind, options = parse_options_header(content_type)
     if kind != b"multipart/form-data":
         raise BadRequest("this endpoint takes a multipart/form-data body", code=_CODE)

@@ -159,7 +159,7 @@ async def resolve_route(
             form = parse_form(body, header(scope, b"content-type"))
             model: Any = form.text("model")
             info.form = form
-            info.stream = form.text("stream") == "true"
+            info.stream = (form.text("stream") or "").lower() == "true"
         else:
             data = parse_json(body)
             if not isinstance(data, dict):

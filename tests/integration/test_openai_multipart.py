@@ -5,6 +5,7 @@ every part it receives."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -14,9 +15,9 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 
-from litegate.multipart import MAX_FORM_PARTS
+from litegate.multipart import MAX_FORM_PARTS, MAX_PART_HEADER_BYTES, MAX_PART_HEADERS
 from tests.helpers.cli import apply_config, create_key
 from tests.helpers.servers import free_port, serve_aiohttp
 
@@ -45,6 +46,7 @@ class FakeProvider:
     """An OpenAI-compatible provider for the four upload endpoints."""
 
     seen: list[Received] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=4 * BODY_BOUND)
@@ -56,7 +58,13 @@ class FakeProvider:
 
     async def _receive(self, request: web.Request) -> Received:
         got = Received(request.path, request.headers["Content-Type"], {}, {})
-        reader = await request.multipart()
+        raw = await request.read()
+        self.raw.append(raw)
+        # The body is read once, kept raw, and parsed by aiohttp's own multipart reader.
+        stream = StreamReader(request.protocol, len(raw) + 1, loop=asyncio.get_running_loop())
+        stream.feed_data(raw)
+        stream.feed_eof()
+        reader = MultipartReader(request.headers, stream)
         while (part := await reader.next()) is not None:
             assert isinstance(part, BodyPartReader) and part.name is not None
             data = await part.read()
@@ -129,7 +137,8 @@ def _client(server, key: str, base: str = "/v1") -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + base, api_key=key, max_retries=0)
 
 
-def test_uploads_reach_the_variant_with_its_model_and_the_files_intact(home, provider, make_gateway):
+def test_uploads_reach_the_variant_with_its_model_and_the_files_intact(home, provider,
+                                                                      make_gateway):
     fake, base_url = provider
     _apply(home, _config(base_url, cache={"ttl_s": 60}))
     key = create_key(home)
@@ -187,7 +196,8 @@ def test_uploads_reach_the_variant_with_its_model_and_the_files_intact(home, pro
     assert len(fake.seen) == before + 2
 
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'litegate_requests_total{route="stt",status="200",variant="whisper-large-v3"} 6.0' in metrics
+    stt = 'litegate_requests_total{route="stt",status="200",variant="whisper-large-v3"} 6.0'
+    assert stt in metrics
     assert 'litegate_requests_total{route="img",status="200",variant="dall-e-2"} 3.0' in metrics
 
 
@@ -242,7 +252,8 @@ def test_upload_policies_scope_limits_and_bounds(home, provider, make_gateway):
 
 
 def _form(*parts: bytes, boundary: bytes = b"b0undary") -> bytes:
-    return b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts) + b"--" + boundary + b"--\r\n"
+    framed = b"".join(b"--" + boundary + b"\r\n" + p + b"\r\n" for p in parts)
+    return framed + b"--" + boundary + b"--\r\n"
 
 
 MODEL = b'Content-Disposition: form-data; name="model"\r\n\r\nstt'
@@ -253,7 +264,8 @@ BROKEN = [
     ("not a form", "application/json", b'{"model": "stt"}'),
     ("no content type", None, _form(MODEL, FILE)),
     ("missing model", MULTIPART, _form(FILE)),
-    ("empty model", MULTIPART, _form(b'Content-Disposition: form-data; name="model"\r\n\r\n', FILE)),
+    ("empty model", MULTIPART,
+     _form(b'Content-Disposition: form-data; name="model"\r\n\r\n', FILE)),
     ("model is a file", MULTIPART,
      _form(b'Content-Disposition: form-data; name="model"; filename="m"\r\n\r\nstt', FILE)),
     ("model twice", MULTIPART, _form(MODEL, MODEL, FILE)),
@@ -264,7 +276,12 @@ BROKEN = [
     ("garbage", MULTIPART, b"\x00\x01 not multipart at all"),
     ("empty body", MULTIPART, b""),
     ("part without a name", MULTIPART, _form(MODEL, b"Content-Disposition: form-data\r\n\r\nx")),
-    ("not form-data", MULTIPART, _form(b'Content-Disposition: attachment; name="model"\r\n\r\nstt')),
+    ("not form-data", MULTIPART,
+     _form(b'Content-Disposition: attachment; name="model"\r\n\r\nstt')),
+    ("too many part headers", MULTIPART,
+     _form(b"".join(b"X-H%d: 1\r\n" % i for i in range(MAX_PART_HEADERS)) + MODEL, FILE)),
+    ("a part header too long", MULTIPART,
+     _form(b"X-Long: " + b"a" * MAX_PART_HEADER_BYTES + b"\r\n" + MODEL, FILE)),
     ("too many parts", MULTIPART,
      _form(MODEL, *[b'Content-Disposition: form-data; name="x"\r\n\r\n1'] * MAX_FORM_PARTS)),
 ]
@@ -303,3 +320,25 @@ def test_a_shadow_variant_gets_a_copy_of_the_form(home, provider, make_gateway):
         time.sleep(0.02)
     assert sorted(r.model for r in fake.seen) == ["whisper-large-v3", "whisper-next"]
     assert all(r.files["file"][0][2] == AUDIO for r in fake.seen)
+
+
+def test_only_parsed_parts_are_forwarded(home, provider, make_gateway):
+    """A quote in a file name cannot rename the part, and an epilogue or extra part
+    headers never reach the provider: the form is rebuilt from what was read."""
+    fake, base_url = provider
+    _apply(home, _config(base_url))
+    key = create_key(home)
+    server = make_gateway()
+    body = (_form(MODEL, b'Content-Disposition: form-data; name="file"; '
+                           b'filename="x\\"; name=\\"model\\".wav"\r\n'
+                           b"Content-Type: audio/wav\r\nX-Smuggled: yes\r\n\r\nRIFF")
+            + b"epilogue for nobody")
+    r = httpx.post(server.url + "/v1/audio/transcriptions", content=body,
+                   headers={"Authorization": f"Bearer {key}", "content-type": MULTIPART})
+    assert r.status_code == 200, r.text
+    (got,) = fake.seen
+    assert got.model == "whisper-large-v3"
+    assert got.files == {"file": [('x%22; name=%22model%22.wav', "audio/wav", b"RIFF")]}
+    assert fake.raw[0].count(b"Content-Disposition") == 2
+    assert b"epilogue" not in fake.raw[0]
+    assert b"X-Smuggled" not in fake.raw[0]
