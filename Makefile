@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install system-deps run test typecheck bench bench-compare bench-inference clean
+.PHONY: install system-deps run test typecheck bench bench-compare bench-inference bench-stream clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,12 @@ bench-compare: install
 	$(PY) bench/proxy.py --targets mock,litegate --refs $(REF)
 
 bench-inference: install
+	bench/peers_setup.sh pytriton || true  # a peer that cannot install is reported as not run
 	$(PY) bench/inference.py
+
+bench-stream: install
+	bench/peers_setup.sh litellm portkey || true
+	$(PY) bench/stream.py
 
 clean:
 	rm -rf $(VENV) .litegate .pytest_cache

@@ -23,8 +23,10 @@ For each concurrency (``--concurrency`` 1,100,400) and target, ``--streams-per-s
 concurrency streams (at least 20) go through a semaphore of that size on one aiohttp
 session; each stream records the time to its first content chunk and its largest gap
 between two chunks. A cell stops after ``--cell-timeout`` seconds: streams not finished by
-then count as incomplete (a slow peer cannot hold the run hostage). Cells are run in
-``--rounds`` interleaved rounds (who goes first rotates); the table shows medians of the
+then count as incomplete (a slow peer cannot hold the run hostage). Each gateway runs alone
+on its core: started for its turn in a round (warm-up, then every concurrency), stopped
+after it. ``--rounds`` interleaved rounds (who goes first rotates); the table shows medians
+of the
 rounds' p50 and p99.
 """
 
@@ -191,17 +193,38 @@ class Procs:
 
     def stop_all(self) -> None:
         while self.procs:
-            p = self.procs.pop()
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-                try:
-                    os.killpg(p.pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    break
-                try:
-                    p.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            self.stop(self.procs[-1])
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p in self.procs:
+            self.procs.remove(p)
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(p.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+            try:
+                p.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of the process and its children (Node, LiteLLM's workers), seconds."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for t in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{t}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def wait_ready(port: int, path: str, proc: subprocess.Popen, timeout: float = 120,
@@ -249,7 +272,7 @@ def start_litegate(procs: Procs, work: Path, up: int, cpus: str) -> dict:
                        work / "litegate.log", env)
     wait_ready(port, "/readyz", proc)
     return {"port": port, "headers": {"Authorization": f"Bearer {key}"}, "model": "chat",
-            "label": "litegate serve", "pid": proc.pid}
+            "label": "litegate serve", "pid": proc.pid, "proc": proc}
 
 
 def start_litellm(procs: Procs, work: Path, up: int, cpus: str) -> dict:
@@ -272,7 +295,8 @@ def start_litellm(procs: Procs, work: Path, up: int, cpus: str) -> dict:
                               "import importlib.metadata as m; print(m.version('litellm'))"],
                              capture_output=True, text=True).stdout.strip()
     return {"port": port, "headers": {"Authorization": f"Bearer {LITELLM_KEY}"},
-            "model": "chat", "label": f"LiteLLM proxy {version} (1 worker)", "pid": proc.pid}
+            "model": "chat", "label": f"LiteLLM proxy {version} (1 worker)", "pid": proc.pid,
+            "proc": proc}
 
 
 def start_portkey(procs: Procs, work: Path, up: int, cpus: str) -> dict:
@@ -291,7 +315,8 @@ def start_portkey(procs: Procs, work: Path, up: int, cpus: str) -> dict:
     wait_ready(port, "/", proc)
     version = json.loads((pkg / "package.json").read_text())["version"]
     return {"port": port, "headers": headers, "model": "m",
-            "label": f"Portkey gateway {version} (Node {_node_version()})", "pid": proc.pid}
+            "label": f"Portkey gateway {version} (Node {_node_version()})", "pid": proc.pid,
+            "proc": proc}
 
 
 def _node_version() -> str:
@@ -327,14 +352,16 @@ def report(args: argparse.Namespace, targets: dict, med: dict, skipped: dict) ->
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}  ",
         f"Upstream: {args.chunks} chunks {args.gap_ms:g} ms apart per stream; gateways under "
         f"`taskset -c {args.gateway_cpus or 'all'}`, upstream and client under `taskset -c "
-        f"{args.client_cpus or 'all'}`; {args.streams_per_slot}× concurrency streams per cell "
-        f"(≥ 20), {args.rounds} interleaved rounds, medians of the rounds' p50 / p99 (ms). "
+        f"{args.client_cpus or 'all'}`, one gateway up at a time; {args.streams_per_slot}× "
+        f"concurrency streams per cell (≥ 20), {args.rounds} interleaved rounds, medians of the "
+        "rounds' p50 / p99 (ms). "
         "TTFT = request sent → first content chunk; worst gap = a stream's largest interval "
         "between two content chunks (the upstream's own is the gap).",
         "",
         "| streams | target | TTFT p50 | TTFT p99 | worst gap p50 | worst gap p99 | stream p50 "
-        "| incomplete / errors | TTFT p50 − direct | gap p99 − direct |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| incomplete / errors | TTFT p50 − direct | gap p99 − direct | gateway CPU ms per "
+        "stream |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in conc:
         d = med.get(f"direct|{c}")
@@ -352,7 +379,7 @@ def report(args: argparse.Namespace, targets: dict, med: dict, skipped: dict) ->
                 f"| {c} | {t['label']} | {fmt(m['ttft_p50'])} | {fmt(m['ttft_p99'])} "
                 f"| {fmt(m['gap_p50'])} | {fmt(m['gap_p99'])} | {fmt(m['total_p50'], '{:.0f}')} "
                 f"| {m['incomplete']:.0f} / {m['errors']:.0f} | {fmt(dt_ttft, '{:+.1f}')} "
-                f"| {fmt(dt_gap, '{:+.1f}')} |")
+                f"| {fmt(dt_gap, '{:+.1f}')} | {fmt(m.get('cpu_ms_per_stream'), '{:.2f}')} |")
     for name, why in skipped.items():
         lines.append(f"\n{name}: not run — {why}")
     lines.append("")
@@ -402,52 +429,66 @@ def main() -> int:
             wait_ready(up, "/v1/models", upstream)
             starters = {"litegate": start_litegate, "litellm": start_litellm,
                         "portkey": start_portkey}
-            for name in wanted:
-                if name == "direct":
-                    targets[name] = {"port": up, "headers": {}, "model": "m",
-                                     "label": "direct (no gateway)"}
-                    continue
-                try:
-                    targets[name] = starters[name](procs, work, up, args.gateway_cpus)
-                except (RuntimeError, OSError) as exc:
-                    skipped[name] = str(exc)
-                    log(f"{name} not run: {exc}")
-            for name, t in list(targets.items()):  # warm-up: connections, first streams
-                url = f"http://{HOST}:{t['port']}/v1/chat/completions"
-                warm = asyncio.run(run_cell(url, t["headers"], t["model"], 4, 8, 60,
-                                            args.chunks))
-                if not warm["complete"]:  # a peer that cannot stream is recorded, not timed
-                    skipped[name] = (f"{t['label']}: no warm-up stream completed "
-                                     f"({', '.join(warm['error_sample'])}; see its log in "
-                                     "bench/.work/)")
-                    log(f"{name} not run: {skipped[name]}")
-                    del targets[name]
-            order = list(targets)
+            # Each gateway runs alone on its core, started for its turn and stopped after
+            # it: an idle peer (LiteLLM's background tasks) would otherwise take slices of
+            # the core from the one being measured.
+            order = list(wanted)
             for r in range(args.rounds):
                 cells: dict = {}
-                for c in conc:
-                    for name in order:
-                        t = targets[name]
+                for name in order:
+                    if name in skipped:
+                        continue
+                    sub = work / f"r{r}-{name}"
+                    sub.mkdir()
+                    try:
+                        t = ({"port": up, "headers": {}, "model": "m",
+                              "label": "direct (no gateway)"} if name == "direct"
+                             else starters[name](procs, sub, up, args.gateway_cpus))
+                    except (RuntimeError, OSError) as exc:
+                        skipped[name] = str(exc)
+                        log(f"{name} not run: {exc}")
+                        continue
+                    try:
                         url = f"http://{HOST}:{t['port']}/v1/chat/completions"
-                        cell = asyncio.run(run_cell(url, t["headers"], t["model"], c,
-                                                    max(20, args.streams_per_slot * c),
-                                                    args.cell_timeout, args.chunks))
-                        cells[f"{name}|{c}"] = cell
-                        log(f"round {r} {name} c={c}: ttft p50 {fmt(cell['ttft_p50'])} p99 "
-                            f"{fmt(cell['ttft_p99'])} gap p99 {fmt(cell['gap_p99'])} "
-                            f"incomplete {cell['incomplete']} errors {cell['error_sample']}")
-                        time.sleep(0.5)
+                        warm = asyncio.run(run_cell(url, t["headers"], t["model"], 4, 8, 60,
+                                                    args.chunks))
+                        if not warm["complete"]:  # a peer that cannot stream: recorded
+                            skipped[name] = (f"{t['label']}: no warm-up stream completed "
+                                             f"({', '.join(warm['error_sample'])}; see its "
+                                             "log in bench/.work/)")
+                            log(f"{name} not run: {skipped[name]}")
+                            continue
+                        targets.setdefault(name, t)
+                        for c in conc:
+                            cpu0 = cpu_s(t["pid"]) if "pid" in t else None
+                            cell = asyncio.run(run_cell(url, t["headers"], t["model"], c,
+                                                        max(20, args.streams_per_slot * c),
+                                                        args.cell_timeout, args.chunks))
+                            # The gateway's CPU per completed stream: steadier than
+                            # latency when other jobs share the core.
+                            cell["cpu_ms_per_stream"] = (
+                                (cpu_s(t["pid"]) - cpu0) * 1e3 / cell["complete"]
+                                if cpu0 is not None and cell["complete"] else None)
+                            cells[f"{name}|{c}"] = cell
+                            log(f"round {r} {name} c={c}: ttft p50 {fmt(cell['ttft_p50'])} "
+                                f"p99 {fmt(cell['ttft_p99'])} gap p99 {fmt(cell['gap_p99'])} "
+                                f"incomplete {cell['incomplete']} errors "
+                                f"{cell['error_sample']}")
+                            time.sleep(0.5)
+                    finally:
+                        if "proc" in t:
+                            procs.stop(t["proc"])
                 order = order[1:] + order[:1]
                 rounds.append(cells)
         finally:
             procs.stop_all()
-            for name in ("litegate.log", "litellm.log", "portkey.log", "upstream.log"):
-                if (work / name).exists():
-                    (WORK / f"stream-{name}").write_bytes((work / name).read_bytes())
+            for path in work.rglob("*.log"):  # the last round's log of each
+                (WORK / f"stream-{path.name}").write_bytes(path.read_bytes())
+    keys = [k for r in rounds for k in r]
     med = {k: {f: median([r[k][f] for r in rounds if k in r])
                for f in ("ttft_p50", "ttft_p99", "gap_p50", "gap_p99", "total_p50",
-                         "incomplete", "errors")}
-           for k in rounds[0]}
+                         "incomplete", "errors", "cpu_ms_per_stream")}
+           for k in dict.fromkeys(keys)}
     (WORK / "stream.json").write_text(json.dumps({"rounds": rounds, "median": med,
                                                   "skipped": skipped}, indent=2))
     table = report(args, targets, med, skipped)
