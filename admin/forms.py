@@ -24,6 +24,7 @@ from litegate.services.schema import (
     AdaptiveIn,
     CacheIn,
     RouteIn,
+    SemanticCacheIn,
     UpstreamIn,
     VariantIn,
     check_quota,
@@ -37,6 +38,7 @@ ROUTE_TEXT_FIELDS = (
     "name", "description", "sticky_mode", "sticky_header", "cache_ttl_s", "fallback", "shadow",
     "limits", "token_limits", "row_version",
     "adaptive_metric", "adaptive_min_share", "adaptive_cooldown_s", "adaptive_min_samples",
+    "semantic_embedding_model", "semantic_threshold", "semantic_max_entries", "semantic_ttl_s",
 )
 
 
@@ -127,8 +129,8 @@ def map_errors(
             result.add(aliases.get(head, head), text)
         elif head == "cache":
             result.add("cache_ttl_s", text)
-        elif head == "adaptive":
-            result.add("adaptive", f"{sub}: {text}" if sub else text)
+        elif head in ("adaptive", "semantic_cache"):
+            result.add(head, f"{sub}: {text}" if sub else text)
         else:
             result.add(aliases.get(head, head), text)
 
@@ -189,6 +191,7 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
             "name": "", "description": "", "sticky_mode": "key", "sticky_header": "",
             "cache_ttl_s": "", "fallback": "", "shadow": "", "limits": "", "token_limits": "",
             "row_version": "", "variants": _pad_variants([]), **adaptive_values(None),
+            **semantic_values(None),
         }
     sticky = route.sticky or "key"
     return {
@@ -203,6 +206,7 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
         "token_limits": "\n".join(q.rate for q in limits if q.kind == "tokens"),
         "row_version": str(route.row_version),
         **adaptive_values(route.adaptive),
+        **semantic_values(route.semantic_cache),
         "variants": _pad_variants(
             [
                 {
@@ -246,6 +250,41 @@ def _parse_adaptive(result: FormResult[Any], text: Mapping[str, str]) -> Adaptiv
     )
 
 
+def semantic_values(semantic: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The semantic cache fields: a blank embedding model = off."""
+    try:
+        sc = msgspec.convert(semantic, SemanticCacheIn) if semantic else None
+    except msgspec.ValidationError:  # a hand-edited row: show it off
+        sc = None
+    default = SemanticCacheIn(embedding_model="")
+    return {
+        "semantic_embedding_model": sc.embedding_model if sc else "",
+        "semantic_threshold": _num((sc or default).threshold),
+        "semantic_max_entries": str((sc or default).max_entries),
+        "semantic_ttl_s": _num((sc or default).ttl_s),
+        "semantic_shared": bool(sc and sc.shared_across_keys),
+    }
+
+
+def _parse_semantic(
+    result: FormResult[Any], text: Mapping[str, str], shared: bool
+) -> SemanticCacheIn | None:
+    if not text["semantic_embedding_model"]:
+        return None
+    default = SemanticCacheIn(embedding_model="")
+    threshold = _float(result, "semantic_cache", text["semantic_threshold"], required=False)
+    entries = _int(result, "semantic_cache", text["semantic_max_entries"],
+                   default=default.max_entries)
+    ttl = _float(result, "semantic_cache", text["semantic_ttl_s"], required=False)
+    return SemanticCacheIn(
+        embedding_model=text["semantic_embedding_model"],
+        threshold=default.threshold if threshold is None else threshold,
+        max_entries=default.max_entries if entries is None else entries,
+        ttl_s=default.ttl_s if ttl is None else ttl,
+        shared_across_keys=shared,
+    )
+
+
 def _num(value: float | None) -> str:
     if value is None:
         return ""
@@ -276,7 +315,8 @@ def parse_route(
     text = {name: _text(form, name) for name in ROUTE_TEXT_FIELDS}
     text["name"] = fixed_name if fixed_name is not None else text["name"]
     text["sticky_mode"] = text["sticky_mode"] or "key"
-    values: dict[str, Any] = {**text, "variants": rows}
+    shared = bool(form.get("semantic_shared"))
+    values: dict[str, Any] = {**text, "semantic_shared": shared, "variants": rows}
     result: FormResult[RouteIn] = FormResult(values, submitted_rows=len(rows))
     if not text["name"]:
         result.add("name", "required")
@@ -322,6 +362,7 @@ def parse_route(
         shadow=text["shadow"] or None,
         description=text["description"],
         adaptive=_parse_adaptive(result, text),
+        semantic_cache=_parse_semantic(result, text, shared),
     )
     return result
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import httpx
 import openai
 import pytest
 import redis
+import yaml
 from aiohttp import web
 
 from litegate.demo import DEMO_MODEL, setup_demo_model
@@ -341,3 +343,50 @@ def test_replicas_share_entries_through_redis_within_the_bound(home, upstream, m
         assert ask(a, "Which artist painted the Mona Lisa?")[1]["x-cache"] == "SEMANTIC-HIT"
         assert ask(a, PARAPHRASE)[1]["x-cache"] == "MISS"
         assert len(upstream.calls) == 4
+
+
+def test_the_console_route_form_edits_and_keeps_the_setting(home, upstream, make_gateway):
+    from tests.e2e.support import create_console_user, http_login
+    from tests.integration.test_adaptive_ab import _form_fields
+
+    prepare(home, config(upstream.base_url, max_entries=500, shared_across_keys=True))
+    create_console_user(home, "alice", "alice-password")
+    gateway = make_gateway()
+    console = http_login(gateway.url, "alice", "alice-password")
+    route_id = re.search(r'href="/admin/routes/(\d+)">chat<',
+                         console.get("/admin/routes").text).group(1)  # type: ignore[union-attr]
+    page = console.get(f"/admin/routes/{route_id}").text
+    fields = _form_fields(page)
+    assert (fields["semantic_embedding_model"], fields["semantic_threshold"],
+            fields["semantic_max_entries"], fields["semantic_ttl_s"]) == (
+        DEMO_MODEL, "0.9", "500", "3600")
+    assert re.search(r'name="semantic_shared" value="on" checked', page)
+
+    def exported() -> dict[str, Any]:
+        out = run_cli("config", "export", home=home)[1]
+        return {r["name"]: r for r in yaml.safe_load(out)["routes"]}["chat"]
+
+    # Another edit keeps the setting (the checkbox ticked, as a browser sends it).
+    r = console.post(f"/admin/routes/{route_id}",
+                     data=fields | {"description": "edited", "semantic_shared": "on"})
+    assert r.status_code == 303, r.text
+    assert exported()["semantic_cache"] == {
+        "embedding_model": DEMO_MODEL, "threshold": 0.9, "max_entries": 500, "ttl_s": 3600.0,
+        "shared_across_keys": True}
+    # Edited: threshold up, sharing off (checkbox unticked).
+    fields = _form_fields(console.get(f"/admin/routes/{route_id}").text)
+    r = console.post(f"/admin/routes/{route_id}", data=fields | {"semantic_threshold": "0.95"})
+    assert r.status_code == 303, r.text
+    assert (exported()["semantic_cache"]["threshold"],
+            exported()["semantic_cache"]["shared_across_keys"]) == (0.95, False)
+    # Refused with the service's messages, on the form.
+    fields = _form_fields(console.get(f"/admin/routes/{route_id}").text)
+    assert "semantic_shared" not in fields and fields["semantic_threshold"] == "0.95"
+    for bad, message in ((("semantic_threshold", "1.5"), "threshold: must be a cosine similarity"),
+                         (("semantic_embedding_model", "nope"), "no local model or route named")):
+        r = console.post(f"/admin/routes/{route_id}", data=fields | dict([bad]))
+        assert r.status_code == 400 and message in r.text, r.text
+    # Off.
+    r = console.post(f"/admin/routes/{route_id}", data=fields | {"semantic_embedding_model": ""})
+    assert r.status_code == 303, r.text
+    assert "semantic_cache" not in exported()
