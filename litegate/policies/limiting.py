@@ -16,6 +16,7 @@ from limits.storage import storage_from_string
 
 from litegate.errors import RateLimited, ServiceUnavailable
 from litegate.policies.limit_storage import LocalStorage  # also registers async+local://
+from litegate.policies.redis_window import RedisWindows
 from litegate.snapshot import KeySpec, RouteSpec
 
 log = structlog.get_logger("litegate.limits")
@@ -55,6 +56,9 @@ class Limiter:
         self.requests: RateLimiter = STRATEGIES[strategy](self.storage)  # type: ignore[abstract]
         # In-process storage: count synchronously, skipping the async strategy layers.
         self.local = self.storage if isinstance(self.storage, LocalStorage) else None
+        # Redis: all of a request's checks in one round trip.
+        self.windows = (RedisWindows(self.storage)
+                        if RedisWindows.supports(self.storage, strategy) else None)
         self._checks: dict[tuple[object, ...], list[Check]] = {}
         self._checks_version = -1
         # Token usage is known only after the response and must always be counted,
@@ -113,6 +117,8 @@ class Limiter:
         the tightest one, or raise ``RateLimited`` for the first one exceeded."""
         if self.local is not None:
             return self.hit_local(checks)
+        if self.windows is not None:
+            return await self._hit_windows(checks)
         tightest: tuple[int, float, RateLimitItem] | None = None
         try:
             for check in checks:
@@ -128,6 +134,22 @@ class Limiter:
             self._storage_failed(exc)
             return []
         self._recovered()
+        return _rate_headers(tightest)
+
+    async def _hit_windows(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:
+        assert self.windows is not None
+        try:
+            results = await self.windows.hit([(c.item, c.key) for c in checks])
+        except Exception as exc:  # whatever the client raises, the storage is unusable now
+            self._storage_failed(exc)
+            return []
+        self._recovered()
+        tightest: tuple[int, float, RateLimitItem] | None = None
+        for check, (allowed, remaining, reset) in zip(checks, results, strict=False):
+            if not allowed:
+                raise _limited(check.item, reset)
+            if tightest is None or remaining < tightest[0]:
+                tightest = (remaining, reset, check.item)
         return _rate_headers(tightest)
 
     def hit_local(self, checks: list[Check]) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,107 @@
+"""Every request limit of one request in one Redis round trip (sliding-window counter).
+
+``limits`` counts one check per call and reads its window in a second call: a key
+limit plus a route limit cost four round trips, and redis-py's per-command work was
+most of a worker's CPU per request. This script runs ``limits``' own acquire and window
+steps for all the checks, in order, atomically, and stops at the first refused one
+(the later ones are not counted, as before). Same keys, same arithmetic: replicas on
+older code and this one count the same windows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from math import floor, inf
+from typing import Any
+
+from limits import RateLimitItem
+
+# limits/resources/redis/lua_scripts/acquire_sliding_window.lua then sliding_window.lua,
+# once per pair of KEYS (previous, current window) with ARGV (limit, expiry s) per check.
+SCRIPT = """
+local out = {}
+for i = 1, #KEYS / 2 do
+    local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local limit = tonumber(ARGV[2 * i - 1])
+    local expiry = tonumber(ARGV[2 * i]) * 1000
+    local allowed = 1
+    local current_ttl = tonumber(redis.call('pttl', current_key))
+    if current_ttl > 0 and current_ttl < expiry then
+        redis.call('rename', current_key, previous_key)
+        redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
+    end
+    local previous_count = tonumber(redis.call('get', previous_key)) or 0
+    local previous_ttl = tonumber(redis.call('pttl', previous_key)) or 0
+    local current_count = tonumber(redis.call('get', current_key)) or 0
+    current_ttl = tonumber(redis.call('pttl', current_key)) or 0
+    if previous_ttl <= 0 then previous_ttl = 0 end
+    if current_ttl <= 0 then current_ttl = 0 end
+    if 1 > limit or math.floor(previous_count * previous_ttl / expiry) + current_count + 1 > limit then
+        allowed = 0
+    elseif redis.call('exists', current_key) == 1 then
+        redis.call('incrby', current_key, 1)
+    else
+        redis.call('set', current_key, 1, 'PX', expiry * 2)
+    end
+    previous_count = redis.call('get', previous_key)
+    previous_ttl = redis.call('pttl', previous_key)
+    current_count = redis.call('get', current_key)
+    current_ttl = redis.call('pttl', current_key)
+    table.insert(out, {allowed, previous_count, previous_ttl, current_count, current_ttl})
+    if allowed == 0 then return out end
+end
+return out
+"""
+
+
+class RedisWindows:
+    """The one-round-trip path over a ``limits`` Redis storage (coredis or redis-py)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+        self._script: Any = None
+
+    @classmethod
+    def supports(cls, storage: Any, strategy: str) -> bool:
+        bridge = getattr(storage, "bridge", None)
+        return (strategy == "sliding-window-counter"
+                and type(bridge).__name__ in ("CoredisBridge", "RedispyBridge")
+                and hasattr(storage, "_current_window_key"))
+
+    async def hit(self, items: Sequence[tuple[RateLimitItem, str]]
+                  ) -> list[tuple[bool, int, float]]:
+        """Count one request against each ``(item, key)`` in order: (allowed, remaining,
+        reset time) per check evaluated; the list ends at the first refused one."""
+        storage = self._storage
+        bridge = storage.bridge
+        if self._script is None:
+            self._script = bridge.get_connection().register_script(SCRIPT)
+        keys: list[str] = []
+        args: list[int] = []
+        for item, key in items:
+            keys += [bridge.prefixed_key(storage._previous_window_key(key)),
+                     bridge.prefixed_key(storage._current_window_key(key))]
+            args += [item.amount, item.get_expiry()]
+        script = self._script
+        # coredis scripts run with .execute(); redis-py's are called
+        rows = await (script.execute(keys, args) if hasattr(script, "execute")
+                      else script(keys, args))
+        now = time.time()
+        return [_stats(item, row, now) for (item, _), row in zip(items, rows, strict=False)]
+
+
+def _stats(item: RateLimitItem, row: Sequence[Any], now: float) -> tuple[bool, int, float]:
+    """``SlidingWindowCounterRateLimiter.get_window_stats`` on the window read back."""
+    allowed = int(row[0]) == 1
+    previous_count, current_count = int(row[1] or 0), int(row[3] or 0)
+    previous_expires_in = max(0.0, float(row[2] or 0)) / 1000
+    current_expires_in = max(0.0, float(row[4] or 0)) / 1000
+    expiry = item.get_expiry()
+    weighted = previous_count * previous_expires_in / expiry + current_count
+    remaining = max(0, item.amount - floor(weighted))
+    if not (previous_count or current_count):
+        return allowed, remaining, now
+    previous_reset_in = previous_expires_in % (expiry / previous_count) if previous_count else inf
+    current_reset_in = current_expires_in % expiry if current_count else inf
+    return allowed, remaining, now + min(previous_reset_in, current_reset_in)

@@ -1,0 +1,68 @@
+"""Request limits on Redis in one round trip per request (issue #13, scaling): the same
+decisions and headers as ``limits``' own sliding-window-counter calls, on a real
+redis-server, and one script call per request instead of two calls per check."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis as redis_client
+from limits import parse
+
+from litegate.errors import RateLimited
+from litegate.policies.limiting import Limiter, _check
+from tests.helpers.services import redis_server
+
+
+async def _run(limiter: Limiter, key_id: str, hits: int) -> list[object]:
+    """Each hit's outcome: the rate headers it got, or the limit that refused it."""
+    key_rate, route_rate = parse("5/minute"), parse("3/minute")
+    checks = [_check(key_rate, "litegate", "req", key_id, "*"),
+              _check(route_rate, "litegate", "req", key_id, "chat")]
+
+    out: list[object] = []
+    for _ in range(hits):
+        try:
+            headers = dict(await limiter.hit(checks))
+            out.append((headers[b"x-ratelimit-limit"], headers[b"x-ratelimit-remaining"]))
+        except RateLimited as exc:
+            out.append(("429", exc.headers["X-RateLimit-Limit"]))
+    return out
+
+
+def _evalsha_calls(url: str) -> int:
+    stats = redis_client.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_one_round_trip_gives_limits_own_decisions_and_headers() -> None:
+    with redis_server() as url:
+        asyncio.run(_compare(url))
+
+
+async def _compare(url: str) -> None:
+    fast = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    plain = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    assert fast.windows is not None
+    plain.windows = None  # limits' own calls: a hit and a window read per check
+    await _run(fast, "0", 1)
+    await _run(plain, "0", 1)  # both load their scripts into Redis (NOSCRIPT, then EVAL)
+    before = _evalsha_calls(url)
+    got = await _run(fast, "1", 6)
+    assert _evalsha_calls(url) - before == 6  # one script call per request
+    before = _evalsha_calls(url)
+    expected = await _run(plain, "2", 6)
+    assert _evalsha_calls(url) - before > 6 * 2
+    assert got == expected
+    # The route's 3/minute is the tighter one and refuses the 4th and 5th requests;
+    # the key's 5/minute, checked first, counted them, so it refuses the 6th.
+    assert got == [(b"3", b"2"), (b"3", b"1"), (b"3", b"0"),
+                   ("429", "3"), ("429", "3"), ("429", "5")]
+
+
+def test_fixed_window_and_local_storage_keep_their_own_paths() -> None:
+    assert Limiter(storage="async+local://", strategy="sliding-window-counter",
+                   fail_open=True).windows is None
+    with redis_server() as url:
+        assert Limiter(storage="async+" + url, strategy="fixed-window",
+                       fail_open=True).windows is None
