@@ -189,6 +189,7 @@ def test_scopes_revocation_and_cookies(home: Path, served: Any) -> None:
     code, out, _ = run_cli("admin", "list-tokens", "--json", home=home)
     states = {t["name"]: t["state"] for t in json.loads(out)}
     assert states == {"writer": "revoked", "reader": "active"}
+    assert all(t["last_used_at"] for t in json.loads(out))  # both were used above
     assert all("token" not in t for t in json.loads(out))
 
     # A revoked token's name can be used again; an active one's cannot.
@@ -314,6 +315,9 @@ def test_migration_0008_up_and_down(home: Path) -> None:
 
 async def test_token_table_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """At most MAX_TOKENS rows: revoked ones make room; live ones are never dropped."""
+    from datetime import timedelta
+
+    from litegate.db.models import utcnow
     from litegate.errors import Conflict
     from litegate.services import admin_tokens
     from tests.e2e.support import make_admin_gateway
@@ -336,6 +340,13 @@ async def test_token_table_is_bounded(tmp_path: Path, monkeypatch: pytest.Monkey
         assert names == ["a", "c", "d"]
         assert (await admin_tokens.authenticate(session, secrets["a"])) is not None
         assert (await admin_tokens.authenticate(session, secrets["b"])) is None
+        # An expired token is refused like a revoked one, and makes room like one.
+        (await admin_tokens.get_token(session, "c")).expires_at = utcnow() - timedelta(seconds=1)
+    async with gateway.sessionmaker() as session, session.begin():
+        assert (await admin_tokens.authenticate(session, secrets["c"])) is None
+        assert admin_tokens.token_state(await admin_tokens.get_token(session, "c")) == "expired"
+        await admin_tokens.create_token(session, "e", scope="read", actor="test")
+        assert [t.name for t in await admin_tokens.list_tokens(session)] == ["a", "d", "e"]
     await gateway.engine.dispose()
 
 
