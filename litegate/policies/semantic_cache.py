@@ -325,8 +325,12 @@ class RedisVectorStore:
         stale: list[bytes] = []
         for key, raw in stored.items():
             entry_id = _bytes(key)
-            expires_at, data = self._decode_vector(_bytes(raw))
-            row = np.frombuffer(data, dtype=np.float32)
+            try:
+                expires_at, data = self._decode_vector(_bytes(raw))
+                row = np.frombuffer(data, dtype=np.float32)
+            except (msgspec.MsgspecError, ValueError):  # not ours (or corrupt): drop it
+                stale.append(entry_id)
+                continue
             if expires_at <= now or row.shape != vector.shape:
                 stale.append(entry_id)
             else:
@@ -353,7 +357,10 @@ class RedisVectorStore:
             self._warn(exc)
             return None
         self._failing = False
-        headers, body, variant = self._decode_answer(_bytes(raw_answer))
+        try:
+            headers, body, variant = self._decode_answer(_bytes(raw_answer))
+        except msgspec.MsgspecError:
+            return None
         return Hit(Answer(tuple(headers), body, variant), min(similarity, 1.0))
 
     async def add(self, query: Query, vector: Vector, answer: Answer) -> bool:
@@ -390,9 +397,6 @@ class RedisVectorStore:
             pipe.hdel(self.PREFIX + "v:" + partition, entry_id)
             pipe.delete(self.PREFIX + "a:" + entry_id)
         await pipe.execute()
-
-    async def entries(self, route: str) -> int:
-        return int(await self.redis.zcard(self.PREFIX + "lru:" + route))
 
     def keep_routes(self, names: set[str]) -> None:
         """Entries of removed routes expire with their TTL."""

@@ -287,3 +287,29 @@ def test_an_embedding_failure_is_a_bypass():
     r = route()
     q = cache.query(snapshot(r), r, CHAT, 1, body("q"))
     assert q is not None and asyncio.run(cache.lookup(q)) == (None, None)
+
+
+def test_corrupt_redis_entries_are_dropped_not_raised():
+    import redis as sync_redis
+
+    from tests.helpers.services import redis_server
+
+    rows = random_units(2)
+    with redis_server() as url:
+        store = RedisVectorStore(url)
+        r = sync_redis.Redis.from_url(url)
+
+        async def run() -> None:
+            assert await store.add(query(), rows[0], Answer((), b"good", None))
+            vkey = RedisVectorStore.PREFIX + "v:p"
+            r.hset(vkey, "junk", b"\x00not msgpack")
+            r.hset(vkey, "odd", sc.msgspec.msgpack.encode((1e12, b"\x01\x02\x03")))
+            hit = await store.search(query(), rows[0])
+            assert hit is not None and hit.answer.body == b"good"
+            assert len(r.hkeys(vkey)) == 1  # the two bad fields were dropped
+            (answer_key,) = r.keys(RedisVectorStore.PREFIX + "a:*")
+            r.set(answer_key, b"garbage")
+            assert await store.search(query(), rows[0]) is None
+            await store.close()
+
+        asyncio.run(run())
