@@ -28,7 +28,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -77,8 +77,6 @@ async def token_guard(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     """The API's one permission check: a live token; ``write`` scope for anything but GET."""
-    if handler.opt.get("public"):
-        return
     scheme, _, secret = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized("an admin API token is required: Authorization: Bearer <token> "
@@ -192,6 +190,12 @@ def _on_stale(_: ApiRequest, exc: StaleDataError) -> Response[Any]:
                   "conflict")
 
 
+def _on_integrity(_: ApiRequest, exc: IntegrityError) -> Response[Any]:
+    # Two writers creating the same name at once: the loser's unique constraint fires.
+    return _error(409, "conflicts with an entry written at the same time; read and retry",
+                  "conflict")
+
+
 def _on_database(_: ApiRequest, exc: SQLAlchemyError) -> Response[Any]:
     log.warning("admin_api_database_error", error=str(exc))
     return _error(503, "the database is unavailable; retry", "unavailable")
@@ -202,5 +206,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationFailed: _on_validation,
     HTTPException: _on_http_error,
     StaleDataError: _on_stale,
+    IntegrityError: _on_integrity,
     SQLAlchemyError: _on_database,
 }
