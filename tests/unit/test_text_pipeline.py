@@ -303,7 +303,8 @@ async def test_manager_serves_text_through_infer_and_embed(tmp_path, tokenizer) 
     hidden = (await manager.infer("enc", raw)).outputs["last_hidden_state"]
     assert hidden.shape[:2] == raw["input_ids"].shape
     bad = [
-        ({"text": np.array([1, 2], dtype=np.int32)}, "datatype INT32 does not match the model's BYTES"),
+        ({"text": np.array([1, 2], dtype=np.int32)},
+         "datatype INT32 does not match the model's BYTES"),
         ({"text": np.array([["a"], ["b"]], dtype=object)}, r"shape \[2, 1\] does not match"),
         ({"text": np.array(["a"], dtype=object), "extra": np.zeros(1, np.float32)},
          "unexpected input 'extra'"),
@@ -319,4 +320,27 @@ async def test_manager_serves_text_through_infer_and_embed(tmp_path, tokenizer) 
                             outputs=["last_hidden_state"])
     with pytest.raises(BadRequest, match=r"token ids must be in \[0, 30522\)"):
         await manager.embed("enc", [[101, 99999999]])
+    await manager.stop()
+
+
+async def test_model_options_switch_overlap_and_a_change_rebuilds_the_pipeline(
+        tmp_path, tokenizer) -> None:
+    path = id_encoder(tmp_path / "enc.onnx")
+    manager = ModelManager(settings(tmp_path), CollectorRegistry())
+    options = {**OPTIONS, "max_length": 32, "overlap": "off"}
+    await manager.start(snapshot(model_spec("enc", {"1": path}, max_batch_size=8,
+                                            options=options)))
+    text = {"text": np.array(["some text"], dtype=object)}
+    first = (await manager.infer("enc", text)).outputs["embedding"]
+    old = manager._loaded[("enc", "1")].pipeline
+    assert old is not None and old.overlap is False
+    manager.on_snapshot(snapshot(model_spec("enc", {"1": path}, max_batch_size=8,
+                                            options={**options, "max_texts": 1}), version=2))
+    with pytest.raises(BadRequest, match="at most 1 per request"):
+        await manager.infer("enc", {"text": np.array(["a", "b"], dtype=object)})
+    new = manager._loaded[("enc", "1")].pipeline
+    assert new is not old and new.max_texts == 1 and new.overlap is False
+    np.testing.assert_array_equal((await manager.infer("enc", text)).outputs["embedding"], first)
+    await until(lambda: old._collector is not None and old._collector.done(),
+                "the old pipeline drains and stops")
     await manager.stop()
