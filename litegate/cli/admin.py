@@ -15,7 +15,7 @@ from litegate.settings import Settings
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = sub.add_parser("admin", help="admin console users")
+    p = sub.add_parser("admin", help="admin console users and sessions; admin API tokens")
     s = p.add_subparsers(dest="admin_command", required=True)
     for name, func, help_text in (
         ("create-user", _create_user, "create a console user (password prompted)"),
