@@ -128,3 +128,24 @@ def test_connections_beyond_the_cap_are_refused(home: Path) -> None:
                 break
             time.sleep(0.1)
         assert r.status_code == 200
+
+
+def test_a_slow_request_after_a_served_one_on_the_same_connection_is_cut_off(home: Path) -> None:
+    """The deadline follows each request on a kept-alive connection, not only the first."""
+    port = free_port()
+    with serving("--port", str(port), home=home, LITEGATE_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S)):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b'{"status":"ok"}' not in first:
+                chunk = s.recv(65536)
+                assert chunk, first
+                first += chunk
+            assert first.startswith(b"HTTP/1.1 200 ")
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            s.setblocking(False)
+            closed = _dribble([s], time.monotonic() + CLOSE_WITHIN_S, b"a")
+            assert list(closed.values()) and closed[s].startswith(b"HTTP/1.1 408 "), closed
+        finally:
+            s.close()
