@@ -4,7 +4,8 @@ it (``X-Request-ID``), and the score feeds the adaptive A/B bandit of that route
 Body: ``{"request_id": "...", "score": 0.0..1.0}`` or ``{"request_id": "...", "thumbs":
 "up"|"down"}``. Only requests of routes with ``adaptive: {metric: feedback}`` are
 remembered (``PendingFeedback``: bounded, with a time to live), each may be scored once,
-by the key that made it or by a key allowed on its route. The request passes the same
+by the key that made it only: request ids are sequential within a process, so another
+key (even one allowed on the route) could guess them. The request passes the same
 authentication and key limits as any other.
 """
 
@@ -27,7 +28,7 @@ FEEDBACK_PATH = "/v1/feedback"
 MAX_FEEDBACK_BODY = 4096
 THUMBS = {"up": 1.0, "down": 0.0}
 _UNKNOWN = ("unknown or expired request id {!r}: feedback is accepted once per request, "
-            "for routes with adaptive metric 'feedback', by a key allowed on the route")
+            "for routes with adaptive metric 'feedback', by the key that made the request")
 
 
 def parse_feedback(data: Any) -> tuple[str, float]:
@@ -75,7 +76,7 @@ class FeedbackHandler:
             parse_json(await read_body(scope, receive, MAX_FEEDBACK_BODY)))
         entry = self.pending.peek(request_id)
         # Another key's request reads as unknown: ids are not confirmed to outsiders.
-        if entry is None or (entry[2] != key.id and not key.allows(entry[0])):
+        if entry is None or entry[2] != key.id:
             raise NotFound(_UNKNOWN.format(request_id), code="request_not_found")
         self.pending.take(request_id)
         route, variant, _ = entry

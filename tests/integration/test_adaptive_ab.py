@@ -9,6 +9,7 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Iterator
+from unittest.mock import ANY
 
 import httpx
 import openai
@@ -171,6 +172,25 @@ def test_feedback_end_to_end_with_the_openai_client(home, configured, make_gatew
     assert big.status_code == 413
     assert httpx.post(gateway.url + "/v1/feedback", json={"request_id": rid, "score": 1}
                       ).status_code == 401
+
+
+def test_a_key_allowed_on_the_route_cannot_score_another_keys_request(
+    home, configured, make_gateway
+) -> None:
+    """Request ids are sequential within a process, so a neighbour's id is one guess
+    away: only the key that made the request may score it, even when another key is
+    allowed on the route (before the fix, any such key could steer the bandit)."""
+    owner, neighbour = create_key(home, "owner"), create_key(home, "neighbour")
+    gateway = make_gateway()
+    c, other = client(gateway, owner), client(gateway, neighbour)
+    _, mine, _ = ask(other, "rated")
+    _, rid, _ = ask(c, "rated")
+    assert rid != mine
+    with pytest.raises(openai.NotFoundError, match="unknown or expired"):
+        other.post("/feedback", cast_to=object, body={"request_id": rid, "score": 0})
+    assert c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 1}) == {
+        "request_id": rid, "route": "rated", "variant": ANY, "score": 1.0}
+    assert other.post("/feedback", cast_to=object, body={"request_id": mine, "score": 1})
 
 
 def test_feedback_counts_against_the_key_limits(home, configured, make_gateway) -> None:
