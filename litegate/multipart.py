@@ -29,8 +29,11 @@ _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]
 _TOKEN = rb"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}"
 _MEDIA_TYPE = re.compile(_TOKEN + b"/" + _TOKEN)
 _DEFAULT_FILE_TYPE = b"application/octet-stream"
-# The HTML form encoding's escapes for a quoted name (WHATWG "multipart/form-data").
-_QUOTED = str.maketrans({"\r": "%0D", "\n": "%0A", '"': "%22"})
+# The HTML form encoding's escapes for a quoted name (WHATWG "multipart/form-data"), and
+# the backslash: parsers that honour quoted-pairs (python-multipart, so Starlette/FastAPI
+# providers) read a name ending in '\' as an escaped closing quote, and a later
+# 'name=' smuggled in the file name would then rename the part (a second 'model').
+_QUOTED = str.maketrans({"\r": "%0D", "\n": "%0A", '"': "%22", "\\": "%5C"})
 _ParseHeader = Callable[[bytes | None], tuple[bytes, dict[bytes, bytes]]]
 
 

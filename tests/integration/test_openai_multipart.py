@@ -342,3 +342,42 @@ def test_only_parsed_parts_are_forwarded(home, provider, make_gateway):
     assert fake.raw[0].count(b"Content-Disposition") == 2
     assert b"epilogue" not in fake.raw[0]
     assert b"X-Smuggled" not in fake.raw[0]
+
+
+def test_a_backslash_in_a_name_cannot_smuggle_a_model_field_to_a_starlette_provider(
+    home, make_gateway
+):
+    """Starlette (python-multipart: FastAPI, vLLM) reads ``\\"`` in a quoted parameter as
+    an escaped quote and lets a later ``name=`` win. Before the fix a file part named
+    ``a\\`` with file name ``; name=model; x=`` was rebuilt as ``name="a\\"; filename=";
+    name=model; x="``: the provider saw a second, text ``model`` field holding the file's
+    bytes (the client's own model choice), and read it last."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from tests.helpers.servers import ThreadServer
+
+    seen: list[list[tuple[str, str]]] = []
+
+    async def transcribe(request: Request) -> JSONResponse:
+        form = await request.form()
+        seen.append([(k, v if isinstance(v, str) else f"file:{v.filename}")
+                     for k, v in form.multi_items()])
+        return JSONResponse({"text": f"on {form['model']}"})
+
+    app = Starlette(routes=[Route("/v1/audio/transcriptions", transcribe, methods=["POST"])])
+    with ThreadServer(app) as provider:
+        _apply(home, _config(provider.url + "/v1"))
+        key = create_key(home)
+        server = make_gateway()
+        body = _form(MODEL, b'Content-Disposition: form-data; filename="; name=model; x="; '
+                            b'name="a\\\\"\r\n\r\ngpt-4o-transcribe-pricey')
+        r = httpx.post(server.url + "/v1/audio/transcriptions", content=body,
+                       headers={"Authorization": f"Bearer {key}", "content-type": MULTIPART})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"text": "on whisper-large-v3"}
+    (fields,) = seen
+    assert [v for k, v in fields if k == "model"] == ["whisper-large-v3"]
+    assert len(fields) == 2 and fields[1][1].startswith("file:")
