@@ -23,6 +23,7 @@ from litegate.services.schema import (
     UPSTREAM_KINDS,
     AdaptiveIn,
     CacheIn,
+    PriceIn,
     RouteIn,
     SemanticCacheIn,
     UpstreamIn,
@@ -30,7 +31,7 @@ from litegate.services.schema import (
     check_quota,
 )
 
-ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z_.]+))?: (.*)$", re.DOTALL)
+ERROR_RE = re.compile(r"^(?:[a-z_]+\.)?([a-z_]+)(?:\[(\d+)\])?(?:\.([a-z0-9_.]+))?: (.*)$", re.DOTALL)
 EXTRA_VARIANT_ROWS = 2
 MAX_VARIANT_ROWS = 100
 GENERAL = "__all__"
@@ -40,6 +41,15 @@ ROUTE_TEXT_FIELDS = (
     "adaptive_metric", "adaptive_min_share", "adaptive_cooldown_s", "adaptive_min_samples",
     "semantic_embedding_model", "semantic_threshold", "semantic_max_entries", "semantic_ttl_s",
 )
+ROUTE_SETTING_FIELDS = {
+    "description": "description", "variants": "variant_rows", "sticky": "sticky_mode",
+    "cache": "cache_ttl_s", "limits": "limits", "token_limits": "token_limits",
+    "fallback": "fallback", "shadow": "shadow", "adaptive": "adaptive_metric",
+    "semantic_cache": "semantic_embedding_model",
+}
+"""Each ``RouteIn`` setting -> the form field whose presence says the form shows it; a
+setting whose field was not submitted is kept as stored when a route is edited."""
+PRICE_FIELDS = ("input_per_1m", "output_per_1m")
 
 
 class VariantRow(TypedDict):
@@ -49,6 +59,8 @@ class VariantRow(TypedDict):
     upstream: str
     model: str
     weight: str
+    input_per_1m: str
+    output_per_1m: str
     remove: bool
 
 
@@ -85,6 +97,10 @@ class FormResult(Generic[D]):
     row_map: list[int] = field(default_factory=list)
     """Index in ``data.variants`` -> index of the submitted row (blank rows are dropped)."""
     submitted_rows: int = 0
+    given: set[str] = field(default_factory=set)
+    """The settings the submitted form carried (the others are kept when editing)."""
+    prices_given: list[bool] = field(default_factory=list)
+    """Per ``data.variants`` entry: whether the form carried that variant's price fields."""
 
     def add(self, name: str, message: str) -> None:
         self.errors.setdefault(name, []).append(message)
@@ -124,7 +140,7 @@ def map_errors(
         if head == "variants" and index is not None:
             i = int(index)
             row = result.row_map[i] if i < len(result.row_map) else i
-            result.add(f"variants-{row}-{sub or 'model'}", text)
+            result.add(f"variants-{row}-{(sub or 'model').removeprefix('price.')}", text)
         elif head in ("limits", "token_limits", "limit", "token_limit", "rate") and index is not None:
             result.add(aliases.get(head, head), text)
         elif head == "cache":
@@ -214,6 +230,8 @@ def route_values(route: Route | None, limits: Sequence[Quota] = ()) -> dict[str,
                     "upstream": v.upstream.name,
                     "model": v.model,
                     "weight": str(v.weight),
+                    "input_per_1m": _price(v.price_input_per_1m, v.price_output_per_1m),
+                    "output_per_1m": _price(v.price_output_per_1m, v.price_input_per_1m),
                 }
                 for v in route.variants
             ]
@@ -291,8 +309,16 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _price(value: float | None, other: float | None) -> str:
+    """A stored price as the form shows it: blank when the variant has no price at all."""
+    if value is None and other is None:
+        return ""
+    return _num(value or 0.0)
+
+
 def _pad_variants(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    blank = {"name": "", "upstream": "", "model": "", "weight": ""}
+    blank = {"name": "", "upstream": "", "model": "", "weight": "", "input_per_1m": "",
+             "output_per_1m": ""}
     return rows + [dict(blank) for _ in range(EXTRA_VARIANT_ROWS)]
 
 
@@ -308,6 +334,8 @@ def parse_route(
             "upstream": _text(form, f"variants-{i}-upstream"),
             "model": _text(form, f"variants-{i}-model"),
             "weight": _text(form, f"variants-{i}-weight"),
+            "input_per_1m": _text(form, f"variants-{i}-input_per_1m"),
+            "output_per_1m": _text(form, f"variants-{i}-output_per_1m"),
             "remove": bool(form.get(f"variants-{i}-remove")),
         }
         for i in range(count)
@@ -318,11 +346,12 @@ def parse_route(
     shared = bool(form.get("semantic_shared"))
     values: dict[str, Any] = {**text, "semantic_shared": shared, "variants": rows}
     result: FormResult[RouteIn] = FormResult(values, submitted_rows=len(rows))
+    result.given = {name for name, key in ROUTE_SETTING_FIELDS.items() if key in form}
     if not text["name"]:
         result.add("name", "required")
     variants: list[VariantIn] = []
     for i, row in enumerate(rows):
-        if row["remove"] or (not row["upstream"] and not row["model"] and not row["name"]):
+        if row["remove"] or not _filled(row):
             continue
         if not row["upstream"]:
             result.add(f"variants-{i}-upstream", "choose an upstream")
@@ -335,9 +364,11 @@ def parse_route(
                 model=row["model"],
                 weight=weight if weight is not None else 0,
                 name=row["name"] or None,
+                price=_parse_price(result, i, row),
             )
         )
         result.row_map.append(i)
+        result.prices_given.append(any(f"variants-{i}-{k}" in form for k in PRICE_FIELDS))
     mode = text["sticky_mode"]
     if mode == "header":
         sticky = f"header:{text['sticky_header']}"
@@ -367,6 +398,16 @@ def parse_route(
     return result
 
 
+def _parse_price(result: FormResult[Any], i: int, row: VariantRow) -> PriceIn | None:
+    """Both blank: no price; one blank: 0 (as in YAML, where a missing side is 0).
+    The range (0 to ``MAX_PRICE_PER_1M``) is the service's rule (``check_route``)."""
+    if not row["input_per_1m"] and not row["output_per_1m"]:
+        return None
+    input_ = _float(result, f"variants-{i}-input_per_1m", row["input_per_1m"], required=False)
+    output = _float(result, f"variants-{i}-output_per_1m", row["output_per_1m"], required=False)
+    return PriceIn(input_per_1m=input_ or 0.0, output_per_1m=output or 0.0)
+
+
 def add_variant_row(result: FormResult[RouteIn]) -> None:
     """One more blank variant row (the form's "Add variant" without JavaScript)."""
     rows = result.values["variants"][: result.submitted_rows]
@@ -375,10 +416,16 @@ def add_variant_row(result: FormResult[RouteIn]) -> None:
     result.values["variants"] = rows
 
 
+def _filled(row: VariantRow) -> bool:
+    """Whether the user typed anything but a weight into the row."""
+    return bool(row["upstream"] or row["model"] or row["name"] or row["input_per_1m"]
+                or row["output_per_1m"])
+
+
 def _blank_tail(rows: Sequence[VariantRow]) -> int:
     n = 0
     for row in reversed(rows):
-        if row["upstream"] or row["model"] or row["name"] or row["weight"]:
+        if _filled(row) or row["weight"]:
             break
         n += 1
     return n
@@ -406,10 +453,14 @@ def upstream_values(upstream: Upstream | None) -> dict[str, Any]:
 
 
 def parse_upstream(
-    form: Mapping[str, Any], *, fixed_name: str | None = None
+    form: Mapping[str, Any], *, fixed_name: str | None = None,
+    stored: Mapping[str, Any] | None = None,
 ) -> FormResult[UpstreamIn]:
+    """The upstream form; when editing, ``stored`` (``upstream_values``) fills every field
+    the submitted form lacks, so a setting the form does not show is kept."""
     keys = ("kind", "base_url", "api_key_env", "timeout_s", "connect_timeout_s", "max_retries")
-    values = {k: _text(form, k) for k in keys}
+    values = {k: _text(form, k) if stored is None or k in form else str(stored[k])
+              for k in keys}
     values["name"] = fixed_name if fixed_name is not None else _text(form, "name")
     values["row_version"] = _text(form, "row_version")
     result: FormResult[UpstreamIn] = FormResult(values)
@@ -477,6 +528,20 @@ def parse_key(form: FormMultiDict, *, fixed_name: str | None = None) -> FormResu
 
 
 KEY_ALIASES = {"limit": "limits", "token_limit": "token_limits"}
+
+
+def key_changes(form: Mapping[str, Any], data: KeyInput, key: ApiKey) -> dict[str, Any]:
+    """``update_key``'s arguments for the submitted key form: only the fields it carried
+    (the others, and the budget the form does not show, are kept), and the expiry only
+    when it differs from the one shown (the form shows minutes; the stored seconds stay)."""
+    changes: dict[str, Any] = {"routes": data["routes"]}
+    for name in ("limits", "token_limits"):
+        if name in form:
+            changes[name] = data[name]
+    shown = key_values(key, {})["expires_at"]
+    if "expires_at" in form and _text(form, "expires_at") != shown:
+        changes["expires_at"] = data["expires_at"]
+    return changes
 
 
 # -- quotas ---------------------------------------------------------------------------

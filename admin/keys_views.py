@@ -102,16 +102,15 @@ async def key_edit(request: AdminRequest, key_id: FromPath[int]) -> Response[str
 async def key_update(request: AdminRequest, key_id: FromPath[int]) -> Response[Any]:
     async with context_of(request).sessionmaker() as session:
         current = await key_service.get_key(session, key_id)
-    result = forms.parse_key(await request.form(), fixed_name=current.name)
+    form = await request.form()
+    result = forms.parse_key(form, fixed_name=current.name)
     data = result.data
     if result.ok and data is not None:
         who = actor(request)
+        changes = forms.key_changes(form, data, current)
 
         async def write(session: AsyncSession) -> ApiKey:
-            return await key_service.update_key(
-                session, key_id, actor=who, routes=data["routes"], limits=data["limits"],
-                token_limits=data["token_limits"], expires_at=data["expires_at"],
-            )
+            return await key_service.update_key(session, key_id, actor=who, **changes)
 
         updated, _ = await save(request, result, write, aliases=forms.KEY_ALIASES)
         if updated is not None:

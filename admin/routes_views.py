@@ -1,5 +1,8 @@
-"""Route pages: list (with route-level quotas), create, edit (variants, stickiness,
-cache, limits, fallback, shadow), delete."""
+"""Route pages: list (with route-level quotas), create, edit (variants with their prices,
+stickiness, cache, limits, fallback, shadow, adaptive A/B, semantic cache), delete.
+
+Editing changes only the settings the submitted form carries: any other setting of the
+stored route is kept (``routing.update_route``), never reset to a default."""
 
 from __future__ import annotations
 
@@ -98,20 +101,27 @@ async def _save_route(request: AdminRequest, route_id: int | None) -> Response[A
         return await _route_form(request, forms.FormResult(result.values), route=current)
     data = result.data
     if data is not None:
-        # The service's rules too (``check_route``), so every problem shows in one round trip.
+        # The service's rules too (``check_route``), so every problem shows in one round trip;
+        # when editing, on the route as it will be saved (the settings the form lacks kept).
         async with ctx.sessionmaker() as session:
             upstreams = {u.name for u in await routing.list_upstreams(session)}
+            if current is not None:
+                stored = await routing.stored_route_in(session, current.name)
+                data = routing.merge_route(stored, _changes(stored, result))
         forms.map_errors(check_route(data, "route", upstreams), result, only_new=True)
     status_code = 400
     if result.ok and data is not None:
         who = actor(request)
+        new = data
 
         async def write(session: AsyncSession) -> tuple[int, str]:
             if current is None:
-                saved = await routing.create_route(session, data, actor=who)
+                saved = await routing.create_route(session, new, actor=who)
             else:
-                saved = await routing.upsert_route(
-                    session, data, actor=who, expected_version=forms.row_version(form)
+                stored = await routing.stored_route_in(session, current.name)
+                saved = await routing.update_route(
+                    session, current.name, _changes(stored, result), actor=who,
+                    expected_version=forms.row_version(form),
                 )
             return saved.id, saved.name
 
@@ -120,6 +130,18 @@ async def _save_route(request: AdminRequest, route_id: int | None) -> Response[A
             session_of(request).flash(f"Route {saved[1]} saved.")
             return redirect(request, f"/routes/{saved[0]}")
     return await _route_form(request, result, route=current, status_code=status_code)
+
+
+def _changes(stored: RouteIn, result: forms.FormResult[RouteIn]) -> dict[str, Any]:
+    """The settings the submitted form carried, as ``routing.update_route`` takes them: a
+    setting whose fields the form lacks is left out (kept as stored), and so is the price
+    of each variant row without price fields."""
+    assert result.data is not None
+    changes = {f: getattr(result.data, f) for f in result.given}
+    if "variants" in changes:
+        changes["variants"] = routing.keep_prices(result.data.variants, stored,
+                                                  result.prices_given)
+    return changes
 
 
 @post("/routes/{route_id:int}/delete")

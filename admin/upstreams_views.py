@@ -83,7 +83,10 @@ async def _save_upstream(request: AdminRequest, upstream_id: int | None) -> Resp
     if upstream_id is not None:
         async with context_of(request).sessionmaker() as session:
             current = await _upstream(session, upstream_id)
-    result = forms.parse_upstream(form, fixed_name=current.name if current else None)
+    result = forms.parse_upstream(
+        form, fixed_name=current.name if current else None,
+        stored=forms.upstream_values(current) if current else None,
+    )
     status_code = 400
     data = result.data
     if result.ok and data is not None:

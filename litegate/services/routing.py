@@ -266,6 +266,63 @@ async def upsert_route(
     return r
 
 
+ROUTE_FIELDS = frozenset(RouteIn.__struct_fields__) - {"name"}
+
+
+async def stored_route_in(session: AsyncSession, name: str) -> RouteIn:
+    """The stored route as ``config apply`` would take it (every setting it has)."""
+    r = await get_route(session, name)
+    return route_in_from_dict(route_dict(r, await route_quotas(session, r.id)))
+
+
+def keep_prices(variants: list[VariantIn], stored: RouteIn, given: list[bool]) -> list[VariantIn]:
+    """``variants`` where each one whose price was not given (``given[i]`` false) takes the
+    price of the stored variant of the same name (none for a new variant)."""
+    prices = {variant_name(v): v.price for v in stored.variants}
+    return [v if was_given else msgspec.structs.replace(v, price=prices.get(variant_name(v)))
+            for v, was_given in zip(variants, given, strict=True)]
+
+
+def merge_route(stored: RouteIn, changes: dict[str, Any]) -> RouteIn:
+    """``stored`` with only the settings in ``changes`` (``RouteIn`` field names) replaced."""
+    unknown = set(changes) - ROUTE_FIELDS
+    if unknown:
+        raise BadRequest(f"unknown route setting(s) {sorted(unknown)}")
+    return msgspec.structs.replace(stored, **changes)
+
+
+async def update_route(
+    session: AsyncSession,
+    name: str,
+    changes: dict[str, Any],
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> Route:
+    """Change only the settings in ``changes`` of the stored route ``name``; every other
+    setting (variant prices, shadow, semantic cache, ...) is kept as stored."""
+    data = merge_route(await stored_route_in(session, name), changes)
+    return await upsert_route(session, data, actor=actor, expected_version=expected_version)
+
+
+async def update_upstream(
+    session: AsyncSession,
+    name: str,
+    changes: dict[str, Any],
+    *,
+    actor: str,
+    expected_version: int | None = None,
+) -> Upstream:
+    """Change only the settings in ``changes`` (``UpstreamIn`` field names) of the stored
+    upstream ``name``; the others are kept."""
+    unknown = set(changes) - (set(UpstreamIn.__struct_fields__) - {"name"})
+    if unknown:
+        raise BadRequest(f"unknown upstream setting(s) {sorted(unknown)}")
+    stored = msgspec.convert(upstream_dict(await get_upstream(session, name)), UpstreamIn)
+    data = msgspec.structs.replace(stored, **changes)
+    return await upsert_upstream(session, data, actor=actor, expected_version=expected_version)
+
+
 async def _check_semantic_cache(
     session: AsyncSession, data: RouteIn, upstreams: dict[str, Upstream]
 ) -> list[str]:
