@@ -18,8 +18,9 @@ from typing import Any
 
 from litegate.log_config import import_hiding
 
-# uvicorn loads watchfiles (and anyio, ~1 MiB) for --reload, which litegate never uses.
-import_hiding(("watchfiles",), "uvicorn")
+# uvicorn loads watchfiles (and anyio, ~1 MiB) for --reload and a2wsgi for WSGI apps,
+# which litegate serve never uses.
+import_hiding(("watchfiles", "a2wsgi"), "uvicorn")
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send

@@ -178,7 +178,9 @@ class Gateway:
         url = self.settings.db_url
         try:
             if url.startswith("sqlite"):
-                await asyncio.to_thread(migrate.upgrade_if_needed, url)
+                # At head (every restart): one stdlib read, no thread; else Alembic, off the loop.
+                if not migrate.sqlite_is_current(url):
+                    await asyncio.to_thread(migrate.upgrade, url)
             else:
                 await migrate.check_schema(self.engine, url)
             await self.snapshots.start()

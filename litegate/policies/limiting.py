@@ -50,7 +50,10 @@ class Limiter:
     def __init__(self, *, storage: str, strategy: str, fail_open: bool) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown limit strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
-        self.storage = storage_from_string(storage)
+        # redis-py, which the cache and the semantic cache use too: limits' default
+        # client (coredis) would be a second Redis library in the process (+30 MiB).
+        options = {"implementation": "redispy"} if storage.startswith("async+redis") else {}
+        self.storage = storage_from_string(storage, **options)
         self.strategy = strategy
         # STRATEGIES maps names to concrete strategy classes.
         self.requests: RateLimiter = STRATEGIES[strategy](self.storage)  # type: ignore[abstract]

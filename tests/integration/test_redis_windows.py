@@ -66,3 +66,13 @@ def test_fixed_window_and_local_storage_keep_their_own_paths() -> None:
     with redis_server() as url:
         assert Limiter(storage="async+" + url, strategy="fixed-window",
                        fail_open=True).windows is None
+
+
+def test_the_limiter_uses_the_redis_client_the_caches_use() -> None:
+    """One Redis library per process: redis-py (the caches'), not limits' default coredis
+    (+30 MiB per worker)."""
+    with redis_server() as url:
+        limiter = Limiter(storage="async+" + url, strategy="sliding-window-counter",
+                          fail_open=False)
+        assert type(limiter.storage.bridge).__name__ == "RedispyBridge"
+        assert asyncio.run(_run(limiter, "7", 1)) == [(b"3", b"2")]
