@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Response, Router, delete, get, patch, post, put
+from litestar import Response, Router, delete, get, patch, post, put, route
+from litestar.enums import HttpMethod
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, FromQuery, QueryParameter
 from sqlalchemy import select
 
 from litegate.db.models import AuditEntry, Quota, as_utc
-from litegate.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from litegate.errors import (
+    BadRequest,
+    LitegateError,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+)
 from litegate.services import audit as audit_service
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
@@ -56,6 +64,10 @@ from .config import AdminContext
 from .models_views import MAX_UPLOAD_BYTES
 
 MAX_PAGE = 500
+METHODS: tuple[HttpMethod, ...] = (
+    HttpMethod.GET, HttpMethod.HEAD, HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH,
+    HttpMethod.DELETE,
+)
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, le=10**9, description="rows to skip")]
 
@@ -400,16 +412,52 @@ async def usage(request: ApiRequest, since: FromQuery[str] = "30d") -> Response[
     return ok({"since": since, **report.as_dict()})
 
 
-@get("/{path:path}", status_code=404)
+@route("/{path:path}", http_method=list(METHODS), status_code=404)
 async def unknown(path: FromPath[str]) -> None:
     raise NotFound(f"no admin API endpoint {path!r}")
+
+
+class MethodNotAllowed(LitegateError):
+    """The endpoint exists but does not take this method."""
+
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+def _refuse_other_methods(handlers: list[HTTPRouteHandler]) -> list[HTTPRouteHandler]:
+    """For each endpoint path, a handler of the methods it lacks: a 405 in the API's JSON
+    error shape (Litestar's router would answer its own ``{"status_code", "detail"}``
+    shape from outside this router's exception handlers)."""
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            methods.setdefault(path, set()).update(handler.http_methods)
+    refusals = []
+    for path, taken in methods.items():
+        allowed = ", ".join(sorted(taken - {"HEAD"}))
+        missing = [m for m in METHODS if m not in taken]
+        if missing:
+            refusals.append(route(path, http_method=missing, include_in_schema=False,
+                                  opt={"refuses_methods": True},
+                                  signature_namespace={"ApiRequest": ApiRequest})(
+                                      _refusal(allowed)))
+    return refusals
+
+
+def _refusal(allowed: str) -> Any:
+    async def refuse(request: ApiRequest) -> None:
+        raise MethodNotAllowed(f"{request.method} is not allowed here; use {allowed}",
+                               headers={"Allow": allowed})
+
+    return refuse
 
 
 def create_api_router(context: AdminContext) -> Router:
     """The API's router, mounted at ``/api`` under the console's path."""
     return Router(
         path="/api",
-        route_handlers=ROUTE_HANDLERS,
+        route_handlers=[*ROUTE_HANDLERS, *_refuse_other_methods(ROUTE_HANDLERS[:-1])],
         middleware=[ApiContextMiddleware(context)],
         guards=[token_guard, ids_guard],
         exception_handlers=EXCEPTION_HANDLERS,

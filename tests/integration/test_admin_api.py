@@ -257,6 +257,28 @@ def test_bad_input_is_a_json_4xx(home: Path, tmp_path: Path, served: Any) -> Non
     assert body["code"] == "payload_too_large"
 
 
+def test_wrong_methods_and_unknown_paths_are_json_errors(home: Path, served: Any) -> None:
+    """Before the fix, a method an endpoint lacks (and any non-GET on an unknown path) got
+    Litestar's own ``{"status_code": 405, "detail": ...}``, not the API's error shape."""
+    api = Api(served().url, create_token(home, "ops", "write"))
+    for method, path, allowed in [
+        ("PUT", "/routes", "GET, POST"),
+        ("PATCH", "/routes", "GET, POST"),
+        ("DELETE", "/keys", "GET, POST"),
+        ("POST", "/upstreams/u", "DELETE, GET, PUT"),
+        ("GET", "/keys/1/revoke", "POST"),
+        ("PUT", "/usage", "GET"),
+    ]:
+        body = error(api.request(method, path, json={}), 405)
+        assert body["code"] == "method_not_allowed", body
+        assert method in body["error"] and allowed in body["error"], body
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        assert error(api.request(method, "/no-such-endpoint"), 404)["code"] == "not_found"
+    # Still behind the token: an anonymous caller learns nothing about the endpoints.
+    assert error(Api(api.http.base_url.scheme + "://" + api.http.base_url.netloc.decode(),
+                     None).put("/routes"), 401)["code"] == "invalid_admin_token"
+
+
 def test_keys_quotas_and_models_lifecycle(home: Path, tmp_path: Path, served: Any) -> None:
     api = Api(served().url, create_token(home, "ops", "write", "--expires", "1d"))
     key = ok(api.post("/keys", json={"name": "k"}), 201)
