@@ -456,6 +456,8 @@ def export_ref(ref: str, workdir: Path) -> Path:
     """``git archive`` of ``ref`` into ``workdir``, importable by PYTHONPATH: the console
     and migrations are linked where the installed package puts them."""
     dest = workdir / f"src-{re.sub(r'[^A-Za-z0-9]+', '_', ref)}"
+    if dest.exists():  # one export per commit, shared by its targets
+        return dest
     dest.mkdir()
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
@@ -783,11 +785,12 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
             if lg.added_p50_ms is not None and other.added_p50_ms is not None:
                 line += (f"; added p50 {lg.added_p50_ms:.3f} vs {other.added_p50_ms:.3f} ms")
             checks.append(line)
-    scaled = sorted((r for r in results if r.name.startswith("litegate-w") and r.rps and not r.error),
-                    key=lambda r: int(r.name.removeprefix("litegate-w")))
-    if len(scaled) > 1:
-        one = scaled[0]
-        for r in scaled[1:]:
+    scaled = [r for r in results if r.name.startswith("litegate-w") and r.rps and not r.error]
+    for r in scaled:
+        count, _, ref = r.name.removeprefix("litegate-w").partition("@")
+        one = next((o for o in scaled if o.name == f"litegate-w{scaled_first(scaled, ref)}"
+                    + (f"@{ref}" if ref else "")), None)
+        if one is not None and one is not r:
             line = (f"{r.label} / {one.label}: RPS **{r.rps / one.rps:.2f}×**, gateway cores used "
                     f"{fmt(r.cpu_util)} vs {fmt(one.cpu_util)}")
             if r.cpu_us_per_req and one.cpu_us_per_req:
@@ -824,6 +827,13 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
     lines.extend(f"- {n}" for n in notes)
     lines.append("")
     return "\n".join(lines)
+
+
+def scaled_first(scaled: list[Result], ref: str) -> str:
+    """The smallest worker count run for ``ref`` ("" = this checkout)."""
+    counts = [int(c) for c, _, f in (r.name.removeprefix("litegate-w").partition("@") for r in scaled)
+              if f == ref]
+    return str(min(counts))
 
 
 def _server_table(by: dict[str, Result], args) -> list[str]:
@@ -970,6 +980,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(not 1 <= w <= 16 for w in workers):
         p.error("--workers: each count in [1, 16]")
     targets += [f"litegate-w{w}" for w in workers]
+    # With --refs, each earlier commit runs with the same worker counts, side by side.
+    targets += [f"litegate-w{w}@{ref}" for ref in refs for w in workers]
     if args.redis == "auto" and not shutil.which("redis-server"):
         p.error("--redis auto: redis-server not found on PATH (apt-get install redis-server)")
     if args.duration <= 0 or args.duration > 300 or args.warmup < 0 or args.warmup > 60:
@@ -1054,9 +1066,10 @@ def main(argv: list[str] | None = None) -> int:
                     target = setup_litegate(workdir, mock_port, port, name=name,
                                             server=name.partition("+")[2])
                 elif name.startswith("litegate-w"):
-                    target = setup_litegate(workdir, mock_port, port, name=name,
-                                            workers=int(name.removeprefix("litegate-w")),
-                                            redis=redis_url)
+                    count, _, ref = name.removeprefix("litegate-w").partition("@")
+                    target = setup_litegate(workdir, mock_port, port, name=name, workers=int(count),
+                                            redis=redis_url,
+                                            source=export_ref(ref, workdir) if ref else None)
                 elif name.startswith("litegate@"):
                     source = export_ref(name.partition("@")[2], workdir)
                     target = setup_litegate(workdir, mock_port, port, source=source, name=name)

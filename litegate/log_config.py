@@ -13,24 +13,33 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 import msgspec
 
 
-def import_hiding(hidden: tuple[str, ...], *modules: str) -> None:
-    """Import ``modules`` as if ``hidden`` were not installed, then let anyone import
-    those normally. For optional extras that a dependency loads eagerly when present
-    and the gateway never uses, at a cost in memory and start-up in every process."""
-    hide = [name for name in hidden if name not in sys.modules]
+@contextmanager
+def hiding(*names: str) -> Iterator[None]:
+    """Inside the block, importing ``names`` fails as if they were not installed; after
+    it anyone can import them. For optional extras that a dependency loads eagerly when
+    present and the gateway never uses, at a cost in memory and start-up per process."""
+    hide = [name for name in names if name not in sys.modules]
     for name in hide:
         sys.modules[name] = None  # type: ignore[assignment]
     try:
-        for module in modules:
-            __import__(module)
+        yield
     finally:
         for name in hide:
             del sys.modules[name]
+
+
+def import_hiding(hidden: tuple[str, ...], *modules: str) -> None:
+    """Import ``modules`` as if ``hidden`` were not installed (see ``hiding``)."""
+    with hiding(*hidden):
+        for module in modules:
+            __import__(module)
 
 
 def _structlog_extras_to_hide() -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimite
 from limits.storage import storage_from_string
 
 from litegate.errors import RateLimited, ServiceUnavailable
+from litegate.log_config import hiding
 from litegate.policies.limit_storage import LocalStorage  # also registers async+local://
 from litegate.policies.redis_window import RedisWindows
 from litegate.snapshot import KeySpec, RouteSpec
@@ -51,9 +52,13 @@ class Limiter:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown limit strategy {strategy!r}; choose from {sorted(STRATEGIES)}")
         # redis-py, which the cache and the semantic cache use too: limits' default
-        # client (coredis) would be a second Redis library in the process (+30 MiB).
-        options = {"implementation": "redispy"} if storage.startswith("async+redis") else {}
-        self.storage = storage_from_string(storage, **options)
+        # client (coredis) would be a second Redis library in the process (+30 MiB), and
+        # limits imports every client it knows when a Redis storage is made.
+        if storage.startswith("async+redis"):
+            with hiding("coredis", "valkey"):
+                self.storage = storage_from_string(storage, implementation="redispy")
+        else:
+            self.storage = storage_from_string(storage)
         self.strategy = strategy
         # STRATEGIES maps names to concrete strategy classes.
         self.requests: RateLimiter = STRATEGIES[strategy](self.storage)  # type: ignore[abstract]

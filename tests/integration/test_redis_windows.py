@@ -5,6 +5,8 @@ redis-server, and one script call per request instead of two calls per check."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import redis as redis_client
 from limits import parse
@@ -76,3 +78,10 @@ def test_the_limiter_uses_the_redis_client_the_caches_use() -> None:
                           fail_open=False)
         assert type(limiter.storage.bridge).__name__ == "RedispyBridge"
         assert asyncio.run(_run(limiter, "7", 1)) == [(b"3", b"2")]
+        code = ("import sys; from litegate.policies.limiting import Limiter; "
+                f"Limiter(storage='async+{url}', strategy='sliding-window-counter', "
+                "fail_open=False); "
+                "print(sorted(m for m in ('coredis', 'valkey', 'redis') if m in sys.modules))")
+        loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=60, check=True)
+        assert loaded.stdout.split() == ["['redis']"], loaded
