@@ -161,7 +161,7 @@ async def run_cell(url: str, headers: dict[str, str], model: str, concurrency: i
                     errors.append(repr(exc)[:120])
 
         tasks = [asyncio.ensure_future(guarded()) for _ in range(total)]
-        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
