@@ -91,3 +91,24 @@ def http_login(url: str, username: str, password: str) -> Any:
     )
     assert r.status_code == 303, r.text
     return client
+
+
+def browser_fields(html: str, form_attr: str) -> dict[str, str]:
+    """What a browser submits for the form (the one with ``form_attr``, e.g. ``id="x"``) as
+    rendered, ticked checkboxes included."""
+    form = re.search(rf'<form method="post"[^>]*{form_attr}.*?</form>', html, re.DOTALL)
+    assert form is not None, html
+    data: dict[str, str] = {}
+    for tag in re.findall(r"<input[^>]*>", form.group(0)):
+        name, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
+        if not name or "disabled" in tag or ('type="checkbox"' in tag and " checked" not in tag):
+            continue
+        data[name.group(1)] = value.group(1) if value else ""
+    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form.group(0),
+                                 re.DOTALL):
+        chosen = re.search(r'<option value="([^"]*)" selected>', body)
+        data[name] = chosen.group(1) if chosen else ""
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>',
+                                 form.group(0), re.DOTALL):
+        data[name] = body
+    return data

@@ -232,26 +232,10 @@ def test_adaptive_config_is_validated_and_exported(home, fake_upstream, flaky_up
                               for k in r}
 
 
-def _form_fields(html: str) -> dict[str, str]:
-    """What a browser would submit for the route form as rendered (checkboxes unticked)."""
-    form = re.search(r'<form method="post"[^>]*id="route-form".*?</form>', html, re.DOTALL).group(0)
-    data = {}
-    for tag in re.findall(r"<input[^>]*>", form):
-        name, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
-        if name and "checkbox" not in tag and "disabled" not in tag:
-            data[name.group(1)] = value.group(1) if value else ""
-    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form, re.DOTALL):
-        chosen = re.search(r'<option value="([^"]*)" selected>', body)
-        data[name] = chosen.group(1) if chosen else ""
-    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', form, re.DOTALL):
-        data[name] = body
-    return data
-
-
 def test_console_shows_the_shares_and_keeps_adaptive_on_save(
     home, configured, make_gateway
 ) -> None:
-    from tests.e2e.support import create_console_user, http_login
+    from tests.e2e.support import browser_fields, create_console_user, http_login
 
     key = create_key(home)
     create_console_user(home, "alice", "alice-password")
@@ -271,7 +255,7 @@ def test_console_shows_the_shares_and_keeps_adaptive_on_save(
     page = console.get(f"/admin/routes/{route_id.group(1)}").text
     assert re.search(r'id="route-shares".*data-variant="steady".*share-now">(9\d|8[5-9])',
                      page, re.DOTALL), page
-    fields = _form_fields(page)
+    fields = browser_fields(page, 'id="route-form"')
     assert (fields["adaptive_metric"], fields["adaptive_min_share"]) == ("errors", "0.1")
 
     # Saving another change through the console keeps the adaptive settings.
@@ -284,7 +268,7 @@ def test_console_shows_the_shares_and_keeps_adaptive_on_save(
     assert exported["chat"]["adaptive"]["min_share"] == 0.1
 
     page = console.get(f"/admin/routes/{route_id.group(1)}").text
-    fields = _form_fields(page) | {"adaptive_min_share": "0.6"}
+    fields = browser_fields(page, 'id="route-form"') | {"adaptive_min_share": "0.6"}
     r = console.post(f"/admin/routes/{route_id.group(1)}", data=fields)
     assert r.status_code == 400
     assert "min_share: 0.6 × 2 variants is more than 1" in r.text.replace("&#215;", "×")

@@ -15,7 +15,7 @@ import pytest
 
 from litegate.demo import DEMO_MODEL, setup_demo_model
 from litegate.settings import Settings
-from tests.e2e.support import create_console_user, csrf_of, http_login
+from tests.e2e.support import browser_fields, create_console_user, csrf_of, http_login
 from tests.helpers.cli import apply_config, run_cli
 
 PASSWORD = "alice-password"
@@ -76,27 +76,6 @@ def changed(text: str, old: str, new: str) -> str:
     """``text`` with its one occurrence of ``old`` replaced."""
     assert text.count(old) == 1, (old, text)
     return text.replace(old, new)
-
-
-def browser_fields(html: str, form_attr: str) -> dict[str, str]:
-    """What a browser submits for the form (the one with ``form_attr``, e.g. ``id="x"``) as
-    rendered, ticked checkboxes included."""
-    form = re.search(rf'<form method="post"[^>]*{form_attr}.*?</form>', html, re.DOTALL)
-    assert form is not None, html
-    data: dict[str, str] = {}
-    for tag in re.findall(r"<input[^>]*>", form.group(0)):
-        name, value = re.search(r'name="([^"]+)"', tag), re.search(r'value="([^"]*)"', tag)
-        if not name or "disabled" in tag or ('type="checkbox"' in tag and " checked" not in tag):
-            continue
-        data[name.group(1)] = value.group(1) if value else ""
-    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', form.group(0),
-                                 re.DOTALL):
-        chosen = re.search(r'<option value="([^"]*)" selected>', body)
-        data[name] = chosen.group(1) if chosen else ""
-    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>',
-                                 form.group(0), re.DOTALL):
-        data[name] = body
-    return data
 
 
 def console(home: Path, make_gateway: Any) -> Any:

@@ -346,8 +346,7 @@ def test_replicas_share_entries_through_redis_within_the_bound(home, upstream, m
 
 
 def test_the_console_route_form_edits_and_keeps_the_setting(home, upstream, make_gateway):
-    from tests.e2e.support import create_console_user, http_login
-    from tests.integration.test_adaptive_ab import _form_fields
+    from tests.e2e.support import browser_fields, create_console_user, http_login
 
     prepare(home, config(upstream.base_url, max_entries=500, shared_across_keys=True))
     create_console_user(home, "alice", "alice-password")
@@ -356,7 +355,7 @@ def test_the_console_route_form_edits_and_keeps_the_setting(home, upstream, make
     route_id = re.search(r'href="/admin/routes/(\d+)">chat<',
                          console.get("/admin/routes").text).group(1)  # type: ignore[union-attr]
     page = console.get(f"/admin/routes/{route_id}").text
-    fields = _form_fields(page)
+    fields = browser_fields(page, 'id="route-form"')
     assert (fields["semantic_embedding_model"], fields["semantic_threshold"],
             fields["semantic_max_entries"], fields["semantic_ttl_s"]) == (
         DEMO_MODEL, "0.9", "500", "3600")
@@ -368,19 +367,20 @@ def test_the_console_route_form_edits_and_keeps_the_setting(home, upstream, make
 
     # Another edit keeps the setting (the checkbox ticked, as a browser sends it).
     r = console.post(f"/admin/routes/{route_id}",
-                     data=fields | {"description": "edited", "semantic_shared": "on"})
+                     data=fields | {"description": "edited"})
     assert r.status_code == 303, r.text
     assert exported()["semantic_cache"] == {
         "embedding_model": DEMO_MODEL, "threshold": 0.9, "max_entries": 500, "ttl_s": 3600.0,
         "shared_across_keys": True}
     # Edited: threshold up, sharing off (checkbox unticked).
-    fields = _form_fields(console.get(f"/admin/routes/{route_id}").text)
+    fields = browser_fields(console.get(f"/admin/routes/{route_id}").text, 'id="route-form"')
+    del fields["semantic_shared"]
     r = console.post(f"/admin/routes/{route_id}", data=fields | {"semantic_threshold": "0.95"})
     assert r.status_code == 303, r.text
     assert (exported()["semantic_cache"]["threshold"],
             exported()["semantic_cache"]["shared_across_keys"]) == (0.95, False)
     # Refused with the service's messages, on the form.
-    fields = _form_fields(console.get(f"/admin/routes/{route_id}").text)
+    fields = browser_fields(console.get(f"/admin/routes/{route_id}").text, 'id="route-form"')
     assert "semantic_shared" not in fields and fields["semantic_threshold"] == "0.95"
     for bad, message in ((("semantic_threshold", "1.5"), "threshold: must be a cosine similarity"),
                          (("semantic_embedding_model", "nope"), "no local model or route named")):
