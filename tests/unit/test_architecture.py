@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"litegate": ROOT / "litegate", "litegate.admin": ROOT / "admin",
             "litegate.migrations": ROOT / "migrations"}
-HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.upstreams", "litegate.inference",
-            "litegate.grpc_api")
+HANDLERS = ("litegate.proxy", "litegate.aggregate", "litegate.feedback", "litegate.upstreams",
+            "litegate.inference", "litegate.grpc_api")
 SHELLS = ("litegate.app", "litegate.asgi", "litegate.mount", "litegate.plugin",
           "litegate.health", "litegate.openapi", "litegate.openapi_admin", "litegate.apidocs",
-          "litegate.demo", "litegate.cli",
+          "litegate.demo", "litegate.cli", "litegate.connections",
           "litegate.admin", "litegate.ops")
 ASGI = ("litegate.asgi_types", "litegate.request", "litegate.responses")
 
