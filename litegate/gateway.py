@@ -372,7 +372,8 @@ class Gateway:
                                               cache_streams=s.cache_streams))
         inner = span("limits", RateLimitMiddleware(end(inner), limiter=self.limiter,
                                                                 spend=self.spend))
-        inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes)
+        inner = RouteResolutionMiddleware(inner, max_body_bytes=s.max_body_bytes,
+                                          limiter=self.limiter)
         if not branch:
             inner = span("auth", AuthMiddleware(
                 end(inner), on_key_use=self.note_key_use, exclude_prefixes=public_prefixes

@@ -172,3 +172,38 @@ def test_a_route_asked_through_the_wrong_api_is_a_400(home, fake_upstream, make_
     r = httpx.post(server.url + "/v1/chat/completions", headers=h,
                    json={"model": "tensors", "messages": MSGS})
     assert r.status_code == 400 and "use the /v2 inference API" in r.json()["error"]["message"]
+
+
+def test_refused_requests_count_against_the_keys_limit(home, fake_upstream, make_gateway):
+    """A malformed body (JSON or form) and an oversize one are refused before the limits
+    step, and used to cost the key nothing: a key past its limit could keep the gateway
+    reading and parsing bodies. Now each is counted against the key's own limits first
+    (429 once they are spent), then refused. An out-of-scope route stays a 403."""
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": r, "variants": [{"upstream": "mock", "model": "m"}]}
+                   for r in ("chat", "other")],
+    })
+    key = create_key(home, "limited", "--limit", "5/minute", "--routes", "chat")
+    server = make_gateway()
+    h = {"Authorization": f"Bearer {key}"}
+    form = {"content-type": "multipart/form-data; boundary=b0undary", **h}
+    with httpx.Client(base_url=server.url, headers=h) as c:
+        refused = [
+            c.post("/v1/chat/completions", content=b'{"model": ').status_code,
+            c.post("/v1/audio/transcriptions", content=b"junk", headers=form).status_code,
+            c.post("/v1/chat/completions", content=b"x" * (2 * 1024 * 1024)).status_code,
+            c.post("/v1/chat/completions", content=b"[1]").status_code,
+            c.post("/v1/embeddings", content=b"{}").status_code,
+        ]
+        assert refused == [400, 400, 413, 400, 400]
+        after = [
+            c.post("/v1/chat/completions", content=b'{"model": '),
+            c.post("/v1/audio/transcriptions", content=b"junk", headers=form),
+            c.post("/v1/chat/completions", json={"model": "chat", "messages": MSGS}),
+        ]
+        assert c.post("/v1/chat/completions",
+                      json={"model": "other", "messages": MSGS}).status_code == 403
+    assert [r.status_code for r in after] == [429] * 3
+    assert all(r.headers.get("retry-after") for r in after)
+    assert not fake_upstream.calls
