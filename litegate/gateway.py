@@ -59,7 +59,7 @@ class Gateway:
         self.rows: Rows = (SQLiteRows(path, timeout_s=s.db_timeout_s) if path
                            else SQLAlchemyRows(self.engine))
         self.snapshots = SnapshotStore(self.rows, interval_s=s.reload_interval_s)
-        self.metrics = Metrics()
+        self.metrics = Metrics(per_key=s.metrics_per_key, max_keys=s.metrics_max_keys)
         self.stats = Stats()
         self.bandit = Bandit(metrics=self.metrics, stats=self.stats)
         """A/B shares: fixed weights, or adaptive ones learnt in this process."""
@@ -278,6 +278,7 @@ class Gateway:
 
     def _on_snapshot(self, snapshot: Snapshot) -> None:
         self.metrics.config_version.set(snapshot.version)
+        self.metrics.keep_keys(snapshot.keys.values())
         self.semantic_cache.store.keep_routes(
             {r.name for r in snapshot.routes.values() if r.semantic_cache is not None})
         self.bandit.update_routes(snapshot.routes)

@@ -80,6 +80,13 @@ class Settings:
     breaker_failures: int = 5
     breaker_reset_s: float = 10.0
 
+    metrics_per_key: bool = False
+    """Add ``litegate_key_tokens_total{key,route,kind}`` (``key``: the key's name). Off by
+    default: a series per key is cardinality Prometheus pays for; spend per key is in
+    ``litegate usage`` and the console's Usage page either way."""
+    metrics_max_keys: int = 1000
+    """Keys with their own ``litegate_key_tokens_total`` series; the rest share ``key="-"``."""
+
     tracing: str = "off"
     """OpenTelemetry tracing (``pip install 'litegate[otel]'``): ``off`` | ``otlp`` (OTLP
     exporter configured by the standard ``OTEL_*`` variables) | ``console`` | ``global``

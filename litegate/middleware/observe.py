@@ -46,7 +46,7 @@ class ObserveMiddleware:
             elapsed = time.perf_counter() - info.started
             m.observe_request(
                 route, variant, status, elapsed, max(elapsed - info.upstream_s, 0.0), info.cache,
-                info.tokens,
+                info.tokens, info.prompt_tokens, info.key,
             )
             if status == 429:
                 m.limited.labels(route).inc()

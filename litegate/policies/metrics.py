@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
+from litegate.snapshot import KeySpec
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_KINDS = ("prompt", "completion")
+"""The ``kind`` label of the token counters (completion = total - prompt)."""
+OTHER_KEYS = "-"
+"""``litegate_key_tokens_total``'s ``key`` past ``max_keys`` distinct keys."""
+
+
+def key_label(key: KeySpec) -> str:
+    """A key's configured name (its id when it has none); never anything a client sent."""
+    return key.name or str(key.id)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, per_key: bool = False,
+                 max_keys: int = 1000) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -36,8 +49,17 @@ class Metrics:
             ["upstream", "kind"], registry=r,
         )
         self.tokens = Counter(
-            "litegate_tokens", "LLM tokens by route and variant", ["route", "variant"], registry=r
+            "litegate_tokens", "LLM tokens by route, variant and kind (prompt, completion)",
+            ["route", "variant", "kind"], registry=r,
         )
+        self.key_tokens: Counter | None = Counter(
+            "litegate_key_tokens", "LLM tokens by API key name, route and kind (prompt, "
+            f"completion); keys past the first {max_keys} are counted under key=\"{OTHER_KEYS}\"",
+            ["key", "route", "kind"], registry=r,
+        ) if per_key else None
+        """Only with ``per_key`` (``LITEGATE_METRICS_PER_KEY``): a series per key is
+        cardinality, so it is opt-in and bounded by ``max_keys``."""
+        self.max_keys = max_keys
         self.stream_errors = Counter(
             "litegate_stream_errors", "Streams that failed after the first chunk", ["route"],
             registry=r,
@@ -71,31 +93,81 @@ class Metrics:
             "litegate_config_version", "Configuration version in use", registry=r
         )
         # labels() takes a lock and builds a tuple per call; children are reused.
-        self._children: dict[tuple[str, ...], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[str, ...], tuple[Any, Any, Any, Any]] = {}
         self._cache_children: dict[tuple[str, str], Any] = {}
+        self._keys: set[str] = set()
+        """Key labels with series of their own (at most ``max_keys``)."""
+        self._live_keys: frozenset[str] | None = None
+        """Key labels of the current snapshot (None until the first one)."""
+        self._key_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        """(key label, route) -> its prompt and completion children: every per-key
+        series, so that a removed key's can be removed."""
 
     def observe_request(
         self, route: str, variant: str, status: int, elapsed_s: float, overhead_s: float,
         cache: str | None,
         tokens: int = 0,
+        prompt_tokens: int = 0,
+        key: KeySpec | None = None,
     ) -> None:
-        key = (route, variant, str(status))
-        children = self._children.get(key)
+        """``tokens`` is the total, ``prompt_tokens`` its prompt part (clamped to it)."""
+        labels = (route, variant, str(status))
+        children = self._children.get(labels)
         if children is None:
             if len(self._children) > 50_000:  # bounded even if label values churn
                 self._children.clear()
-            children = self._children[key] = (
-                self.requests.labels(*key),
+            children = self._children[labels] = (
+                self.requests.labels(*labels),
                 self.latency.labels(route, variant),
-                self.tokens.labels(route, variant),
+                self.tokens.labels(route, variant, "prompt"),
+                self.tokens.labels(route, variant, "completion"),
             )
         children[0].inc()
         children[1].observe(elapsed_s)
-        if tokens:
-            children[2].inc(tokens)
+        if tokens > 0:
+            prompt = min(max(prompt_tokens, 0), tokens)
+            if prompt:
+                children[2].inc(prompt)
+            if tokens - prompt:
+                children[3].inc(tokens - prompt)
+            if self.key_tokens is not None and key is not None:
+                self._observe_key(key, route, prompt, tokens - prompt)
         self.overhead.observe(overhead_s)
         if cache is not None:
             child = self._cache_children.get((route, cache))
             if child is None:
                 child = self._cache_children[(route, cache)] = self.cache.labels(route, cache)
             child.inc()
+
+    def _observe_key(self, key: KeySpec, route: str, prompt: int, completion: int) -> None:
+        assert self.key_tokens is not None
+        label = key_label(key)
+        if label not in self._keys:
+            live = self._live_keys
+            if len(self._keys) >= self.max_keys or (live is not None and label not in live):
+                label = OTHER_KEYS  # past the bound, or revoked while in flight
+            else:
+                self._keys.add(label)
+        children = self._key_children.get((label, route))
+        if children is None:
+            children = self._key_children[(label, route)] = (
+                self.key_tokens.labels(label, route, "prompt"),
+                self.key_tokens.labels(label, route, "completion"),
+            )
+        if prompt:
+            children[0].inc(prompt)
+        if completion:
+            children[1].inc(completion)
+
+    def keep_keys(self, keys: Iterable[KeySpec]) -> None:
+        """On each new snapshot: the series of keys no longer in it (deleted, revoked,
+        renamed) are removed, and their places under ``max_keys`` freed."""
+        if self.key_tokens is None:
+            return
+        live = self._live_keys = frozenset(key_label(k) for k in keys)
+        gone = self._keys - live
+        self._keys -= gone
+        for labels in [k for k in self._key_children if k[0] in gone]:
+            del self._key_children[labels]
+            for kind in TOKEN_KINDS:
+                self.key_tokens.remove(*labels, kind)

@@ -213,7 +213,8 @@ def test_a_streamed_transcription_is_relayed_event_by_event(home, provider, make
     assert fake.seen[-1].fields["stream"] == ["true"]
     # The usage in the final event is what the token counters record.
     metrics = httpx.get(server.url + "/metrics").text
-    assert 'litegate_tokens_total{route="stt",variant="whisper-large-v3"} 17.0' in metrics
+    stt = 'litegate_tokens_total{kind="%s",route="stt",variant="whisper-large-v3"} %s'
+    assert stt % ("prompt", "14.0") in metrics and stt % ("completion", "3.0") in metrics
 
 
 def test_upload_policies_scope_limits_and_bounds(home, provider, make_gateway):

@@ -209,7 +209,8 @@ def test_every_json_endpoint_is_proxied_with_the_same_policies(home, fake_upstre
         events = [e.type for e in c.responses.create(model="gpt", input="hi", stream=True)]
         assert events == ["response.output_text.delta", "response.completed"]
         metrics = httpx.get(server.url + "/metrics").text
-        assert 'litegate_tokens_total{route="gpt",variant="real-model"} 24.0' in metrics
+        gpt = 'litegate_tokens_total{kind="%s",route="gpt",variant="real-model"} %s'
+        assert gpt % ("prompt", "10.0") in metrics and gpt % ("completion", "14.0") in metrics
         with pytest.raises(openai.RateLimitError):
             c.responses.create(model="gpt", input="hi")
         # The same routes on the bare host, as OpenAI clients configured without /v1 call them.
