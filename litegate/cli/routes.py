@@ -39,19 +39,27 @@ class VariantArg:
     price_given: bool
 
 
-def parse_variant(text: str) -> VariantArg:
-    """``upstream=mock,model=small,weight=90[,name=a][,input_per_1m=0.15,output_per_1m=0.6]``;
-    ``price=none`` removes the variant's price."""
-    usage = f"{VARIANT_USAGE}, got {text!r}"
+def _fields(text: str, usage: str, *, known: set[str], required: set[str]) -> dict[str, str]:
+    """``name=value,name=value`` as a dict; ``usage`` is the error for anything else, an
+    unknown name or a missing required one."""
     fields: dict[str, str] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         if not sep:
             raise argparse.ArgumentTypeError(usage)
         fields[name.strip()] = value.strip()
-    known = {"upstream", "model", "weight", "name", "input_per_1m", "output_per_1m", "price"}
-    if set(fields) - known or "upstream" not in fields or "model" not in fields:
+    if set(fields) - known or required - set(fields):
         raise argparse.ArgumentTypeError(usage)
+    return fields
+
+
+def parse_variant(text: str) -> VariantArg:
+    """``upstream=mock,model=small,weight=90[,name=a][,input_per_1m=0.15,output_per_1m=0.6]``;
+    ``price=none`` removes the variant's price."""
+    usage = f"{VARIANT_USAGE}, got {text!r}"
+    fields = _fields(text, usage, known={"upstream", "model", "weight", "name", "input_per_1m",
+                                         "output_per_1m", "price"},
+                     required={"upstream", "model"})
     if "price" in fields and (fields["price"].lower() != "none"
                               or {"input_per_1m", "output_per_1m"} & set(fields)):
         raise argparse.ArgumentTypeError(
@@ -94,15 +102,11 @@ def parse_semantic_cache(text: str) -> SemanticCacheIn | None:
         return None
     usage = ("expected embedding_model=M[,threshold=F][,max_entries=N][,ttl_s=S]"
              f"[,shared_across_keys=true|false] or none, got {text!r}")
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(usage)
-        fields[name.strip()] = value.strip()
-    known = {"embedding_model", "threshold", "max_entries", "ttl_s", "shared_across_keys"}
+    fields = _fields(text, usage, known={"embedding_model", "threshold", "max_entries", "ttl_s",
+                                         "shared_across_keys"},
+                     required={"embedding_model"})
     shared = fields.get("shared_across_keys", "false").lower()
-    if set(fields) - known or "embedding_model" not in fields or shared not in ("true", "false"):
+    if shared not in ("true", "false"):
         raise argparse.ArgumentTypeError(usage)
     default = SemanticCacheIn(embedding_model="")
     try:
@@ -124,14 +128,8 @@ def parse_adaptive(text: str) -> AdaptiveIn | None:
         return None
     usage = ("expected metric=errors|latency|feedback[,min_share=F][,cooldown_s=S]"
              f"[,min_samples=N], got {text!r}")
-    fields: dict[str, str] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise argparse.ArgumentTypeError(usage)
-        fields[name.strip()] = value.strip()
-    if set(fields) - {"metric", "min_share", "cooldown_s", "min_samples"} or "metric" not in fields:
-        raise argparse.ArgumentTypeError(usage)
+    fields = _fields(text, usage, known={"metric", "min_share", "cooldown_s", "min_samples"},
+                     required={"metric"})
     try:
         default = AdaptiveIn()
         return AdaptiveIn(
