@@ -74,12 +74,12 @@ class FeedbackHandler:
             raise Unauthorized("feedback needs the API key that made the request")
         request_id, score = parse_feedback(
             parse_json(await read_body(scope, receive, MAX_FEEDBACK_BODY)))
-        entry = self.pending.peek(request_id)
         # Another key's request reads as unknown: ids are not confirmed to outsiders.
-        if entry is None or entry[2] != key.id:
+        entry = self.pending.peek(request_id, key.id)
+        if entry is None:
             raise NotFound(_UNKNOWN.format(request_id), code="request_not_found")
-        self.pending.take(request_id)
-        route, variant, _ = entry
+        self.pending.take(request_id, key.id)
+        route, variant = entry
         if not self.bandit.feedback(route, variant, score):
             raise Conflict(f"route {route!r} no longer collects feedback (its adaptive "
                            "metric changed)", code="feedback_not_collected")

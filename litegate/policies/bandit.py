@@ -298,37 +298,41 @@ def _same_variants(a: RouteSpec, b: RouteSpec) -> bool:
 
 
 class PendingFeedback:
-    """Requests that may still get feedback: request id -> (route, variant, key id),
-    an LRU of ``max_entries`` that forgets entries after ``ttl_s``."""
+    """Requests that may still get feedback: (key id, request id) -> (route, variant), an
+    LRU of ``max_entries`` that forgets entries after ``ttl_s``.
+
+    Keyed by the key too: clients may choose their ``X-Request-ID`` and the gateway's
+    own ids are sequential, so one key could otherwise claim the id another key's next
+    request will get (and that request could not be scored)."""
 
     def __init__(self, *, max_entries: int = 100_000, ttl_s: float = 3600.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_entries = max_entries
         self.ttl_s = ttl_s
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[str, str, int | None, float]] = OrderedDict()
+        self._entries: OrderedDict[tuple[int | None, str], tuple[str, str, float]] = (
+            OrderedDict())
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def remember(self, request_id: str, route: str, variant: str, key_id: int | None) -> None:
-        old = self._entries.get(request_id)
-        if old is not None and old[2] != key_id:
-            return  # a client-chosen X-Request-ID must not take over another key's request
-        self._entries[request_id] = (route, variant, key_id, self.clock() + self.ttl_s)
-        self._entries.move_to_end(request_id)
+        entry = (key_id, request_id)
+        self._entries[entry] = (route, variant, self.clock() + self.ttl_s)
+        self._entries.move_to_end(entry)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
-    def take(self, request_id: str) -> tuple[str, str, int | None] | None:
-        """The request's (route, variant, key id), once; ``None`` if unknown or expired."""
-        entry = self._entries.pop(request_id, None)
-        if entry is None or entry[3] < self.clock():
+    def take(self, request_id: str, key_id: int | None) -> tuple[str, str] | None:
+        """The (route, variant) of ``key_id``'s request, once; ``None`` if unknown or
+        expired."""
+        entry = self._entries.pop((key_id, request_id), None)
+        if entry is None or entry[2] < self.clock():
             return None
-        return entry[0], entry[1], entry[2]
+        return entry[0], entry[1]
 
-    def peek(self, request_id: str) -> tuple[str, str, int | None] | None:
-        entry = self._entries.get(request_id)
-        if entry is None or entry[3] < self.clock():
+    def peek(self, request_id: str, key_id: int | None) -> tuple[str, str] | None:
+        entry = self._entries.get((key_id, request_id))
+        if entry is None or entry[2] < self.clock():
             return None
-        return entry[0], entry[1], entry[2]
+        return entry[0], entry[1]

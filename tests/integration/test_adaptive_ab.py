@@ -193,6 +193,27 @@ def test_a_key_allowed_on_the_route_cannot_score_another_keys_request(
     assert other.post("/feedback", cast_to=object, body={"request_id": mine, "score": 1})
 
 
+def test_another_key_cannot_claim_a_request_id_before_its_owner(
+    home, configured, make_gateway
+) -> None:
+    """A client may choose its X-Request-ID, and the gateway's own ids are sequential: a
+    key could send the next id before its owner's request got it. Before the fix the
+    owner's request was then not remembered (the id was taken), and its feedback was a
+    404; now each key has its own ids."""
+    owner, squatter = create_key(home, "owner"), create_key(home, "squatter")
+    gateway = make_gateway()
+    c, other = client(gateway, owner), client(gateway, squatter)
+    _, seen, _ = ask(other, "rated")
+    prefix, counter = seen[:-8], int(seen[-8:], 16)
+    predicted = f"{prefix}{counter + 1:08x}"
+    other.chat.completions.create(model="rated", messages=MSGS,
+                                  extra_headers={"X-Request-ID": predicted})
+    _, rid, _ = ask(c, "rated")
+    assert rid == predicted
+    assert c.post("/feedback", cast_to=object, body={"request_id": rid, "score": 1})
+    assert other.post("/feedback", cast_to=object, body={"request_id": rid, "score": 0})
+
+
 def test_feedback_counts_against_the_key_limits(home, configured, make_gateway) -> None:
     limited, other = create_key(home, "limited", "--limit", "2/minute"), create_key(home)
     gateway = make_gateway()

@@ -263,13 +263,14 @@ def test_pending_feedback_is_an_lru_with_a_ttl_taken_once() -> None:
     for i in range(5):
         pending.remember(f"req-{i}", "r", "v0", 1)
     assert len(pending) == 3
-    assert pending.peek("req-0") is None and pending.peek("req-1") is None
-    assert pending.take("req-4") == ("r", "v0", 1)
-    assert pending.take("req-4") is None  # once
-    pending.remember("req-3", "r", "v1", 2)  # another key cannot take over an id
-    assert pending.peek("req-3") == ("r", "v0", 1)
+    assert pending.peek("req-0", 1) is None and pending.peek("req-1", 1) is None
+    assert pending.take("req-4", 1) == ("r", "v0")
+    assert pending.take("req-4", 1) is None  # once
+    pending.remember("req-3", "r", "v1", 2)  # another key's id: its own entry
+    assert pending.peek("req-3", 1) == ("r", "v0") and pending.peek("req-3", 2) == ("r", "v1")
+    assert pending.take("req-2", 2) is None  # not this key's request
     clock.now += 61
-    assert pending.take("req-2") is None  # expired
+    assert pending.take("req-2", 1) is None  # expired
 
 
 def test_turning_adaptive_on_keeps_sticky_clients_where_the_weights_put_them() -> None:
