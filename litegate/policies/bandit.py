@@ -28,6 +28,7 @@ only configured routes and variants, sticky assignments in an LRU of ``max_stick
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
@@ -162,7 +163,8 @@ class Bandit:
             return choose_variant(route, sticky_value)
         if sticky_value is None:
             return choose_variant(route, None, state.cumulative)
-        key = (route.name, sticky_value)
+        # A digest, not the value: a header can be tens of KB, and the table is long.
+        key = (route.name, hashlib.blake2b(sticky_value, digest_size=16).digest())
         kept = self._sticky.get(key)
         if kept is not None:
             for v in route.variants:

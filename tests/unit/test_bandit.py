@@ -188,6 +188,31 @@ def test_sticky_memory_is_bounded() -> None:
     assert len(bandit._sticky) == 50
 
 
+def test_sticky_memory_is_bounded_in_bytes_whatever_the_header_length() -> None:
+    """A ``header:`` sticky value is the client's header, up to the server's header
+    bound (tens of KB); before the fix each remembered assignment kept it whole, so the
+    100,000-entry table could hold gigabytes. Now it keeps a fixed-size digest."""
+    import tracemalloc
+
+    bandit = Bandit(seed=5, clock=Clock())
+    spec = route([50, 50], cooldown_s=0, min_samples=1, sticky="header:X-User")
+    bandit.update_routes({"r": spec})
+
+    def user(i: int) -> bytes:  # a fresh 12 KB header value per request, as a server gives
+        return (b"%06d" % i) * 2000
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        first = [bandit.choose(spec, user(i)).name for i in range(500)]  # 6 MB of headers
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(bandit._sticky) == 500
+    assert kept < 500_000, kept
+    assert [bandit.choose(spec, user(i)).name for i in range(500)] == first  # still sticky
+
+
 def test_routes_without_adaptive_keep_their_weights_and_ignore_outcomes() -> None:
     bandit = Bandit(seed=1, clock=Clock())
     spec = route([70, 30], adaptive=False)
