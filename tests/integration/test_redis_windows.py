@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 
 import redis as redis_client
 from limits import parse
@@ -85,3 +86,41 @@ def test_the_limiter_uses_the_redis_client_the_caches_use() -> None:
         loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 timeout=60, check=True)
         assert loaded.stdout.split() == ["['redis']"], loaded
+
+
+def test_a_requests_usage_and_spend_are_one_script_call_on_redis() -> None:
+    """Spend on Redis: the usage counters and the budget counter of one request in one
+    call, with the same totals, expiry and once-per-period alert as counter by counter."""
+    from structlog.testing import capture_logs
+
+    from litegate.policies.spend import RETENTION_DAYS, Spend
+    from litegate.snapshot import KeySpec, UpstreamSpec, VariantSpec, build_budget
+
+    variant = VariantSpec("v", UpstreamSpec("u", "openai", "http://x", None, 1.0, 1.0, 0),
+                          "m", 1, 150, 600)
+    key = KeySpec(id=7, name="k", routes=None, is_admin=False, expires_at=None,
+                  budget=build_budget(0.00001, "1d", 0.8))  # 10_000 nano-USD
+
+    async def main(url: str) -> None:
+        limiter = Limiter(storage="async+" + url, strategy="sliding-window-counter",
+                          fail_open=False)
+        spend = Spend(limiter.storage)
+        t = time.time()
+        await spend.record(key, "chat", variant, 5, 7, now=t)  # loads the script
+        before = _evalsha_calls(url)
+        with capture_logs() as logs:
+            for _ in range(2):
+                await spend.record(key, "chat", variant, 5, 7, now=t)
+        assert _evalsha_calls(url) - before == 2
+        assert [e["event"] for e in logs].count("budget_alert") == 1  # 9_900 crosses 8_000
+        assert await spend.spent_nano(key, now=t) == 3 * 4_950
+        day = int(t // 86_400)
+        usage = f"litegate/usage/{day}/7/chat/v"
+        assert [int(await limiter.storage.get(f"{usage}/{f}")) for f in
+                ("requests", "prompt_tokens", "completion_tokens")] == [3, 15, 21]
+        ttl = redis_client.Redis.from_url(url).ttl(f"LIMITS:{usage}/requests")
+        # the usage retention, set on the new counter
+        assert RETENTION_DAYS * 86_400 - 120 < ttl <= RETENTION_DAYS * 86_400
+
+    with redis_server() as url:
+        asyncio.run(main(url))
