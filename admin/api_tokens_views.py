@@ -15,11 +15,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.cli.keys import parse_expiry
 from litegate.db.models import AdminToken, utcnow
-from litegate.services import admin_sessions, admin_tokens
+from litegate.services import admin_tokens
 
 from . import forms
 from .auth import context_of, session_of
-from .pages import AdminRequest, act, actor, redirect, render, row_or_404, save
+from .pages import (
+    AdminRequest,
+    act,
+    actor,
+    keep_secret,
+    redirect,
+    render,
+    row_or_404,
+    save,
+    take_secret,
+)
 
 _BLANK = {"name": "", "scope": "read", "expires": ""}
 _ALIASES = {"expires_at": "expires"}
@@ -44,20 +54,11 @@ async def _tokens_page(
 
 @get("/tokens")
 async def tokens_page(request: AdminRequest) -> Response[str]:
-    created = None
-    session_id = session_of(request).session_id
-    if session_id is not None:
-        async with context_of(request).sessionmaker() as session, session.begin():
-            flash = await admin_sessions.pop_flash(session, session_id)
-        new = (flash or {}).get("new_admin_token")
-        if isinstance(new, dict):
-            created = (str(new.get("name", "")), str(new.get("secret", "")))
-    return await _tokens_page(request, created=created)
+    return await _tokens_page(request, created=await take_secret(request, "new_admin_token"))
 
 
 @post("/tokens", status_code=200)
 async def token_create(request: AdminRequest) -> Response[Any]:
-    ctx = context_of(request)
     form = await request.form()
     values = {k: str(form.get(k) or "").strip() for k in _BLANK}
     result: forms.FormResult[None] = forms.FormResult(values)
@@ -80,13 +81,7 @@ async def token_create(request: AdminRequest) -> Response[Any]:
         created, _ = await save(request, result, write, aliases=_ALIASES)
         if created is not None:
             token, secret = created
-            # Post-redirect-get, as for a new API key: the secret waits in this session's
-            # sealed one-time flash, so a reload neither shows it again nor re-creates.
-            async with ctx.sessionmaker() as session, session.begin():
-                await admin_sessions.set_flash(
-                    session, session_of(request).session_id or "",
-                    {"new_admin_token": {"name": token.name, "secret": secret}},
-                )
+            await keep_secret(request, "new_admin_token", token.name, secret)
             session_of(request).flash(f"Admin token {token.name} created.")
             return redirect(request, "/tokens")
     return await _tokens_page(request, result, status_code=400)

@@ -12,14 +12,25 @@ from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db.models import ApiKey, utcnow
-from litegate.services import admin_sessions, routing
 from litegate.services import keys as key_service
 from litegate.services import quotas as quota_service
+from litegate.services import routing
 
 from . import forms
 from .auth import context_of, session_of
 from .forms import KeyInput
-from .pages import AdminRequest, act, actor, paging, query_int, redirect, render, save
+from .pages import (
+    AdminRequest,
+    act,
+    actor,
+    keep_secret,
+    paging,
+    query_int,
+    redirect,
+    render,
+    save,
+    take_secret,
+)
 
 KEYS_PAGE_SIZE = 50
 
@@ -61,15 +72,7 @@ def _now() -> datetime:
 
 @get("/keys")
 async def keys_page(request: AdminRequest) -> Response[str]:
-    created = None
-    session_id = session_of(request).session_id
-    if session_id is not None:
-        async with context_of(request).sessionmaker() as session, session.begin():
-            flash = await admin_sessions.pop_flash(session, session_id)
-        new_key = (flash or {}).get("new_key")
-        if isinstance(new_key, dict):
-            created = (str(new_key.get("name", "")), str(new_key.get("secret", "")))
-    return await _keys_page(request, created=created)
+    return await _keys_page(request, created=await take_secret(request, "new_key"))
 
 
 async def _key_form(
@@ -121,7 +124,6 @@ async def key_update(request: AdminRequest, key_id: FromPath[int]) -> Response[A
 
 @post("/keys", status_code=200)
 async def key_create(request: AdminRequest) -> Response[Any]:
-    ctx = context_of(request)
     result = forms.parse_key(await request.form())
     data = result.data
     if result.ok and data is not None:
@@ -133,13 +135,7 @@ async def key_create(request: AdminRequest) -> Response[Any]:
         created, _ = await save(request, result, write, aliases=forms.KEY_ALIASES)
         if created is not None:
             key, secret = created
-            # Post-redirect-get: the secret waits in this session's one-time server-side
-            # flash, so a reload of the next page neither shows it again nor re-creates.
-            async with ctx.sessionmaker() as session, session.begin():
-                await admin_sessions.set_flash(
-                    session, session_of(request).session_id or "",
-                    {"new_key": {"id": key.id, "name": key.name, "secret": secret}},
-                )
+            await keep_secret(request, "new_key", key.name, secret)
             session_of(request).flash(f"Key {key.name} created.")
             return redirect(request, "/keys")
     return await _keys_page(request, result, status_code=400)

@@ -22,6 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from litegate.db.models import Base
 from litegate.errors import Conflict, LitegateError
+from litegate.services import admin_sessions
 from litegate.services.schema import ValidationFailed
 
 from . import forms
@@ -176,3 +177,27 @@ async def act(
     else:
         state.flash(message)
     return redirect(request, back)
+
+
+async def keep_secret(request: AdminRequest, kind: str, name: str, secret: str) -> None:
+    """Post-redirect-get for a new secret (an API key's, an admin token's): it waits in
+    this session's sealed one-time server-side flash, so a reload of the next page neither
+    shows it again nor re-creates it."""
+    async with context_of(request).sessionmaker() as session, session.begin():
+        await admin_sessions.set_flash(
+            session, session_of(request).session_id or "",
+            {kind: {"name": name, "secret": secret}},
+        )
+
+
+async def take_secret(request: AdminRequest, kind: str) -> tuple[str, str] | None:
+    """The (name, secret) :func:`keep_secret` left for this page, once."""
+    session_id = session_of(request).session_id
+    if session_id is None:
+        return None
+    async with context_of(request).sessionmaker() as session, session.begin():
+        flash = await admin_sessions.pop_flash(session, session_id)
+    new = (flash or {}).get(kind)
+    if not isinstance(new, dict):
+        return None
+    return str(new.get("name", "")), str(new.get("secret", ""))
