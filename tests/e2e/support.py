@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from litegate.admin import create_admin_router
 from limits.storage import storage_from_string
 from litestar import Litestar
@@ -19,9 +22,23 @@ from litegate.policies.stats import Stats
 from litegate.services import users
 from litegate.settings import Settings
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Playwright
+
 ADMIN_USER = "alice"
 ADMIN_PASSWORD = "correct horse battery"
 CSRF_RE = re.compile(r'name="_csrf" value="([^"]+)"')
+CHROMIUM = os.environ.get("LITEGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+# Committed under docs/screenshots and linked from the README; LITEGATE_SCREENSHOTS
+# redirects them (e.g. to a temp dir in CI) so a test run leaves the checkout clean.
+SCREENSHOTS = Path(
+    os.environ.get("LITEGATE_SCREENSHOTS")
+    or Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+)
 
 
 async def make_admin_gateway(tmp_path: Path, **settings: Any) -> SimpleNamespace:
@@ -112,3 +129,31 @@ def browser_fields(html: str, form_attr: str) -> dict[str, str]:
                                  form.group(0), re.DOTALL):
         data[name] = body
     return data
+
+
+async def add_user(settings: Settings, name: str, password: str) -> None:
+    """A console user in the database at ``settings.db_url`` (already migrated)."""
+    engine = make_engine(settings.db_url)
+    try:
+        async with make_sessionmaker(engine).begin() as session:
+            await users.create_user(session, name, password, actor="test")
+    finally:
+        await engine.dispose()
+
+
+def launch_chromium(playwright: Playwright) -> Browser:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def browser_login(page: Page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> None:
+    page.goto("/admin/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)

@@ -12,9 +12,7 @@ Screenshots of the main pages are written to ``docs/screenshots/``.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,40 +25,25 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from litegate.app import create_app
 from litegate.db import migrate
-from litegate.db.engine import make_engine, make_sessionmaker
-from litegate.services import users
 from litegate.settings import Settings
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER
+from tests.e2e.support import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    add_user,
+    browser_login,
+    launch_chromium,
+    screenshot,
+)
 from tests.fixtures.onnx_models import corrupt_file, matmul_add_model
 from tests.helpers.servers import FakeUpstream, ThreadServer, run_fake_upstream
 
 pytestmark = pytest.mark.timeout(240)
 
-CHROMIUM = os.environ.get("LITEGATE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-# Committed under docs/screenshots and linked from the README; LITEGATE_SCREENSHOTS
-# redirects them (e.g. to a temp dir in CI) so a test run leaves the checkout clean.
-SCREENSHOTS = Path(
-    os.environ.get("LITEGATE_SCREENSHOTS")
-    or Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-)
 XSS = "<script>alert(1)</script>"
 USERS = [f"user-{i}" for i in range(200)]
 
 
 # -- servers and browser ------------------------------------------------------------
-
-
-async def _create_user(settings: Settings, name: str, password: str) -> None:
-    engine = make_engine(settings.db_url)
-    try:
-        async with make_sessionmaker(engine).begin() as session:
-            await users.create_user(session, name, password, actor="test")
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +58,9 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings.load(home=home, reload_interval_s=0.1)
     home.mkdir(parents=True)
     migrate.upgrade(settings.db_url)
-    asyncio.run(_create_user(settings, ADMIN_USER, ADMIN_PASSWORD))
-    asyncio.run(_create_user(settings, "bob", "bob-password-1"))
-    asyncio.run(_create_user(settings, "carol", "carol-password-1"))
+    asyncio.run(add_user(settings, ADMIN_USER, ADMIN_PASSWORD))
+    asyncio.run(add_user(settings, "bob", "bob-password-1"))
+    asyncio.run(add_user(settings, "carol", "carol-password-1"))
     with ThreadServer(create_app(settings)) as server:
         yield server.url
 
@@ -86,10 +69,8 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def browser(gateway_url: str) -> Iterator[Browser]:
     # Depends on the server: Playwright's sync API keeps a loop running in this thread,
     # so everything that needs asyncio.run() (migrations, seeding) must happen first.
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = launch_chromium(p)
         yield b
         b.close()
 
@@ -107,18 +88,6 @@ def new_context(browser: Browser, gateway_url: str) -> Iterator[Callable[[], Bro
     yield make
     for ctx in contexts:
         ctx.close()
-
-
-def _login(page: Page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> None:
-    page.goto("/admin/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-
-
-def _shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def _flash(page: Page) -> str:
@@ -184,7 +153,7 @@ def test_console_end_to_end(
     # Log in (anonymous access lands on the login page first).
     page.goto("/admin/")
     expect(page).to_have_url(re.compile(r"/admin/login\?next=%2Fadmin%2F$"))
-    _shot(page, "login")
+    screenshot(page, "login")
     page.fill("input[name=username]", ADMIN_USER)
     page.fill("input[name=password]", ADMIN_PASSWORD)
     page.click("button[type=submit]")
@@ -218,7 +187,7 @@ def test_console_end_to_end(
     page.fill("input[name=variants-1-weight]", "20")
     page.click("#route-form button[type=submit]")
     expect(page.locator(".flash")).to_have_text("Route chat saved.")
-    _shot(page, "route-edit")
+    screenshot(page, "route-edit")
 
     # A key: the secret is shown once, with a copy button.
     page.click("nav >> text=API keys")
@@ -228,7 +197,7 @@ def test_console_end_to_end(
     assert secret.startswith("lg-")
     page.click("button[data-copy]")
     expect(page.locator("button[data-copy]")).to_have_text("Copied")
-    _shot(page, "keys")
+    screenshot(page, "keys")
     page.goto("/admin/keys")
     assert secret not in page.content()
     expect(page.locator("#keys tr[data-key-name='e2e-client'] td").first).to_contain_text(secret[:9])
@@ -266,7 +235,7 @@ def test_console_end_to_end(
     _eventually(flipped, timeout=5, interval=0.05)
     assert time.monotonic() - changed_at < 5
     page.goto("/admin/routes")
-    _shot(page, "routes")
+    screenshot(page, "routes")
 
     # Models: a corrupt upload is refused with the reason; good ones are validated.
     page.click("nav >> text=Models")
@@ -310,7 +279,7 @@ def test_console_end_to_end(
     expect(model.locator("tr[data-version='1']")).to_contain_text("CPUExecutionProvider")
     # the active version cannot be removed, an inactive one can
     expect(model.locator("tr[data-version='1'] button:text-is('Remove')")).to_have_count(0)
-    _shot(page, "models")
+    screenshot(page, "models")
 
     # Revoke the key: the gateway answers 401 right away.
     page.click("nav >> text=API keys")
@@ -343,12 +312,12 @@ def test_console_end_to_end(
     expect(update.locator("details").nth(1)).to_contain_text('"weight": 20')
     expect(update).to_contain_text("variants[a].weight: 80 → 20")
     page.goto("/admin/audit")
-    _shot(page, "audit")
+    screenshot(page, "audit")
 
     # Last, the dashboard with all of the above: both splits, the model's providers.
     page.goto("/admin/")
     expect(page.locator("#model-providers")).to_contain_text("CPUExecutionProvider")
-    _shot(page, "dashboard")
+    screenshot(page, "dashboard")
     client.close()
 
 
@@ -369,7 +338,7 @@ def test_anonymous_pages_go_to_login(new_context: Callable[[], BrowserContext]) 
 def test_csrf_token_required(new_context: Callable[[], BrowserContext]) -> None:
     ctx = new_context()
     page = ctx.new_page()
-    _login(page)
+    browser_login(page)
     expect(page.locator("h1")).to_have_text("Dashboard")
     # same cookies as the logged-in page, but no token: a forged cross-site form post
     r = ctx.request.post("/admin/keys", form={"name": "forged"}, max_redirects=0)
@@ -384,7 +353,7 @@ def test_xss_payload_rendered_as_text(new_context: Callable[[], BrowserContext])
     page = new_context().new_page()
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    _login(page)
+    browser_login(page)
     page.goto("/admin/routes/new")
     page.fill("input[name=name]", XSS)
     page.fill("input[name=description]", XSS)
@@ -405,17 +374,17 @@ def test_xss_payload_rendered_as_text(new_context: Callable[[], BrowserContext])
 def test_login_throttled(new_context: Callable[[], BrowserContext]) -> None:
     page = new_context().new_page()
     for _ in range(5):
-        _login(page, "bob", "wrong-password")
+        browser_login(page, "bob", "wrong-password")
         expect(page.locator(".form-error")).to_have_text("Invalid username or password.")
-    _login(page, "bob", "bob-password-1")
+    browser_login(page, "bob", "bob-password-1")
     expect(page.locator(".form-error")).to_contain_text("Too many failed sign-in attempts")
     expect(page).to_have_url(re.compile(r"/admin/login$"))
 
 
 def test_concurrent_edit_conflict(new_context: Callable[[], BrowserContext], upstream: FakeUpstream) -> None:
     one, two = new_context().new_page(), new_context().new_page()
-    _login(one)
-    _login(two)
+    browser_login(one)
+    browser_login(two)
     one.goto("/admin/upstreams/new")
     one.fill("input[name=name]", "conflict-up")
     one.fill("input[name=base_url]", upstream.base_url)
@@ -456,7 +425,7 @@ def test_reload_after_create_key_creates_no_second_key(
     new_context: Callable[[], BrowserContext],
 ) -> None:
     page = new_context().new_page()
-    _login(page)
+    browser_login(page)
     page.goto("/admin/keys")
     page.fill("#key-form input[name=name]", "reload-me")
     page.click("#key-form button[type=submit]")
@@ -473,7 +442,7 @@ def test_route_form_adds_variant_rows_with_javascript(
     new_context: Callable[[], BrowserContext], upstream: FakeUpstream,
 ) -> None:
     page = new_context().new_page()
-    _login(page)
+    browser_login(page)
     _new_upstream(page, "js-up", upstream.base_url)
     page.goto("/admin/routes/new")
     rows = page.locator("#route-form table.variants tbody tr")
@@ -500,7 +469,7 @@ def test_route_form_adds_variant_rows_without_javascript(
     ctx.set_default_timeout(10_000)
     try:
         page = ctx.new_page()
-        _login(page)
+        browser_login(page)
         _new_upstream(page, "nojs-up", upstream.base_url)
         page.goto("/admin/routes/new")
         page.fill("input[name=name]", "no-js")
@@ -526,7 +495,7 @@ def test_logout_and_end_all_sessions_kill_captured_cookies(
 ) -> None:
     alice, thief, carol = new_context(), new_context(), new_context()
     page = alice.new_page()
-    _login(page)
+    browser_login(page)
     expect(page.locator("h1")).to_have_text("Dashboard")
     thief.add_cookies(alice.cookies())  # a cookie captured while alice is signed in
     stolen = thief.new_page()
@@ -538,9 +507,9 @@ def test_logout_and_end_all_sessions_kill_captured_cookies(
     expect(stolen).to_have_url(re.compile(r"/admin/login\?next="))
 
     other = carol.new_page()
-    _login(other, "carol", "carol-password-1")
+    browser_login(other, "carol", "carol-password-1")
     expect(other.locator("h1")).to_have_text("Dashboard")
-    _login(page)
+    browser_login(page)
     page.click("#account-link")
     expect(page.locator("h1")).to_have_text("Account")
     page.on("dialog", lambda d: d.accept())
@@ -553,7 +522,7 @@ def test_logout_and_end_all_sessions_kill_captured_cookies(
 
 def test_edit_key_and_search_keys(new_context: Callable[[], BrowserContext]) -> None:
     page = new_context().new_page()
-    _login(page)
+    browser_login(page)
     page.goto("/admin/keys")
     page.fill("#key-form input[name=name]", "browser-edit")
     page.fill("#key-form textarea[name=limits]", "5/minute")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Route, expect, sync_playwright
 
-from tests.e2e.test_admin_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.support import launch_chromium
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,10 +40,8 @@ def test_docs_page_renders_every_operation_offline(gateway_url: str) -> None:
             blocked.append(route.request.url)
             route.abort("internetdisconnected")
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         try:
             context = browser.new_context(base_url=gateway_url)
             context.route("**/*", only_local)

@@ -15,8 +15,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 from litegate.app import create_app
 from litegate.db import migrate
 from litegate.settings import Settings
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER
-from tests.e2e.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, _create_user, _login
+from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER, add_user, browser_login, launch_chromium
 from tests.helpers.cli import apply_config, run_litegate
 from tests.helpers.servers import ThreadServer, run_fake_upstream
 
@@ -49,7 +48,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         settings = Settings.load(home=home, reload_interval_s=0.1)
         home.mkdir(parents=True)
         migrate.upgrade(settings.db_url)
-        asyncio.run(_create_user(settings, ADMIN_USER, ADMIN_PASSWORD))
+        asyncio.run(add_user(settings, ADMIN_USER, ADMIN_PASSWORD))
         code, _, err = apply_config(home, _config(fake.base_url))
         assert code == 0, err
         with ThreadServer(create_app(settings)) as server:
@@ -65,10 +64,8 @@ def _export(home: Path) -> str:
 
 @pytest.fixture
 def page(served: dict[str, Any]) -> Iterator[Page]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         ctx = browser.new_context(base_url=served["url"], viewport={"width": 1400, "height": 900})
         ctx.set_default_timeout(10_000)
         yield ctx.new_page()
@@ -79,7 +76,7 @@ def page(served: dict[str, Any]) -> Iterator[Page]:
 def test_edit_a_variant_price_in_the_route_form(served: dict[str, Any], page: Page) -> None:
     home = served["home"]
     before = _export(home)
-    _login(page)
+    browser_login(page)
     page.goto("/admin/routes")
     page.click("a:text-is('chat')")
     expect(page.locator("h1")).to_have_text("Route chat")

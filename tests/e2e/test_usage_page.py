@@ -22,8 +22,14 @@ from playwright.sync_api import Page, expect, sync_playwright
 from litegate.app import create_app
 from litegate.db import migrate
 from litegate.settings import Settings
-from tests.e2e.support import ADMIN_PASSWORD, ADMIN_USER
-from tests.e2e.test_admin_browser import CHROMIUM, CHROMIUM_ARGS, _create_user, _login, _shot
+from tests.e2e.support import (
+    ADMIN_PASSWORD,
+    ADMIN_USER,
+    add_user,
+    browser_login,
+    launch_chromium,
+    screenshot,
+)
 from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
 from tests.helpers.servers import ThreadServer, run_fake_upstream
 from tests.helpers.services import redis_server
@@ -67,7 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         }
         settings = Settings.load(home=home, redis=redis, reload_interval_s=0.1)
         migrate.upgrade(settings.db_url)
-        asyncio.run(_create_user(settings, ADMIN_USER, ADMIN_PASSWORD))
+        asyncio.run(add_user(settings, ADMIN_USER, ADMIN_PASSWORD))
         with ThreadServer(create_app(settings)) as server:
             _traffic(server.url, keys["research"], plain=8, streamed=3)
             _traffic(server.url, keys["support-bot"], plain=5, streamed=0)
@@ -90,8 +96,6 @@ def _metric(page: Page, table: str, key: str, metric: str) -> str:
 
 def test_usage_page_shows_what_litegate_usage_reports(served: dict[str, Any],
                                                       tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}; install Debian's 'chromium' package")
     report = served["report"]
     per_key: dict[str, dict[str, float]] = {}
     for row in report["usage"]:
@@ -102,12 +106,12 @@ def test_usage_page_shows_what_litegate_usage_reports(served: dict[str, Any],
     assert per_key["research"]["requests"] == 11 and per_key["support-bot"]["requests"] == 5
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(p)
         ctx = browser.new_context(base_url=served["url"], viewport={"width": 1280, "height": 860},
                                   accept_downloads=True)
         ctx.set_default_timeout(10_000)
         page = ctx.new_page()
-        _login(page)
+        browser_login(page)
         page.click("nav >> text=Usage")
         expect(page).to_have_url(served["url"] + "/admin/usage")
         expect(page.locator("#usage-scope")).to_contain_text("Counted in Redis by every gateway")
@@ -135,7 +139,7 @@ def test_usage_page_shows_what_litegate_usage_reports(served: dict[str, Any],
         assert research["alert"] and not research["exceeded"]
         assert _metric(page, "usage-budgets", "research", "state") == "alert"
         expect(page.locator("#usage-budgets tr[data-key='research'] svg.meter")).to_be_visible()
-        _shot(page, "usage")
+        screenshot(page, "usage")
 
         page.click("#usage-periods >> text=30d")
         expect(page).to_have_url(served["url"] + "/admin/usage?period=30d")
