@@ -15,6 +15,7 @@ import inspect
 import sys
 from collections.abc import Sequence
 
+from litegate.db.rows import database_errors
 from litegate.errors import LitegateError
 from litegate.faults import (
     EXIT_OPERATIONAL,
@@ -118,14 +119,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings.load(**overrides)
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
-    """OSError, and SQLAlchemy's DBAPIError once SQLAlchemy is loaded: a command that never
-    touched the ORM cannot raise it, and does not pay for importing it (evaluated only when
-    an exception reaches the clause)."""
-    exc_module = sys.modules.get("sqlalchemy.exc")
-    return (OSError,) if exc_module is None else (OSError, exc_module.DBAPIError)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -143,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OperationalFault as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_OPERATIONAL
-    except _database_errors() as exc:
+    except database_errors() as exc:
         # The database driver's own errors: explained in one line, or a real bug.
         fault = settings and raised_by_database_code(exc) and explain_db_error(
             exc, settings.db_url, timeout_s=settings.db_timeout_s)
