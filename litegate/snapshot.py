@@ -20,7 +20,7 @@ import structlog
 from limits import RateLimitItem, parse_many
 
 from litegate.db.rows import Row, Rows, SQLAlchemyRows, parse_json, parse_time
-from litegate.services.schema import AdaptiveIn, parse_period
+from litegate.services.schema import AdaptiveIn, parse_period, usable_api_key_env
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -230,7 +230,9 @@ def build_upstream(u: Any) -> UpstreamSpec:
         name=u.name,
         kind=u.kind,
         base_url=u.base_url.rstrip("/"),
-        api_key=os.environ.get(u.api_key_env) if u.api_key_env else None,
+        # A row written before the rule (or by hand) cannot send litegate's own settings.
+        api_key=(os.environ.get(u.api_key_env)
+                 if u.api_key_env and usable_api_key_env(u.api_key_env) else None),
         timeout_s=u.timeout_s,
         connect_timeout_s=u.connect_timeout_s,
         max_retries=u.max_retries,

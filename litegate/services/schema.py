@@ -202,6 +202,17 @@ def check_quota(*, rate: str, kind: str, key_id: int | None, route: str | None) 
     return errors
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+def usable_api_key_env(name: str) -> bool:
+    """Whether an upstream may send the variable ``name`` as its API key: a plain
+    variable name, never one of litegate's own settings (``litegate serve`` exports them
+    all as ``LITEGATE_*``: the database and Redis URLs with their passwords, the
+    console's secret), which whoever edits upstreams could otherwise read upstream."""
+    return bool(_ENV_NAME.fullmatch(name)) and not name.upper().startswith("LITEGATE_")
+
+
 def check_upstream(u: UpstreamIn, path: str) -> list[str]:
     errors = []
     if not NAME_RE.match(u.name):
@@ -210,6 +221,9 @@ def check_upstream(u: UpstreamIn, path: str) -> list[str]:
         errors.append(f"{path}.kind: must be one of {', '.join(UPSTREAM_KINDS)}")
     if u.kind in ("openai", "v2") and not u.base_url.startswith(("http://", "https://")):
         errors.append(f"{path}.base_url: must be an http:// or https:// URL for kind {u.kind!r}")
+    if u.api_key_env is not None and not usable_api_key_env(u.api_key_env):
+        errors.append(f"{path}.api_key_env: must be an environment variable name (letters, "
+                      "digits, '_') that is not one of litegate's own LITEGATE_* settings")
     if u.timeout_s <= 0:
         errors.append(f"{path}.timeout_s: must be > 0")
     if u.connect_timeout_s <= 0:

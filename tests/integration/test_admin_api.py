@@ -279,6 +279,48 @@ def test_wrong_methods_and_unknown_paths_are_json_errors(home: Path, served: Any
                      None).put("/routes"), 401)["code"] == "invalid_admin_token"
 
 
+def test_an_upstream_cannot_send_litegate_settings_as_its_api_key(
+    home: Path, served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``litegate serve`` exports every setting as ``LITEGATE_*`` (the database URL and
+    its password, the Redis URL, the console's secret), and an upstream's
+    ``api_key_env`` is sent upstream as the bearer token. Before the fix a write token
+    could point an upstream at its own server with ``api_key_env: LITEGATE_DB`` and read
+    the database credentials; now the name is refused, and a row that names one anyway
+    (written before) sends no key."""
+    import sqlite3
+
+    monkeypatch.setenv("LITEGATE_PROBE_SECRET", "s3cret")  # this gateway is in-process
+    token = create_token(home, "ops", "write")
+    server = served()
+    api = Api(server.url, token)
+    with run_fake_upstream() as fake:
+        for name in ("LITEGATE_DB", "litegate_redis", "Litegate_Secret_Key", "A B", "1X"):
+            refused = error(api.post("/upstreams", json={
+                "name": "exfil", "base_url": fake.base_url, "api_key_env": name}), 400)
+            assert "api_key_env" in refused["error"], refused
+        ok(api.post("/upstreams", json={"name": "exfil", "base_url": fake.base_url,
+                                         "api_key_env": "PROVIDER_API_KEY"}), 201)
+        with sqlite3.connect(home / "litegate.db") as db:  # as an older version allowed
+            db.execute("UPDATE upstreams SET api_key_env = 'LITEGATE_PROBE_SECRET' "
+                       "WHERE name = 'exfil'")
+        ok(api.post("/routes", json={"name": "chat", "variants": [
+            {"upstream": "exfil", "model": "small-model"}]}), 201)
+        secret = ok(api.post("/keys", json={"name": "app"}), 201)["secret"]
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0)
+
+        def answered() -> Any:
+            try:
+                return client.chat.completions.create(
+                    model="chat", messages=[{"role": "user", "content": "hi"}])
+            except (openai.NotFoundError, openai.AuthenticationError):
+                return None  # the gateway has not picked the route up yet
+
+        assert wait_until(answered, "the route")  # served from a snapshot with the row
+        assert fake.headers_seen
+        assert all(h.get("Authorization") is None for h in fake.headers_seen), fake.headers_seen
+
+
 def test_keys_quotas_and_models_lifecycle(home: Path, tmp_path: Path, served: Any) -> None:
     api = Api(served().url, create_token(home, "ops", "write", "--expires", "1d"))
     key = ok(api.post("/keys", json={"name": "k"}), 201)
