@@ -25,7 +25,7 @@ from sqlalchemy import select
 from litegate.db.models import AuditEntry, Quota, as_utc
 from litegate.errors import (
     BadRequest,
-    LitegateError,
+    MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -415,14 +415,6 @@ async def usage(request: ApiRequest, since: FromQuery[str] = "30d") -> Response[
 @route("/{path:path}", http_method=list(METHODS), status_code=404)
 async def unknown(path: FromPath[str]) -> None:
     raise NotFound(f"no admin API endpoint {path!r}")
-
-
-class MethodNotAllowed(LitegateError):
-    """The endpoint exists but does not take this method."""
-
-    status_code = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
 
 
 def _refuse_other_methods(handlers: list[HTTPRouteHandler]) -> list[HTTPRouteHandler]:

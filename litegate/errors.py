@@ -72,6 +72,14 @@ class NotFound(LitegateError):
     code = "not_found"
 
 
+class MethodNotAllowed(LitegateError):
+    """The endpoint exists but does not take this method (send ``Allow`` in ``headers``)."""
+
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class PayloadTooLarge(LitegateError):
     """Request body too large."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from litegate.asgi_types import Receive, Scope, Send
-from litegate.errors import BadRequest, Forbidden, LitegateError, NotFound
+from litegate.errors import BadRequest, Forbidden, LitegateError, MethodNotAllowed, NotFound
 from litegate.inference.codec import HEADER_LENGTH, decode_request, encode_response
 from litegate.inference.stats import VersionStats
 from litegate.inference.text_pipeline import public_signature
@@ -41,14 +41,6 @@ _REPO = re.compile(r"^/v2/repository/models/(?P<model>[^/]+)/(?P<action>load|unl
 OFF_LOOP_ELEMENTS = 65536
 """Responses with more output elements than this are encoded on a worker thread."""
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-
-
-class MethodNotAllowed(LitegateError):
-    """Method not allowed."""
-
-    status_code = 405
-    type = "invalid_request_error"
-    code = "method_not_allowed"
 
 
 def is_admin(scope: Scope) -> bool:
