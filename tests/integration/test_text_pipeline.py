@@ -26,8 +26,8 @@ from litegate.inference.manager import ModelManager
 from litegate.settings import Settings
 from tests.fixtures.inference_env import model_spec, settings, snapshot
 from tests.helpers.cli import create_key
+from tests.helpers.embeddings import reference_embeddings
 from tests.helpers.servers import free_port
-from tests.integration.test_embeddings_local import reference_embeddings
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.",
          "litegate turns text into vectors",
