@@ -15,7 +15,7 @@ with a traceback; JSON bodies are bounded by ``MAX_JSON_BYTES`` (413 beyond).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.enums import MediaType, ScopeType
 from litestar.exceptions import HTTPException
+from litestar.exceptions.responses import create_exception_response
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, ExceptionHandlersMap, Receive, Scope, Send
@@ -199,6 +200,27 @@ def _on_integrity(_: ApiRequest, exc: IntegrityError) -> Response[Any]:
 def _on_database(_: ApiRequest, exc: SQLAlchemyError) -> Response[Any]:
     log.warning("admin_api_database_error", error=str(exc))
     return _error(503, "the database is unavailable; retry", "unavailable")
+
+
+def routing_error_handler(api_prefix: str) -> Callable[[ApiRequest, HTTPException], Response[Any]]:
+    """An app-level handler for the 404s and 405s Litestar's router raises itself (a path
+    that matches no handler, e.g. an encoded slash in a name): under ``api_prefix`` in
+    the API's error shape, elsewhere Litestar's own answer. Router-level handlers never
+    see these errors."""
+
+    def handle(request: ApiRequest, exc: HTTPException) -> Response[Any]:
+        path = request.scope["path"]
+        if path != api_prefix and not path.startswith(api_prefix + "/"):
+            return create_exception_response(request, exc)
+        code = _HTTP_CODES.get(exc.status_code)
+        if exc.status_code == 404:
+            response = _error(404, f"no admin API endpoint {path[len(api_prefix):]!r}", code)
+        else:
+            response = _error(exc.status_code, f"{request.method} is not allowed here", code)
+        response.headers.update(exc.headers or {})
+        return response
+
+    return handle
 
 
 EXCEPTION_HANDLERS: ExceptionHandlersMap = {

@@ -66,7 +66,7 @@ from .models_views import MAX_UPLOAD_BYTES
 MAX_PAGE = 500
 METHODS: tuple[HttpMethod, ...] = (
     HttpMethod.GET, HttpMethod.HEAD, HttpMethod.POST, HttpMethod.PUT, HttpMethod.PATCH,
-    HttpMethod.DELETE,
+    HttpMethod.DELETE, HttpMethod.TRACE,
 )
 Limit = Annotated[int, QueryParameter(ge=1, le=MAX_PAGE, description="rows per page")]
 Offset = Annotated[int, QueryParameter(ge=0, le=10**9, description="rows to skip")]

@@ -42,8 +42,15 @@ def build_admin_app(gateway: Gateway) -> ASGIApp | None:
     if router is None:
         return None
     from litestar import Litestar
+    from litestar.exceptions import MethodNotAllowedException, NotFoundException
 
-    return Litestar(route_handlers=[router], openapi_config=None, logging_config=None)  # type: ignore[return-value]
+    from litegate.admin.api import routing_error_handler
+
+    # The admin API's 404/405 for paths no handler matches (the router raises those).
+    api_errors = routing_error_handler(router.path.rstrip("/") + "/api")
+    return Litestar(route_handlers=[router], openapi_config=None, logging_config=None,  # type: ignore[return-value]
+                    exception_handlers={NotFoundException: api_errors,
+                                        MethodNotAllowedException: api_errors})
 
 
 class GatewayApp:

@@ -274,6 +274,12 @@ def test_wrong_methods_and_unknown_paths_are_json_errors(home: Path, served: Any
         assert method in body["error"] and allowed in body["error"], body
     for method in ("POST", "PUT", "PATCH", "DELETE"):
         assert error(api.request(method, "/no-such-endpoint"), 404)["code"] == "not_found"
+    # Deeper unknown paths (an encoded slash in a name, extra segments) miss every
+    # handler in Litestar's router itself; TRACE is no endpoint's method.
+    for method, path in [("GET", "/models/a%2fb"), ("POST", "/models/..%2f..%2fetc/versions"),
+                         ("GET", "/routes/r/extra"), ("DELETE", "/keys/1/revoke/x")]:
+        assert error(api.request(method, path), 404)["code"] == "not_found", path
+    assert error(api.request("TRACE", "/routes"), 405)["code"] == "method_not_allowed"
     # Still behind the token: an anonymous caller learns nothing about the endpoints.
     assert error(Api(api.http.base_url.scheme + "://" + api.http.base_url.netloc.decode(),
                      None).put("/routes"), 401)["code"] == "invalid_admin_token"
