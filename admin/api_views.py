@@ -123,8 +123,10 @@ async def update_upstream(request: ApiRequest, name: FromPath[str]) -> Response[
 
 @delete("/upstreams/{name:str}", status_code=204)
 async def delete_upstream(request: ApiRequest, name: FromPath[str]) -> None:
+    version = expected_version(request)
     async with transaction(request) as session:
-        await routing.delete_upstream(session, name, actor=actor(request))
+        await routing.delete_upstream(session, name, actor=actor(request),
+                                      expected_version=version)
 
 
 # -- routes ---------------------------------------------------------------------------
@@ -179,8 +181,10 @@ async def update_route(request: ApiRequest, name: FromPath[str]) -> Response[Any
 
 @delete("/routes/{name:str}", status_code=204)
 async def delete_route(request: ApiRequest, name: FromPath[str]) -> None:
+    version = expected_version(request)
     async with transaction(request) as session:
-        await routing.delete_route(session, name, actor=actor(request))
+        await routing.delete_route(session, name, actor=actor(request),
+                                   expected_version=version)
 
 
 # -- keys -----------------------------------------------------------------------------
@@ -392,8 +396,7 @@ async def audit_log(
 async def usage(request: ApiRequest, since: FromQuery[str] = "30d") -> Response[Any]:
     """What ``litegate usage --json`` prints, from this gateway's counters (shared by
     every replica when the gateway uses Redis; this process's own otherwise)."""
-    from litegate.cli.usage import since_days
-    from litegate.policies.spend import Spend
+    from litegate.policies.spend import Spend, since_days
     from litegate.snapshot import build_snapshot
 
     try:

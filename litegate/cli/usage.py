@@ -14,8 +14,8 @@ from pathlib import Path
 from litegate.cli.common import print_json, print_table, transaction
 from litegate.faults import OperationalFault
 from litegate.policies.limiting import storage_uri
-from litegate.policies.spend import CSV_COLUMNS, DAY, RETENTION_DAYS, Spend
-from litegate.services.schema import ValidationFailed, parse_period
+from litegate.policies.spend import CSV_COLUMNS, Spend, since_days
+from litegate.services.schema import ValidationFailed
 from litegate.settings import Settings
 from litegate.snapshot import build_snapshot
 
@@ -61,13 +61,3 @@ async def _usage(args: argparse.Namespace, settings: Settings) -> int:
                                     "alert" if b.alert else "ok"} for b in report.budgets],
                     ["key", "max_usd", "period", "spent_usd", "state"])
     return 0
-
-
-def since_days(value: str) -> int:
-    """``--since`` as whole UTC days (today included; ``12h`` is today), at most the
-    counters' retention."""
-    days = max(parse_period(value) // DAY, 1)
-    if days > RETENTION_DAYS:
-        raise ValueError(f"usage is kept {RETENTION_DAYS} days; ask for {RETENTION_DAYS}d or less")
-    return days
-

@@ -31,6 +31,7 @@ from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
 from litegate.policies.limit_storage import LocalStorage
+from litegate.services.schema import parse_period
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
 log = structlog.get_logger("litegate.spend")
@@ -43,6 +44,15 @@ READ_BATCH = 64
 """Counters read concurrently by a report from a storage that cannot pipeline."""
 MGET_BATCH = 2_000
 """Counters read by one Redis MGET in a report."""
+
+
+def since_days(value: str) -> int:
+    """A report's ``since`` (``30d``, ``12h``...) as whole UTC days (today included;
+    ``12h`` is today), at most the counters' retention."""
+    days = max(parse_period(value) // DAY, 1)
+    if days > RETENTION_DAYS:
+        raise ValueError(f"usage is kept {RETENTION_DAYS} days; ask for {RETENTION_DAYS}d or less")
+    return days
 
 
 def cost_nano(variant: VariantSpec | None, prompt: int, completion: int) -> int:
