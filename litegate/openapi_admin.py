@@ -113,9 +113,10 @@ def _crud(prefix: str, plural: str, one: str, schema: str, body_in: str) -> dict
                        {"200": _json(_ref(schema)) | {"headers": _ETAG},
                         **_errors("400", "403", "404", "409", "413")},
                        params=[_NAME, _IF_MATCH], body=_body(f"{body_in}Update"), tag=plural),
-            "delete": _op(f"Delete a {one}.", {"204": _NO_CONTENT,
-                                               **_errors("403", "404", "409")},
-                          params=[_NAME], tag=plural),
+            "delete": _op(f"Delete a {one}; with `If-Match`, refused (409) if someone "
+                          "changed it since.", {"204": _NO_CONTENT,
+                                                **_errors("400", "403", "404", "409")},
+                          params=[_NAME, _IF_MATCH], tag=plural),
         },
     }
 

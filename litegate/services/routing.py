@@ -163,8 +163,13 @@ async def create_upstream(session: AsyncSession, data: UpstreamIn, *, actor: str
     return await upsert_upstream(session, data, actor=actor)
 
 
-async def delete_upstream(session: AsyncSession, name: str, *, actor: str) -> None:
+async def delete_upstream(
+    session: AsyncSession, name: str, *, actor: str, expected_version: int | None = None
+) -> None:
+    """Delete an unused upstream; ``expected_version``: 409 if the row changed since."""
     u = await get_upstream(session, name)
+    if expected_version is not None and u.row_version != expected_version:
+        raise Conflict(f"upstream {name!r} was changed by someone else; reload and retry")
     used = await session.scalar(
         select(Route.name).join(RouteVariant).where(RouteVariant.upstream_id == u.id).limit(1)
     )
@@ -366,8 +371,14 @@ async def route_names(session: AsyncSession) -> list[str]:
     return list(await session.scalars(select(Route.name).order_by(Route.name)))
 
 
-async def delete_route(session: AsyncSession, name: str, *, actor: str) -> None:
+async def delete_route(
+    session: AsyncSession, name: str, *, actor: str, expected_version: int | None = None
+) -> None:
+    """Delete a route no other route falls back to; ``expected_version``: 409 if the row
+    changed since."""
     r = await get_route(session, name)
+    if expected_version is not None and r.row_version != expected_version:
+        raise Conflict(f"route {name!r} was changed by someone else; reload and retry")
     referrer = await session.scalar(select(Route.name).where(Route.fallback == name).limit(1))
     if referrer:
         raise Conflict(f"route {name!r} is the fallback of route {referrer!r}")

@@ -223,6 +223,17 @@ def test_stale_row_version_is_409_and_changes_nothing(home: Path, served: Any) -
     error(api.put("/upstreams/u", json=dict(up, timeout_s=8)), 409)
     assert ok(api.get("/upstreams/u"))["timeout_s"] == 9
 
+    # A DELETE with a stale If-Match is a 409 too (before the fix it deleted whatever
+    # the row had become); a current one, or none, deletes.
+    stale = {"If-Match": f'"{read["row_version"]}"'}
+    assert error(api.delete("/routes/r", headers=stale), 409)["code"] == "conflict"
+    assert ok(api.get("/routes/r"))["variants"][0]["weight"] == 3
+    error(api.delete("/routes/r", headers={"If-Match": "soon"}), 400)
+    ok(api.delete("/routes/r", headers={"If-Match": f'"{saved["row_version"]}"'}), 204)
+    assert error(api.delete("/upstreams/u", headers={"If-Match": f'"{up["row_version"]}"'}),
+                 409)["code"] == "conflict"
+    ok(api.delete("/upstreams/u"), 204)
+
 
 def test_bad_input_is_a_json_4xx(home: Path, tmp_path: Path, served: Any) -> None:
     api = Api(served().url, create_token(home, "ops", "write"))
