@@ -4,7 +4,8 @@ code doing it and drawn by whoever called it (the CLI: :mod:`litegate.cli.progre
 The registration check and the quantizer run in child processes (memory and time caps);
 they report with :func:`report`, one JSON line on stdout each, and :func:`run_child`
 forwards those lines to the caller's :class:`Progress` while the child runs. The child's
-other lines (its result is the last one) come back to the caller unchanged.
+other lines (its result is the last one) come back to the caller unchanged;
+:func:`child_result` reads the result from them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 MARK = '{"progress":'
 """How a progress line starts (the child's result lines never do)."""
@@ -79,3 +80,14 @@ def run_child(argv: Sequence[str], *, timeout: float, env: Mapping[str, str],
     if expired.is_set():
         raise subprocess.TimeoutExpired(list(argv), timeout)
     return proc.returncode, list(lines)
+
+
+def child_result(lines: Sequence[str]) -> dict[str, Any]:
+    """The result a child printed last (a JSON object), as :func:`run_child` returned its
+    lines; ``{}`` when there is none: no output, a line that is not JSON, or JSON that is
+    not an object (a crash's last words, never the child's result)."""
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return result if isinstance(result, dict) else {}

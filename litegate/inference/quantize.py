@@ -41,7 +41,7 @@ import numpy as np
 from litegate.errors import BadRequest, LitegateError
 from litegate.inference.check import out_of_memory
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor
-from litegate.inference.progress import Progress, run_child
+from litegate.inference.progress import Progress, child_result, run_child
 from litegate.inference.progress import report as report_progress
 from litegate.inference.session import InvalidModel
 from litegate.settings import Settings
@@ -105,13 +105,10 @@ def quantize_model(source: Path, out_dir: Path, settings: Settings | None, *,
         raise QuantizationFailed(
             f"{source.name}: quantization did not finish within {timeout:g} s "
             "(model_check_timeout_s)") from exc
-    try:
-        result = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        result = {}
-    if returncode == 0 and isinstance(result, dict) and "signature" in result:
+    result = child_result(lines)
+    if returncode == 0 and "signature" in result:
         return result
-    if isinstance(result, dict) and "error" in result:
+    if "error" in result:
         kind = {"calibration": InvalidCalibration, "model": InvalidModel}.get(
             str(result.get("kind")), QuantizationFailed)
         raise kind(str(result["error"]))

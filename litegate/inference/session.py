@@ -6,7 +6,6 @@ inside functions, so a proxy-only gateway never pays for it.
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import subprocess
@@ -28,7 +27,7 @@ from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor, Tensors
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.placement import MIB, session_mem_limit
-from litegate.inference.progress import Progress, run_child
+from litegate.inference.progress import Progress, child_result, run_child
 from litegate.inference.providers import (
     CPU,
     build_provider_options,
@@ -167,10 +166,7 @@ def check_model_file(path: Path, settings: Settings | None, sample: Path | None 
         raise InvalidModel(
             f"{path.name}: validation and warm-up did not finish within {timeout:g} s "
             "(model_check_timeout_s); the model may loop for ever") from exc
-    try:
-        result = json.loads(lines[-1]) if lines else {}
-    except ValueError:
-        result = {}
+    result = child_result(lines)
     if returncode == 0 and "signature" in result:
         return Signature.from_dict(result["signature"])
     if "error" in result:

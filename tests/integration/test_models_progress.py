@@ -16,7 +16,7 @@ import pytest
 
 from litegate.cli.progress import PlainProgress
 from litegate.inference.files import copy_model
-from litegate.inference.progress import run_child
+from litegate.inference.progress import child_result, run_child
 from litegate.inference.quantize import STEPS
 from tests.fixtures.onnx_models import amplify_model, external_data_model
 from tests.helpers.cli import LITEGATE_BIN, clean_env, run_litegate
@@ -148,3 +148,24 @@ def test_run_child_is_killed_at_its_timeout() -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_child([sys.executable, "-c", "import time; print('x', flush=True); time.sleep(60)"],
                   timeout=1, env=os.environ)
+
+
+def test_child_result_is_the_last_line_when_it_is_a_json_object() -> None:
+    assert child_result(["noise", '{"signature": {}}']) == {"signature": {}}
+    for lines in ([], ["Killed"], ['{"signature": 1}', "[1, 2]"], ['"text"'], ["null"]):
+        assert child_result(lines) == {}
+
+
+@pytest.mark.parametrize("last", ["[1, 2]", '"signature"', "null", "3"])
+def test_a_child_ending_on_json_that_is_no_object_is_an_invalid_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, last: str
+) -> None:
+    """Before, ``"signature" in result`` on a list or a string raised a TypeError."""
+    from litegate.inference import session
+
+    def child(argv: list[str], **kwargs: object) -> tuple[int, list[str]]:
+        return run_child([sys.executable, "-c", f"print({last!r})"], **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(session, "run_child", child)
+    with pytest.raises(session.InvalidModel, match=r"crashed \(exit status 0\)"):
+        session.check_model_file(tmp_path / "m.onnx", None)
