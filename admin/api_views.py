@@ -28,7 +28,6 @@ from litegate.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    ServiceUnavailable,
 )
 from litegate.services import audit as audit_service
 from litegate.services import keys as key_service
@@ -396,22 +395,16 @@ async def audit_log(
 async def usage(request: ApiRequest, since: FromQuery[str] = "30d") -> Response[Any]:
     """What ``litegate usage --json`` prints, from this gateway's counters (shared by
     every replica when the gateway uses Redis; this process's own otherwise)."""
-    from litegate.policies.spend import Spend, since_days
+    from litegate.policies.spend import read_report, since_days
     from litegate.snapshot import build_snapshot
 
     try:
         days = since_days(since)
     except ValueError as exc:
         raise BadRequest(f"since: {exc}") from None
-    spend = getattr(context_of(request).gateway, "spend", None)
-    if not isinstance(spend, Spend):
-        raise ServiceUnavailable("usage is counted by the gateway; this console has none")
     async with reading(request) as session:
         snapshot = await build_snapshot(session)
-    try:
-        report = await spend.report(snapshot, days=days)
-    except Exception as exc:  # the storage's own errors (Redis unreachable, timeouts)
-        raise ServiceUnavailable(f"cannot read the usage counters: {exc}") from exc
+    report = await read_report(context_of(request).gateway.spend, snapshot, days=days)
     return ok({"since": since, **report.as_dict()})
 
 

@@ -17,8 +17,14 @@ from litestar import Response, get
 from litestar.exceptions import ValidationException
 from markupsafe import Markup
 
-from litegate.errors import ServiceUnavailable
-from litegate.policies.spend import NANO, BudgetState, KeyUsage, UsageReport, day_date
+from litegate.policies.spend import (
+    NANO,
+    BudgetState,
+    KeyUsage,
+    UsageReport,
+    day_date,
+    read_report,
+)
 from litegate.snapshot import build_snapshot
 
 from . import charts
@@ -49,14 +55,8 @@ async def _report(request: AdminRequest) -> tuple[UsageReport, Query, list[str]]
     names = sorted({k.name for k in snapshot.keys.values()})
     if key and key not in names:
         raise ValidationException("key must be the name of an active API key")
-    spend = ctx.gateway.spend
-    if spend is None:
-        raise ServiceUnavailable("this gateway counts no usage")
     ids = {k.id for k in snapshot.keys.values() if k.name == key} if key else None
-    try:
-        report = await spend.report(snapshot, days=int(period[:-1]), key_ids=ids)
-    except Exception as exc:  # the storage's own errors (Redis unreachable, timeouts)
-        raise ServiceUnavailable(f"usage counters unavailable: {exc}") from exc
+    report = await read_report(ctx.gateway.spend, snapshot, days=int(period[:-1]), key_ids=ids)
     return report, Query(period, key), names
 
 

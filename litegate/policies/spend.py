@@ -366,3 +366,18 @@ class Spend:
                 values.extend(int(v) for v in
                               await asyncio.gather(*(storage.get(n) for n in batch)))
         return values
+
+
+async def read_report(spend: Spend | None, snapshot: Snapshot, *, days: int,
+                      key_ids: Collection[int] | None = None) -> UsageReport:
+    """:meth:`Spend.report` for the console and its API: a 503 (:class:`ServiceUnavailable`)
+    when there are no counters here or they cannot be read (Redis unreachable, timeouts),
+    saying what to fix."""
+    if spend is None:
+        raise ServiceUnavailable("usage is counted by the gateway; this console has none")
+    try:
+        return await spend.report(snapshot, days=days, key_ids=key_ids)
+    except Exception as exc:  # the storage's own errors (connection refused, timeouts)
+        where = "" if spend.local else (
+            "; check that the gateway's Redis (LITEGATE_REDIS) is reachable")
+        raise ServiceUnavailable(f"usage counters unavailable: {exc}{where}") from exc

@@ -177,4 +177,5 @@ async def test_counters_unreachable_is_503_not_500(tmp_path):
         await seed(gw, ["alice"], {})
         r = await client.get("/admin/usage", headers={"accept": "text/html"})
         assert r.status_code == 503 and "usage counters unavailable" in r.text
+        assert "Redis (LITEGATE_REDIS) is reachable" in r.text  # what to fix
     await gw.engine.dispose()
