@@ -85,6 +85,21 @@ def _next_version(m: Model | None) -> str:
     return str(max(numbers, default=0) + 1)
 
 
+def _claim(target_dir: Path, name: str, version: str) -> None:
+    """Create a new version's directory, or refuse (409) when it exists: another
+    registration of the same version is writing it (both passed the "version is free"
+    check before either committed), and the loser's clean-up must never delete the
+    winner's files."""
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target_dir.mkdir()
+    except FileExistsError:
+        raise Conflict(
+            f"model {name!r} version {version!r} is being registered by another request; "
+            f"retry later (if none is, an interrupted one left {target_dir}: remove it)"
+        ) from None
+
+
 def _on_rollback(session: AsyncSession, action: Any) -> None:
     event.listen(session.sync_session, "after_rollback", lambda _s: action(), once=True)
 
@@ -157,8 +172,13 @@ class ModelService:
                                             warmup_sample, progress)
         target_dir = self.models_dir / name / version
         target = target_dir / MODEL_FILE
-        digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE,
-                                               progress)
+        _claim(target_dir, name, version)  # ours from here: only we may remove it
+        try:
+            digest, size = await asyncio.to_thread(copy_model, source, target_dir, MODEL_FILE,
+                                                   progress)
+        except BaseException:
+            shutil.rmtree(target_dir, ignore_errors=True)
+            raise
         _on_rollback(self.session, lambda: shutil.rmtree(target_dir, ignore_errors=True))
         try:
             if warmup_sample is not None:

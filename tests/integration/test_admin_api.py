@@ -338,6 +338,33 @@ def test_an_upstream_cannot_send_litegate_settings_as_its_api_key(
         assert all(h.get("Authorization") is None for h in fake.headers_seen), fake.headers_seen
 
 
+def test_concurrent_uploads_of_one_version_keep_the_winners_files(
+    home: Path, tmp_path: Path, served: Any
+) -> None:
+    """A client that retries an upload while the first is still being validated: both
+    pass the "version is free" check and write the same directory. Before the fix the
+    loser's rollback deleted that directory, which the winner's committed version points
+    to (a registered model without its file); now the loser is a 409 before it writes."""
+    import asyncio
+
+    api = Api(served().url, create_token(home, "deployer", "write"))
+    onnx = matmul_add_model(tmp_path / "add.onnx").read_bytes()
+
+    async def upload_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(api.http.base_url), timeout=60,
+                                     headers=dict(api.http.headers)) as c:
+            return list(await asyncio.gather(*[
+                c.post("/models/race/versions", params={"version": "1"}, content=onnx)
+                for _ in range(4)]))
+
+    statuses = sorted(r.status_code for r in asyncio.run(upload_all()))
+    assert statuses == [201, 409, 409, 409], statuses
+    (version,) = ok(api.get("/models/race"))["versions"]
+    assert Path(version["path"]).is_file()
+    assert Path(version["path"]).read_bytes() == onnx
+    assert not [p for p in (home / "models" / "race").iterdir() if p.name != "1"]
+
+
 def test_keys_quotas_and_models_lifecycle(home: Path, tmp_path: Path, served: Any) -> None:
     api = Api(served().url, create_token(home, "ops", "write", "--expires", "1d"))
     key = ok(api.post("/keys", json={"name": "k"}), 201)
