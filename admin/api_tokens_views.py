@@ -13,9 +13,9 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from litegate.cli.keys import parse_expiry
 from litegate.db.models import AdminToken, utcnow
 from litegate.services import admin_tokens
+from litegate.services.schema import parse_expiry
 
 from . import forms
 from .auth import context_of, session_of
@@ -66,8 +66,8 @@ async def token_create(request: AdminRequest) -> Response[Any]:
     if values["expires"]:
         try:
             expires = parse_expiry(values["expires"])
-        except ValueError:
-            result.add("expires", "expected e.g. 30d, 12h or 2027-01-01T00:00")
+        except ValueError as exc:
+            result.add("expires", str(exc))
     # The service's rules too, so every problem shows in one round trip.
     forms.map_errors(admin_tokens.check_token(values["name"], values["scope"], expires), result,
                      aliases=_ALIASES, only_new=True)

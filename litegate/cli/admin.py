@@ -92,9 +92,9 @@ async def _end_sessions(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _create_token(args: argparse.Namespace, settings: Settings) -> int:
-    from litegate.cli.keys import parse_expiry
+    from litegate.cli.keys import expires_arg
 
-    expires = parse_expiry(args.expires) if args.expires else None
+    expires = expires_arg(args.expires) if args.expires else None
     async with transaction(settings) as session:
         token, secret = await admin_tokens.create_token(
             session, args.name, scope=args.scope, actor=actor(), expires_at=expires)

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import keys as key_service
-from litegate.services.schema import BudgetIn, ValidationFailed
+from litegate.services.schema import BudgetIn, ValidationFailed, parse_expiry
 from litegate.settings import Settings
 
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
-
-def parse_expiry(value: str) -> datetime:
-    """``30d`` / ``12h`` from now, or an ISO-8601 timestamp (UTC if no zone)."""
-    m = _DURATION.match(value)
-    if m:
-        return datetime.now(UTC) + timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+def expires_arg(value: str) -> datetime:
+    """``--expires``: :func:`~litegate.services.schema.parse_expiry`, its error named
+    after the option."""
     try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"--expires: expected e.g. 30d, 12h or 2027-01-01T00:00:00, got {value!r}") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_expiry(value)
+    except ValueError as exc:
+        raise ValueError(f"--expires: {exc}") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,7 +77,7 @@ def _budget(args: argparse.Namespace) -> BudgetIn | None | key_service.Keep:
 
 async def _create(args: argparse.Namespace, settings: Settings) -> int:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()] if args.routes else []
-    expires = parse_expiry(args.expires) if args.expires else None
+    expires = expires_arg(args.expires) if args.expires else None
     budget = _budget(args)
     async with transaction(settings) as session:
         key, secret = await key_service.create_key(
@@ -140,7 +133,7 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
         routes = [] if names == ["*"] else names
     expires: datetime | None | key_service.Keep = key_service.KEEP
     if args.expires is not None:
-        expires = None if args.expires == "never" else parse_expiry(args.expires)
+        expires = None if args.expires == "never" else expires_arg(args.expires)
     async with transaction(settings) as session:
         key = await key_service.update_key(
             session, args.id, actor=actor(), routes=routes, limits=_rates(args.limit),

@@ -7,6 +7,7 @@ instead of stopping at the first one, so a user can fix a file in one go.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -53,6 +54,23 @@ def parse_period(value: str) -> int:
     if unit is None or not value[:-1].isdigit() or int(value[:-1]) <= 0:
         raise ValueError(f"expected a period like 30d, 12h or 90m, got {value!r}")
     return int(value[:-1]) * unit
+
+
+EXPIRY_DURATION = re.compile(r"^(\d+)([smhdw])$")
+EXPIRY_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_expiry(value: str) -> datetime:
+    """``30d`` / ``12h`` from now, or an ISO-8601 timestamp (UTC if no zone); ValueError
+    otherwise."""
+    m = EXPIRY_DURATION.match(value)
+    if m:
+        return datetime.now(UTC) + timedelta(**{EXPIRY_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected e.g. 30d, 12h or 2027-01-01T00:00:00, got {value!r}") from None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
 def check_budget(b: BudgetIn, path: str = "budget") -> list[str]:

@@ -123,3 +123,10 @@ def test_layers_point_one_way(layer, members, forbidden):
 def test_only_shells_import_the_composition_root():
     importers = sorted(m for m, deps in GRAPH.items() if "litegate.gateway" in deps)
     assert [m for m in importers if not _in(m, SHELLS) and m != "litegate"] == []
+
+
+def test_the_console_does_not_import_the_cli():
+    """Both are shells over the services; what they share lives below them."""
+    wrong = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() if _in(m, ("litegate.admin",))
+                   for d in deps if _in(d, ("litegate.cli",)))
+    assert wrong == []
