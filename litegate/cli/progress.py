@@ -1,7 +1,7 @@
 """Progress of long CLI work on stderr, so stdout keeps only the result: a rich bar per
 task on a terminal, plain lines when stderr is not one (logs, CI), nothing with ``--json``.
 
-The work reports through :class:`litegate.inference.progress.Progress`; tasks are
+The work reports through :class:`litegate.progress.Progress`; tasks are
 named by the work (``validate``, ``warm-up``, ``copy``, ``quantize``) and may report from
 any thread.
 """
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.progress import Progress as RichBars, TaskID
 
-    from litegate.inference.progress import Progress
+    from litegate.progress import Progress
 
 QUARTERS = 4
 """Plain mode prints a measured task at 0, 25, 50, 75 and 100 %, not per chunk."""

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Protocol
 
 from litegate.errors import BadRequest
-from litegate.inference.progress import Progress
+from litegate.progress import Progress
 
 if TYPE_CHECKING:  # onnx is imported only when a model file is read
     from onnx import GraphProto, TensorProto

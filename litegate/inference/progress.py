@@ -3,7 +3,7 @@ code doing it and drawn by whoever called it (the CLI: :mod:`litegate.cli.progre
 
 The registration check and the quantizer run in child processes (memory and time caps);
 they report with :func:`report`, one JSON line on stdout each, and :func:`run_child`
-forwards those lines to the caller's :class:`Progress` while the child runs. The child's
+forwards those lines to the caller's :class:`~litegate.progress.Progress` while the child runs. The child's
 other lines (its result is the last one) come back to the caller unchanged;
 :func:`child_result` reads the result from them.
 """
@@ -15,18 +15,14 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
+
+from litegate.progress import Progress
 
 MARK = '{"progress":'
 """How a progress line starts (the child's result lines never do)."""
 KEEP_LINES = 16
 """Other lines of a child's output kept (the result is the last one)."""
-
-
-class Progress(Protocol):
-    def __call__(self, task: str, done: float, total: float, note: str = "") -> None:
-        """``task`` has done ``done`` of ``total`` (bytes or steps); ``note`` says what
-        it is doing now. ``done == total`` finishes the task."""
 
 
 def report(task: str, done: float, total: float, note: str = "") -> None:

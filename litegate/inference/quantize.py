@@ -41,9 +41,10 @@ import numpy as np
 from litegate.errors import BadRequest, LitegateError
 from litegate.inference.check import out_of_memory
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor
-from litegate.inference.progress import Progress, child_result, run_child
+from litegate.inference.progress import child_result, run_child
 from litegate.inference.progress import report as report_progress
 from litegate.inference.session import InvalidModel
+from litegate.progress import Progress
 from litegate.settings import Settings
 
 MODES = ("int8",)

@@ -27,7 +27,7 @@ from litegate.inference.dtypes import BYTES, V2_TO_NUMPY, Tensor, Tensors
 from litegate.inference.files import external_data, model_digest
 from litegate.inference.memory import MEASURING, heap_in_use
 from litegate.inference.placement import MIB, session_mem_limit
-from litegate.inference.progress import Progress, child_result, run_child
+from litegate.inference.progress import child_result, run_child
 from litegate.inference.providers import (
     CPU,
     build_provider_options,
@@ -36,6 +36,7 @@ from litegate.inference.providers import (
     select_providers,
 )
 from litegate.inference.signature import Signature, signature_from_session, validate_inputs
+from litegate.progress import Progress
 from litegate.settings import Settings
 
 if TYPE_CHECKING:  # imported for real only inside functions (see ort())

@@ -27,7 +27,7 @@ from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
 
 if TYPE_CHECKING:
-    from litegate.inference.progress import Progress
+    from litegate.progress import Progress
 
 # Names become directory names: no separators, no dot-dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -158,6 +158,7 @@ class ModelService:
         ``quantization`` (the report of :meth:`add_quantized`) goes into the audit entry.
         ``progress`` follows validation, warm-up and the copy (the CLI draws it).
         """
+        # The base layer's one import upward (docs/architecture.md, "The one exception").
         from litegate.inference.files import copy_model
         from litegate.inference.session import WARMUP_SAMPLE, check_model_file
 
@@ -248,6 +249,7 @@ class ModelService:
         """
         import tempfile
 
+        # The base layer's one import upward (docs/architecture.md, "The one exception").
         from litegate.inference.quantize import MODES, OUTPUT_FILE, check_drift, quantize_model
 
         if quantize not in MODES:
