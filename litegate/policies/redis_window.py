@@ -83,12 +83,17 @@ class RedisWindows:
             keys += [bridge.prefixed_key(storage._previous_window_key(key)),
                      bridge.prefixed_key(storage._current_window_key(key))]
             args += [item.amount, item.get_expiry()]
-        script = self._script
-        # coredis scripts run with .execute(); redis-py's are called
-        rows = await (script.execute(keys, args) if hasattr(script, "execute")
-                      else script(keys, args))
+        rows = await run_script(self._script, keys, args)
         now = time.time()
         return [_stats(item, row, now) for (item, _), row in zip(items, rows, strict=False)]
+
+
+async def run_script(script: Any, keys: Sequence[str], args: Sequence[int]) -> Any:
+    """Run a registered Lua script (``register_script``) on the storage's client: coredis
+    scripts run with ``.execute()``, redis-py's (and valkey's) are called."""
+    if hasattr(script, "execute"):
+        return await script.execute(keys, args)
+    return await script(keys, args)
 
 
 def _stats(item: RateLimitItem, row: Sequence[Any], now: float) -> tuple[bool, int, float]:

@@ -31,6 +31,7 @@ from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
 from litegate.policies.limit_storage import LocalStorage
+from litegate.policies.redis_window import run_script
 from litegate.services.schema import parse_period
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
@@ -282,10 +283,7 @@ class Spend:
                 self._script = bridge.get_connection().register_script(INCR_MANY)
             keys = [bridge.prefixed_key(k) for k, _, _ in incrs]
             args = [v for _, e, n in incrs for v in (e, n)]
-            run = self._script
-            # coredis scripts run with .execute(); redis-py's are called
-            result = await (run.execute(keys, args) if hasattr(run, "execute") else run(keys, args))
-            return [int(v) for v in result]
+            return [int(v) for v in await run_script(self._script, keys, args)]
         return [int(v) for v in await asyncio.gather(*(storage.incr(k, e, n) for k, e, n in incrs))]
 
     def _alert(self, key: KeySpec, total: int, cost: int) -> None:
