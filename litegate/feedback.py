@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from litegate.asgi_types import Receive, Scope, Send
-from litegate.errors import BadRequest, Conflict, NotFound, Unauthorized
+from litegate.errors import BadRequest, Conflict, MethodNotAllowed, NotFound, Unauthorized
 from litegate.jsonbody import parse_json
 from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.metrics import Metrics
@@ -67,7 +67,7 @@ class FeedbackHandler:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
-            raise BadRequest(f"{FEEDBACK_PATH} accepts POST only", code="method_not_allowed")
+            raise MethodNotAllowed(f"{FEEDBACK_PATH} accepts POST only", headers={"Allow": "POST"})
         info = get_info(scope)
         key = info.key if info is not None else None
         if key is None:

@@ -172,6 +172,11 @@ def test_feedback_end_to_end_with_the_openai_client(home, configured, make_gatew
     assert big.status_code == 413
     assert httpx.post(gateway.url + "/v1/feedback", json={"request_id": rid, "score": 1}
                       ).status_code == 401
+    # Another method is a 405 naming POST (it was a 400 before the fix).
+    with pytest.raises(openai.APIStatusError) as wrong:
+        c.get("/feedback", cast_to=object)
+    assert wrong.value.status_code == 405 and wrong.value.response.headers["allow"] == "POST"
+    assert wrong.value.body["code"] == "method_not_allowed"
 
 
 def test_a_key_allowed_on_the_route_cannot_score_another_keys_request(
