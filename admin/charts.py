@@ -40,6 +40,25 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") + unit
 
 
+def _frame(title: str, width: int, height: int, left: int, right: int,
+           gridlines: Sequence[tuple[float, str]]) -> list[str]:
+    """A chart's opening: the ``<svg>`` element, its title (tooltip and heading) and a
+    gridline across the plot at each ``(y, label)``, labelled on the left axis."""
+    out = [
+        (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+         f'width="100%" role="img" aria-label="{escape(title)}">'),
+        f'<title>{escape(title)}</title>',
+        f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
+    ]
+    for y, label in gridlines:
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
+            f"{escape(label)}</text>"
+        )
+    return out
+
+
 def line_chart(
     title: str,
     series: Mapping[str, Sequence[Point]],
@@ -65,20 +84,8 @@ def line_chart(
     def sy(v: float) -> float:
         return top + plot_h - min(v, top_value) / top_value * plot_h
 
-    out = [
-        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="{escape(title)}">',
-        f'<title>{escape(title)}</title>',
-        f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
-    ]
-    for i in range(5):
-        tick = top_value * i / 4
-        y = sy(tick)
-        out.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
-            f"{escape(_fmt(tick, unit))}</text>"
-        )
+    ticks = [top_value * i / 4 for i in range(5)]
+    out = _frame(title, width, height, left, right, [(sy(t), _fmt(t, unit)) for t in ticks])
     for t, anchor in ((t0, "start"), ((t0 + t1) / 2, "middle"), (t1, "end")):
         if xs:
             label = datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
@@ -146,20 +153,8 @@ def bar_chart(
     top_value = _nice_max(max(totals, default=0.0))
     slot = plot_w / n
     bar_w = max(slot * 0.7, 1.0)
-    out = [
-        (f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-         f'width="100%" role="img" aria-label="{escape(title)}">'),
-        f'<title>{escape(title)}</title>',
-        f'<text x="{left}" y="14" font-size="12" font-weight="600" fill="#111827">{escape(title)}</text>',
-    ]
-    for i in range(5):
-        tick = top_value * i / 4
-        y = top + plot_h - plot_h * i / 4
-        out.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end" fill="#6b7280">'
-            f"{escape(fmt(tick))}</text>"
-        )
+    out = _frame(title, width, height, left, right,
+                 [(top + plot_h - plot_h * i / 4, fmt(top_value * i / 4)) for i in range(5)])
     shown = {0, len(labels) // 2, len(labels) - 1} if labels else set()
     for i, label in enumerate(labels):
         x = left + i * slot + (slot - bar_w) / 2
