@@ -28,6 +28,7 @@ from litegate.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
 )
 from litegate.services import audit as audit_service
 from litegate.services import keys as key_service
@@ -320,21 +321,38 @@ async def upload_model(
 ) -> Response[Any]:
     """The request body is the ``.onnx`` file itself (``application/octet-stream``);
     validated like ``litegate models add`` before anything is stored."""
-    uploads = context_of(request).settings.home / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="api-upload-", dir=uploads))
+    settings = context_of(request).settings
+    uploads = settings.home / "uploads"
+    try:
+        uploads.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="api-upload-", dir=uploads))
+    except OSError as exc:
+        raise _disk_fault(uploads, exc) from exc
     try:
         path = workdir / "model.onnx"
-        if await _receive_file(request, path) == 0:
+        try:
+            size = await _receive_file(request, path)
+        except OSError as exc:
+            raise _disk_fault(uploads, exc) from exc
+        if size == 0:
             raise BadRequest("the request body must be the .onnx file (it is empty)")
         async with transaction(request) as session:
             service = _service(request, session)
-            mv = await service.add(name, path, actor=actor(request), version=version or None,
-                                   activate=activate)
+            try:
+                mv = await service.add(name, path, actor=actor(request),
+                                       version=version or None, activate=activate)
+            except OSError as exc:
+                raise _disk_fault(settings.models_dir, exc) from exc
             out = version_dict(mv) | {"model": _model(await service.get(name))}
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return ok(out, 201)
+
+
+def _disk_fault(where: Path, exc: OSError) -> ServiceUnavailable:
+    """An upload the file system refused: one line naming the directory and the fix."""
+    return ServiceUnavailable(f"cannot store the model under {where}: "
+                              f"{exc.strerror or exc}; free space or fix that directory")
 
 
 @post("/models/{name:str}/activate", status_code=200)

@@ -365,6 +365,20 @@ def test_concurrent_uploads_of_one_version_keep_the_winners_files(
     assert not [p for p in (home / "models" / "race").iterdir() if p.name != "1"]
 
 
+def test_an_upload_the_disk_refuses_is_a_503_naming_the_directory(
+    home: Path, tmp_path: Path, served: Any
+) -> None:
+    """An operational fault (no space, a read-only or broken home) is one line that names
+    the place, not a 500 (before the fix: Litestar's bare 500)."""
+    api = Api(served().url, create_token(home, "deployer", "write"))
+    (home / "uploads").write_text("not a directory")
+    onnx = matmul_add_model(tmp_path / "add.onnx").read_bytes()
+    body = error(api.post("/models/m/versions", content=onnx), 503)
+    assert str(home / "uploads") in body["error"] and body["code"] == "unavailable", body
+    (home / "uploads").unlink()
+    ok(api.post("/models/m/versions", content=onnx), 201)  # and it works once fixed
+
+
 def test_keys_quotas_and_models_lifecycle(home: Path, tmp_path: Path, served: Any) -> None:
     api = Api(served().url, create_token(home, "ops", "write", "--expires", "1d"))
     key = ok(api.post("/keys", json={"name": "k"}), 201)
