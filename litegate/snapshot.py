@@ -338,7 +338,7 @@ def _records(table: str, names: list[str], rows: list[Row]) -> list[Any]:
 
 
 def as_rows(source: Rows | AsyncSession | AsyncConnection) -> Rows:
-    return source if hasattr(source, "fetch_many") else SQLAlchemyRows(source)  # type: ignore[arg-type, return-value]
+    return source if hasattr(source, "fetch_many") else SQLAlchemyRows(source)  # type: ignore[return-value]
 
 
 async def build_snapshot(source: Rows | AsyncSession | AsyncConnection) -> Snapshot:
