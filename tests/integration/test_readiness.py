@@ -10,7 +10,7 @@ from tests.helpers.cli import apply_config, chat_config
 from tests.helpers.servers import free_port
 from tests.helpers.services import redis_server
 
-UNSET = "LITEGATE_TEST_NEVER_SET_KEY"
+UNSET = "TEST_UPSTREAM_KEY_NEVER_SET"
 
 
 def test_unset_api_key_env_is_warned_at_apply_and_start_and_shown_in_readyz(home, make_gateway, monkeypatch):
