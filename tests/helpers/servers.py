@@ -199,9 +199,9 @@ def remote_litegate(root: Path, *, offset: float = 3.0) -> Iterator[tuple[str, s
         yield remote.url, key
 
 
-def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+def wait_http(url: str, proc: subprocess.Popen[Any] | None = None, timeout: float = 60) -> None:
     """Poll ``url`` until it answers 200, failing as soon as the server process ``proc``
-    exits (with what it printed) or after ``timeout`` seconds."""
+    (when the server is one) exits (with what it printed) or after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -209,8 +209,15 @@ def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> Non
                 return
         except httpx.TransportError:
             pass
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             out, err = proc.communicate()
             raise AssertionError(f"server exited ({proc.returncode}): {out!s:.2000} {err!s:.2000}")
         assert time.monotonic() < deadline, f"{url} never answered 200"
         time.sleep(0.1)
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen[Any] | None = None,
+               timeout: float = 60) -> None:
+    """:func:`wait_http` on the gateway's ``/readyz``: its models are loaded and its
+    database answers."""
+    wait_http(base_url + "/readyz", proc, timeout)

@@ -14,6 +14,7 @@ from litegate.demo import DEMO_MODEL, setup_demo_model
 from litegate.settings import Settings
 from tests.helpers.cli import create_key
 from tests.helpers.embeddings import reference_embeddings
+from tests.helpers.servers import wait_ready
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.",
          "litegate serves embeddings from a local ONNX model",
@@ -32,13 +33,7 @@ def demo_gateway(home, make_gateway):
     asyncio.run(setup_demo_model(settings))  # idempotent
     key = create_key(home)
     server = make_gateway()
-    deadline = httpx.Client(timeout=10)
-    for _ in range(200):
-        if deadline.get(server.url + "/readyz").status_code == 200:
-            break
-        import time
-
-        time.sleep(0.05)
+    wait_ready(server.url)
     return server, key
 
 

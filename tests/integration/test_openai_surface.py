@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 import numpy as np
@@ -17,7 +16,7 @@ from tokenizers import Tokenizer
 from litegate.demo import DEMO_MODEL, setup_demo_model
 from litegate.settings import Settings
 from tests.helpers.cli import apply_config, create_key
-from tests.helpers.servers import free_port, serve_aiohttp
+from tests.helpers.servers import free_port, serve_aiohttp, wait_ready
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -100,10 +99,7 @@ def minilm(home, make_gateway):
     asyncio.run(setup_demo_model(Settings.load(home=home)))
     key = create_key(home)
     server = make_gateway()
-    for _ in range(400):
-        if httpx.get(server.url + "/readyz", timeout=10).status_code == 200:
-            break
-        time.sleep(0.05)
+    wait_ready(server.url)
     return client(server, key)
 
 

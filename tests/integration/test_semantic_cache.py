@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from aiohttp import web
 from litegate.demo import DEMO_MODEL, setup_demo_model
 from litegate.settings import Settings
 from tests.helpers.cli import apply_config, create_key, run_cli, serving
-from tests.helpers.servers import free_port, serve_aiohttp
+from tests.helpers.servers import free_port, serve_aiohttp, wait_ready
 from tests.helpers.services import redis_server
 
 QUESTION = "How do I reset my password?"
@@ -93,13 +92,6 @@ def prepare(home: Path, doc: dict[str, Any]) -> None:
     asyncio.run(setup_demo_model(Settings.load(home=home)))
     code, _, err = apply_config(home, doc)
     assert code == 0, err
-
-
-def wait_ready(url: str) -> None:
-    deadline = time.monotonic() + 60
-    while httpx.get(url + "/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() < deadline, "gateway never became ready"
-        time.sleep(0.05)
 
 
 def client(url: str, key: str) -> openai.OpenAI:

@@ -8,7 +8,6 @@ switch giving the same vectors both ways."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ from litegate.settings import Settings
 from tests.fixtures.inference_env import model_spec, settings, snapshot
 from tests.helpers.cli import create_key
 from tests.helpers.embeddings import reference_embeddings
-from tests.helpers.servers import free_port
+from tests.helpers.servers import free_port, wait_ready
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.",
          "litegate turns text into vectors",
@@ -47,10 +46,7 @@ def gateway(home, make_gateway):
     key = create_key(home)
     port = free_port()
     server = make_gateway(grpc_port=port)
-    for _ in range(400):
-        if httpx.get(server.url + "/readyz", timeout=10).status_code == 200:
-            break
-        time.sleep(0.05)
+    wait_ready(server.url)
     return server, port, key
 
 
