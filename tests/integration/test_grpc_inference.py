@@ -237,7 +237,7 @@ def test_readme_grpc_example_against_litegate_serve(tmp_path, home) -> None:
     """The README's gRPC block, run as written against ``litegate serve --grpc-port``
     (uvloop, the real CLI); only the port and the key are substituted."""
     from tests.helpers.cli import serving
-    from tests.integration.test_readme import readme_blocks
+    from tests.helpers.readme import readme_blocks
 
     block = next(b for b in readme_blocks() if "tritonclient.grpc" in b.code)
     assert block.skip and "test_grpc_inference" in block.skip

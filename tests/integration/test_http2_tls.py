@@ -29,8 +29,8 @@ from tests.helpers.cli import (
     run_litegate,
     serving,
 )
+from tests.helpers.readme import readme_blocks
 from tests.helpers.servers import FakeUpstream, free_port, run_fake_upstream
-from tests.integration.test_readme import readme_blocks
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = 3  # requests per minute for the limited key

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,13 +31,10 @@ import pytest
 
 from litegate.cli import build_parser
 from tests.helpers.cli import clean_env, serving
+from tests.helpers.readme import ROOT, Block, readme_blocks
 from tests.helpers.servers import free_port, run_fake_upstream, wait_http
 
-ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
 VENV_BIN = Path(sys.executable).parent
-FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
-SKIP = re.compile(r"<!--\s*readme-test:\s*skip\b\s*(.*?)\s*-->")
 FILE_CAPTION = re.compile(r"`([\w.-]+\.(?:ya?ml|toml))`")
 KEY = re.compile(r"\blg-[A-Za-z0-9_-]{20,}")
 
@@ -56,31 +52,6 @@ for line in sys.stdin:
     sys.__stdout__.write(json.dumps(reply) + "\n")
     sys.__stdout__.flush()
 """
-
-
-@dataclass(frozen=True)
-class Block:
-    lang: str
-    code: str
-    line: int
-    caption: str
-    """The last non-empty line before the fence."""
-    skip: str | None
-
-    def __str__(self) -> str:
-        return f"README.md:{self.line} ({self.lang})"
-
-
-def readme_blocks() -> list[Block]:
-    text = README.read_text()
-    blocks = []
-    for m in FENCE.finditer(text):
-        before = [line for line in text[: m.start()].splitlines() if line.strip()]
-        caption = before[-1] if before else ""
-        skip = SKIP.search(caption)
-        blocks.append(Block(m.group(1), m.group(2), text.count("\n", 0, m.start()) + 1,
-                            caption, skip.group(1) if skip else None))
-    return blocks
 
 
 def test_readme_blocks_are_found_and_skips_are_rare_and_explained():

@@ -6,7 +6,6 @@ their request a byte at a time (slowloris).
 
 from __future__ import annotations
 
-import selectors
 import socket
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import httpx
 
 from tests.helpers.cli import create_key, serving
 from tests.helpers.servers import free_port
+from tests.helpers.slow_clients import close_all, dribble, open_sockets
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 1.0
@@ -23,70 +23,21 @@ DRIBBLERS = 200
 CLOSE_WITHIN_S = 20.0
 
 
-def _open(port: int, count: int, first: bytes) -> list[socket.socket]:
-    socks = []
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(first)
-        s.setblocking(False)
-        socks.append(s)
-    return socks
-
-
-def _dribble(socks: list[socket.socket], deadline: float, byte: bytes | None) -> dict[socket.socket, bytes]:
-    """Send ``byte`` on every open socket every 0.2 s (``None``: stay silent) until the
-    server has closed them all or ``deadline``; returns what each received, for those
-    the server closed."""
-    sel = selectors.DefaultSelector()
-    received = {s: b"" for s in socks}
-    for s in socks:
-        sel.register(s, selectors.EVENT_READ)
-    closed: dict[socket.socket, bytes] = {}
-    while len(closed) < len(socks) and time.monotonic() < deadline:
-        for key, _ in sel.select(0.2):
-            s = key.fileobj
-            try:
-                data = s.recv(65536)  # type: ignore[union-attr]
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError:
-                data = b""
-            if data:
-                received[s] += data  # type: ignore[index]
-            else:
-                sel.unregister(s)
-                closed[s] = received[s]  # type: ignore[index]
-        if byte is not None:
-            for s in socks:
-                if s not in closed:
-                    try:
-                        s.send(byte)
-                    except OSError:
-                        pass  # closed by the server: the next select sees EOF
-    sel.close()
-    return closed
-
-
-def _close_all(socks: list[socket.socket]) -> None:
-    for s in socks:
-        s.close()
-
-
 def test_dribbling_headers_are_cut_off_and_others_are_served(home: Path) -> None:
     port = free_port()
     with serving("--port", str(port), home=home, LITEGATE_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
                  LITEGATE_MAX_CONNECTIONS=str(DRIBBLERS + 50)):
-        socks = _open(port, DRIBBLERS, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        socks = open_sockets(port, DRIBBLERS, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         try:
             # While all of them hold a connection, a normal client is served.
             r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
             assert r.status_code == 200 and r.json() == {"status": "ok"}
-            closed = _dribble(socks, time.monotonic() + CLOSE_WITHIN_S, b"a")
+            closed = dribble(socks, time.monotonic() + CLOSE_WITHIN_S, b"a")
             assert len(closed) == DRIBBLERS, f"{DRIBBLERS - len(closed)} slow connections still open"
             assert all(data.startswith(b"HTTP/1.1 408 ") for data in closed.values())
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
         finally:
-            _close_all(socks)
+            close_all(socks)
 
 
 def test_silent_connections_and_slow_bodies_are_cut_off(home: Path) -> None:
@@ -94,16 +45,16 @@ def test_silent_connections_and_slow_bodies_are_cut_off(home: Path) -> None:
     key = create_key(home)  # so that the gateway waits for the body (no early 401)
     with serving("--port", str(port), home=home, LITEGATE_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
                  LITEGATE_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S)):
-        silent = _open(port, 20, b"")
+        silent = open_sockets(port, 20, b"")
         head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 100000\r\n\r\n{")
-        slow_body = _open(port, 20, head)
+        slow_body = open_sockets(port, 20, head)
         try:
-            closed = _dribble(silent + slow_body, time.monotonic() + CLOSE_WITHIN_S, None)
+            closed = dribble(silent + slow_body, time.monotonic() + CLOSE_WITHIN_S, None)
             assert len(closed) == 40, f"{40 - len(closed)} connections still open"
             assert all(data.startswith(b"HTTP/1.1 408 ") for data in closed.values()), closed
         finally:
-            _close_all(silent + slow_body)
+            close_all(silent + slow_body)
 
 
 def test_connections_beyond_the_cap_are_refused(home: Path) -> None:
@@ -111,15 +62,15 @@ def test_connections_beyond_the_cap_are_refused(home: Path) -> None:
     cap = 50
     with serving("--port", str(port), home=home, LITEGATE_MAX_CONNECTIONS=str(cap),
                  LITEGATE_HEADER_TIMEOUT_S="30"):
-        held = _open(port, cap, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        held = open_sockets(port, cap, b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         try:
-            extra = _open(port, 10, b"")
-            closed = _dribble(extra, time.monotonic() + CLOSE_WITHIN_S, None)
+            extra = open_sockets(port, 10, b"")
+            closed = dribble(extra, time.monotonic() + CLOSE_WITHIN_S, None)
             assert len(closed) == 10
             assert all(data.startswith(b"HTTP/1.1 503 ") for data in closed.values()), closed
         finally:
-            _close_all(held)
-        _close_all(extra)
+            close_all(held)
+        close_all(extra)
         # The held ones are gone: the server accepts again.
         deadline = time.monotonic() + CLOSE_WITHIN_S
         while True:
@@ -145,7 +96,7 @@ def test_a_slow_request_after_a_served_one_on_the_same_connection_is_cut_off(hom
             assert first.startswith(b"HTTP/1.1 200 ")
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
             s.setblocking(False)
-            closed = _dribble([s], time.monotonic() + CLOSE_WITHIN_S, b"a")
+            closed = dribble([s], time.monotonic() + CLOSE_WITHIN_S, b"a")
             assert list(closed.values()) and closed[s].startswith(b"HTTP/1.1 408 "), closed
         finally:
             s.close()

@@ -18,7 +18,7 @@ import httpx
 
 from tests.helpers.cli import create_key, serving
 from tests.helpers.servers import free_port
-from tests.integration.test_slow_clients import _close_all, _dribble, _open
+from tests.helpers.slow_clients import close_all, dribble, open_sockets
 
 HEADER_TIMEOUT_S = 1.0
 DRIBBLERS = 50
@@ -29,17 +29,17 @@ def test_granian_cuts_off_dribbling_heads_and_serves_others(home: Path) -> None:
     with serving("--server", "granian", "--port", str(port), home=home,
                  LITEGATE_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S)):
         t0 = time.monotonic()
-        socks = _open(port, DRIBBLERS, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        socks = open_sockets(port, DRIBBLERS, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         try:
             r = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
             assert r.status_code == 200 and r.json() == {"status": "ok"}
-            closed = _dribble(socks, t0 + 8, b"a")
+            closed = dribble(socks, t0 + 8, b"a")
             assert len(closed) == DRIBBLERS, f"{DRIBBLERS - len(closed)} slow heads still open"
             # Closed without an answer (hyper sends none), and nothing was served to them.
             assert all(not data.startswith(b"HTTP/1.1 200") for data in closed.values())
             assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
         finally:
-            _close_all(socks)
+            close_all(socks)
 
 
 def test_granian_answers_408_to_a_slow_body(home: Path) -> None:
@@ -50,9 +50,9 @@ def test_granian_answers_408_to_a_slow_body(home: Path) -> None:
         head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Authorization: Bearer " + key.encode() + b"\r\nContent-Length: 100000\r\n\r\n{")
         t0 = time.monotonic()
-        slow = _open(port, 10, head)
+        slow = open_sockets(port, 10, head)
         try:
-            closed = _dribble(slow, t0 + 8, None)
+            closed = dribble(slow, t0 + 8, None)
             assert len(closed) == 10, f"{10 - len(closed)} slow bodies still open"
             assert all(data.startswith(b"HTTP/1.1 408 ") for data in closed.values()), closed
             assert all(b"request not received in time" in data for data in closed.values())
@@ -60,4 +60,4 @@ def test_granian_answers_408_to_a_slow_body(home: Path) -> None:
                            headers={"Authorization": f"Bearer {key}"}, json={"model": "nope"})
             assert r.status_code == 404  # a whole body in time is served as usual
         finally:
-            _close_all(slow)
+            close_all(slow)

@@ -148,3 +148,15 @@ def test_the_console_does_not_import_the_cli():
     wrong = sorted(f"{m} -> {d}" for m, deps in GRAPH.items() if _in(m, ("litegate.admin",))
                    for d in deps if _in(d, ("litegate.cli",)))
     assert wrong == []
+
+
+def test_tests_import_helpers_not_other_test_modules():
+    """What several test modules share lives in tests/helpers/ (or a conftest)."""
+    wrong = []
+    for path in (ROOT / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.relative_to(ROOT)} -> {n}" for n in names
+                      if n.startswith("tests.") and n.rpartition(".")[2].startswith("test_")]
+    assert sorted(wrong) == []
