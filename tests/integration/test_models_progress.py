@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,9 +55,11 @@ def test_terminal_gets_rich_bars_for_every_step(tmp_path: Path, model: Path) -> 
                         tmp_path / "home")
     assert code == 0, out
     assert ESC in out and "━" in out  # drawn (and redrawn) by rich
-    for task in ("quantize", "validate", "warm-up", "copy"):
-        assert task in out
-    assert "100%" in out and "measure int8" in out
+    # Which intermediate frames rich draws depends on its refresh timer; its last frame,
+    # drawn when the work ends, always shows every task complete.
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out)
+    for task in ("quantize  done", "validate  model.onnx", "warm-up   on zeros", "copy      model.onnx"):
+        assert re.search(re.escape(task) + r" +━+ +100%", screen), (task, screen[-1500:])
     assert "added amp version 1" in out  # the result still prints after the bars
 
 
