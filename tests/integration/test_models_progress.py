@@ -163,7 +163,8 @@ def test_child_result_is_the_last_line_when_it_is_a_json_object() -> None:
 def test_a_child_ending_on_json_that_is_no_object_is_an_invalid_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, last: str
 ) -> None:
-    """Before, ``"signature" in result`` on a list or a string raised a TypeError."""
+    """Before, null or a number raised a TypeError on ``"signature" in result`` (and a
+    string one from reading its signature); a list was already no result."""
     from litegate.inference import session
 
     def child(argv: list[str], **kwargs: object) -> tuple[int, list[str]]:
