@@ -11,7 +11,7 @@ from tests.helpers.servers import run_fake_upstream
 
 
 def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gateway):
-    with run_fake_upstream(slow_s=1.5) as fake:
+    with run_fake_upstream(slow_s=6.0) as fake:
         cfg = {
             "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake.base_url}],
             "routes": [
@@ -42,7 +42,9 @@ def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gatewa
         assert results["slow"]["status"] == 504
         assert results["secret"]["status"] == 403
         assert results["missing"]["status"] == 404
-        assert elapsed < 1.4, "branches must run in parallel and honour their timeout"
+        # The slow branch answers after 6 s; its 0.5 s timeout ends the whole call long
+        # before (a wide margin: a loaded CI machine must not turn this into a timing test).
+        assert elapsed < 4.0, "the branches' timeout must end the call, not the slow upstream"
         # Route limits apply per branch: b allows one request a minute.
         r = httpx.post(server.url + "/v1/aggregate", headers=h,
                        json={"routes": ["a", "b"], "request": {"messages": []}})
