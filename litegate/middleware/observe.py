@@ -57,8 +57,11 @@ class ObserveMiddleware:
             if info.key is not None:
                 self.stats.keys.record(info.key.id, status, info.tokens)
                 if self.spend is not None and name is not None and info.tokens:
-                    # Shielded: a cancelled (disconnected) stream still records its usage.
+                    # In-process counters: counted at once, nothing to cancel. Otherwise
+                    # shielded: a cancelled (disconnected) stream still records its usage.
                     prompt = min(info.prompt_tokens, info.tokens)
-                    await asyncio.shield(self.spend.record(
-                        info.key, name, info.variant, prompt, info.tokens - prompt))
+                    if self.spend.record_nowait(info.key, name, info.variant, prompt,
+                                                info.tokens - prompt) is None:
+                        await asyncio.shield(self.spend.record(
+                            info.key, name, info.variant, prompt, info.tokens - prompt))
 

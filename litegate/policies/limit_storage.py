@@ -59,10 +59,14 @@ class LocalStorage(Storage, MovingWindowSupport, SlidingWindowCounterSupport, Ti
         c[0] += amount
         return c
 
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+    def incr_now(self, key: str, expiry: float, amount: int = 1) -> int:
+        """``incr`` without the coroutine: in-process counters never wait."""
         now = time.time()
         self._tick(now)
         return int(self._incr(key, expiry, amount, now)[0])
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        return self.incr_now(key, expiry, amount)
 
     async def decr(self, key: str, amount: int = 1) -> int:
         c = self._counters.get(key)

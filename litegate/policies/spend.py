@@ -246,6 +246,23 @@ class Spend:
                 headers={"Retry-After": str(max(int(window_end - now), 1))},
             )
 
+    def _usage_incrs(
+        self, key: KeySpec, route: str, variant: VariantSpec | None, prompt_tokens: int,
+        completion_tokens: int, now: float,
+    ) -> tuple[list[tuple[str, int, int]], int, bool]:
+        """The counters one request's usage adds to, its cost, and whether it is budgeted."""
+        cost = cost_nano(variant, prompt_tokens, completion_tokens)
+        day = int(now // DAY)
+        base = f"litegate/usage/{day}/{key.id}/{route}/{variant.name if variant else '-'}"
+        expiry = RETENTION_DAYS * DAY
+        amounts = (1, prompt_tokens, completion_tokens, cost)
+        incrs = [(f"{base}/{f}", expiry, n) for f, n in zip(FIELDS, amounts, strict=True) if n]
+        counter = self._budget_key(key, now)  # None without a budget
+        budgeted = counter is not None and key.budget is not None and cost > 0
+        if budgeted and counter is not None and key.budget is not None:
+            incrs.append((counter, key.budget.period_s, cost))
+        return incrs, cost, budgeted
+
     async def record(
         self,
         key: KeySpec,
@@ -258,18 +275,31 @@ class Spend:
     ) -> int:
         """Count one request's usage; returns its cost in nano-USD."""
         now = time.time() if now is None else now
-        cost = cost_nano(variant, prompt_tokens, completion_tokens)
-        day = int(now // DAY)
-        base = f"litegate/usage/{day}/{key.id}/{route}/{variant.name if variant else '-'}"
-        expiry = RETENTION_DAYS * DAY
-        amounts = (1, prompt_tokens, completion_tokens, cost)
-        incrs = [(f"{base}/{f}", expiry, n) for f, n in zip(FIELDS, amounts, strict=True) if n]
-        counter = self._budget_key(key, now)  # None without a budget
-        budgeted = counter is not None and key.budget is not None and cost > 0
-        if budgeted and counter is not None and key.budget is not None:
-            incrs.append((counter, key.budget.period_s, cost))
+        incrs, cost, budgeted = self._usage_incrs(key, route, variant, prompt_tokens,
+                                                  completion_tokens, now)
         try:
             totals = await self._incr_many(incrs)
+            if budgeted:
+                self._alert(key, totals[-1], cost)
+        except Exception as exc:  # usage accounting never fails the response
+            log.warning("spend_not_recorded", error=str(exc), key_id=key.id, route=route,
+                        cost_nano=cost)
+        return cost
+
+    def record_nowait(
+        self, key: KeySpec, route: str, variant: VariantSpec | None, prompt_tokens: int,
+        completion_tokens: int,
+    ) -> int | None:
+        """``record`` for the in-process storage, with no coroutine and no task (the
+        caller's ``asyncio.shield`` cost ~8 µs a request); None when the storage needs
+        an await: then call ``record``."""
+        storage = self.storage
+        if not isinstance(storage, LocalStorage):
+            return None
+        incrs, cost, budgeted = self._usage_incrs(key, route, variant, prompt_tokens,
+                                                  completion_tokens, time.time())
+        try:
+            totals = [storage.incr_now(k, e, n) for k, e, n in incrs]
             if budgeted:
                 self._alert(key, totals[-1], cost)
         except Exception as exc:  # usage accounting never fails the response
