@@ -2,6 +2,11 @@
 
 Each branch goes through the route's own limits, cache and A/B selection, has its own
 timeout, and reports its own status; one failing branch never fails the others.
+
+A fan-out is not itself a request (each branch is counted), but a body refused here
+(malformed or invalid: 400; oversize: 413) has no branch: it is counted against the key's
+own limits (``policies.admission.count_refused``, the rule route resolution applies to
+the other endpoints), 429 once they are spent.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import msgspec
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import BadRequest, LitegateError, error_body
 from litegate.jsonbody import parse_json
+from litegate.policies.admission import count_refused
+from litegate.policies.limiting import Limiter
 from litegate.proxy import send_json
 from litegate.request import SCOPE_KEY, RequestInfo, get_info, read_body
 
@@ -30,12 +37,15 @@ class AggregateRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AggregateHandler:
-    def __init__(self, *, branch_app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, *, branch_app: ASGIApp, max_body_bytes: int, limiter: Limiter | None = None
+    ) -> None:
         self.branch_app = branch_app
         """The same route resolution, limits, cache, A/B and metrics as a direct request
         (``Gateway.build_stack(..., branch=True)``): each branch is a request for the
         key's limits and quotas, so a fan-out never multiplies what a key may do."""
         self.max_body_bytes = max_body_bytes
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] != "POST":
@@ -43,6 +53,23 @@ class AggregateHandler:
         info = get_info(scope)
         if info is None or info.key is None:
             raise RuntimeError("AggregateHandler runs behind the context and auth middleware")
+        try:
+            req = await self._read_request(scope, receive, info)
+        except LitegateError:
+            # 429 instead once the key's limits are spent
+            await count_refused(self.limiter, info.snapshot.version, info.key)
+            raise
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._branch(scope, info, i, route, req) for i, route in enumerate(req.routes))
+        )
+        # The branches ran in parallel: their upstream time is the wall time they took.
+        info.upstream_s = time.perf_counter() - started
+        await send_json(send, 200, {"object": "aggregate", "results": results})
+
+    async def _read_request(
+        self, scope: Scope, receive: Receive, info: RequestInfo
+    ) -> AggregateRequest:
         body = info.body if info.body is not None else await read_body(scope, receive, self.max_body_bytes)
         try:
             req = msgspec.convert(
@@ -58,13 +85,7 @@ class AggregateHandler:
             raise BadRequest(f"'timeout_s' must be in (0, {MAX_TIMEOUT_S:g}]")
         if req.request.get("stream") is True:
             raise BadRequest("streaming is not supported in aggregate requests")
-        started = time.perf_counter()
-        results = await asyncio.gather(
-            *(self._branch(scope, info, i, route, req) for i, route in enumerate(req.routes))
-        )
-        # The branches ran in parallel: their upstream time is the wall time they took.
-        info.upstream_s = time.perf_counter() - started
-        await send_json(send, 200, {"object": "aggregate", "results": results})
+        return req
 
     async def _branch(
         self, scope: Scope, parent: RequestInfo, index: int, route: str, req: AggregateRequest

@@ -395,7 +395,8 @@ class Gateway:
         s = self.settings
         v1 = OpenAIProxy(client=self.http, metrics=self.metrics, models=lambda: self.models)
         aggregate = AggregateHandler(
-            branch_app=self.build_stack(v1, branch=True), max_body_bytes=s.max_body_bytes
+            branch_app=self.build_stack(v1, branch=True), max_body_bytes=s.max_body_bytes,
+            limiter=self.limiter,
         )
         feedback = FeedbackHandler(bandit=self.bandit, pending=self.pending_feedback,
                                    metrics=self.metrics)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import Forbidden, LitegateError
+from litegate.policies.admission import count_refused
 from litegate.policies.limiting import Limiter
-from litegate.request import RequestInfo, configured_name, get_info, resolve_route
+from litegate.request import configured_name, get_info, resolve_route
 
 
 class RouteResolutionMiddleware:
@@ -37,7 +38,8 @@ class RouteResolutionMiddleware:
         try:
             receive = await resolve_route(scope, receive, info, self.max_body_bytes)
         except LitegateError:
-            await self._count_refused(info)  # 429 instead once the key's limits are spent
+            # 429 instead once the key's limits are spent
+            await count_refused(self.limiter, info.snapshot.version, info.key)
             raise
         # Unknown names are not refused here: the key's limits count them, then 404.
         name = configured_name(info)
@@ -45,9 +47,3 @@ class RouteResolutionMiddleware:
             raise Forbidden(f"This API key may not use '{name}'")
         await self.app(scope, receive, send)
 
-    async def _count_refused(self, info: RequestInfo) -> None:
-        if self.limiter is None or info.key is None:
-            return
-        checks = self.limiter.checks("req", info.snapshot.version, info.key, None, None)
-        if checks:
-            await self.limiter.hit(checks)

@@ -32,3 +32,16 @@ async def admit(
     if token_checks:
         await limiter.check_tokens(token_checks)
     return Admitted(headers, token_checks)
+
+
+async def count_refused(limiter: Limiter | None, version: int, key: KeySpec | None) -> None:
+    """Count a request whose body is refused (malformed: 400; oversize: 413) before it
+    reaches admission against the key's own limits; raise 429 once they are spent. The
+    one rule for every place that reads and refuses a body (route resolution, the
+    aggregate endpoint), so a key past its limit cannot keep the gateway reading and
+    parsing bodies for free."""
+    if limiter is None or key is None:
+        return
+    checks = limiter.checks("req", version, key, None, None)
+    if checks:
+        await limiter.hit(checks)

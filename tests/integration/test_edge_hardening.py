@@ -207,3 +207,30 @@ def test_refused_requests_count_against_the_keys_limit(home, fake_upstream, make
     assert [r.status_code for r in after] == [429] * 3
     assert all(r.headers.get("retry-after") for r in after)
     assert not fake_upstream.calls
+
+
+def test_refused_aggregate_bodies_count_against_the_keys_limit(home, fake_upstream, make_gateway):
+    """``/v1/aggregate`` is not itself counted (each branch is), so a malformed, invalid
+    or oversize aggregate body (no branch at all) used to cost the key nothing. It is now
+    counted against the key's own limits like any refused body: 429 once they are spent."""
+    apply_config(home, {
+        "upstreams": [{"name": "mock", "kind": "openai", "base_url": fake_upstream.base_url}],
+        "routes": [{"name": "chat", "variants": [{"upstream": "mock", "model": "m"}]}],
+    })
+    key = create_key(home, "limited", "--limit", "4/minute")
+    server = make_gateway()
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        bodies = [
+            b'{"routes": ',
+            b'{"routes": [], "request": {}}',
+            b'{"routes": ["chat"], "request": {}, "bogus": 1}',
+            b"x" * (2 * 1024 * 1024),
+        ]
+        refused = [c.post("/v1/aggregate", content=b).status_code for b in bodies]
+        assert refused == [400, 400, 400, 413]
+        after = [c.post("/v1/aggregate", content=b) for b in bodies[:3]]
+        good = c.post("/v1/aggregate", json={"routes": ["chat"], "request": {"messages": MSGS}})
+    assert [r.status_code for r in after] == [429] * 3
+    assert all(r.headers.get("retry-after") for r in after)
+    assert good.status_code == 200 and good.json()["results"][0]["status"] == 429
+    assert not fake_upstream.calls
