@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from litegate.db import migrate
 from litegate.db.engine import make_engine, make_sessionmaker
+from litegate.services.schema import escape_control
 from litegate.settings import Settings
 
 
@@ -45,10 +46,15 @@ def print_json(data: Any) -> None:
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A human-readable table. Control characters in a cell (a key name stored before
+    names had to be printable) are written as escapes (``\\x1b``), never sent to the
+    terminal."""
     if not rows:
         print("(none)")
         return
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    cells = [{c: escape_control(str(r[c])) if r.get(c) is not None else "" for c in columns}
+             for r in rows]
+    widths = {c: max(len(c), *(len(r[c]) for r in cells)) for c in columns}
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
-    for r in rows:
-        print("  ".join(str(r.get(c, "") if r.get(c) is not None else "").ljust(widths[c]) for c in columns))
+    for r in cells:
+        print("  ".join(r[c].ljust(widths[c]) for c in columns))

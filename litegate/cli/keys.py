@@ -7,7 +7,7 @@ from datetime import datetime
 
 from litegate.cli.common import actor, print_json, print_table, transaction
 from litegate.services import keys as key_service
-from litegate.services.schema import BudgetIn, ValidationFailed, parse_expiry
+from litegate.services.schema import BudgetIn, ValidationFailed, escape_control, parse_expiry
 from litegate.settings import Settings
 
 
@@ -116,7 +116,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 async def _revoke(args: argparse.Namespace, settings: Settings) -> int:
     async with transaction(settings) as session:
         key = await key_service.revoke_key(session, args.id, actor=actor())
-    print(f"revoked key {key.id} ({key.name})")
+    print(f"revoked key {key.id} ({escape_control(key.name)})")
     return 0
 
 
@@ -142,7 +142,7 @@ async def _update(args: argparse.Namespace, settings: Settings) -> int:
         limits = await key_service.own_limits(session, key.id)
         row = key_service.key_dict(key)
     print(
-        f"updated key {row['id']} ({row['name']}): routes {','.join(row['routes']) or '*'}; "
+        f"updated key {row['id']} ({escape_control(row['name'])}): routes {','.join(row['routes']) or '*'}; "
         f"limits {', '.join(limits['requests']) or 'none'}; "
         f"token limits {', '.join(limits['tokens']) or 'none'}; "
         f"expires {row['expires_at'] or 'never'}; budget {_budget_text(row['budget'])}"

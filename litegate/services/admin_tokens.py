@@ -25,7 +25,7 @@ from litegate.snapshot import hash_key
 
 TOKEN_PREFIX = "lga-"
 SCOPES = ("read", "write")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}\Z")
 MAX_TOKENS = 200
 TOUCH_EVERY = timedelta(seconds=60)
 """``last_used_at`` is written at most this often per token (not on every request)."""

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from litegate.db.models import ApiKey, Quota, Route, as_utc, utcnow
 from litegate.errors import BadRequest, Conflict, NotFound
 from litegate.services.audit import record_audit
-from litegate.services.schema import BudgetIn, ValidationFailed, check_budget, check_rates
+from litegate.services.schema import (
+    BudgetIn,
+    ValidationFailed,
+    check_budget,
+    check_rates,
+    printable,
+)
 from litegate.snapshot import hash_key
 
 KEY_PREFIX = "lg-"
@@ -102,6 +108,8 @@ async def create_key(
     errors = []
     if not name or len(name) > 200:
         errors.append("name: must be 1-200 characters")
+    elif not printable(name):
+        errors.append("name: must not contain control characters")
     expires_at = as_utc(expires_at)
     errors += await _check(
         session, routes=routes, limits=limits, token_limits=token_limits, expires_at=expires_at

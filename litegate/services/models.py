@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from litegate.progress import Progress
 
 # Names become directory names: no separators, no dot-dot.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+VERSION = re.compile(r"^[1-9][0-9]{0,17}\Z")
 MODEL_FILE = "model.onnx"
 HISTORY_LIMIT = 50
 

@@ -14,8 +14,23 @@ import msgspec
 from limits import parse_many
 
 UPSTREAM_KINDS = ("openai", "v2", "onnx")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}$")
-HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}\Z")
+r"""``\Z``, not ``$``: ``$`` also matches before a trailing newline."""
+HEADER_RE = re.compile(r"^[A-Za-z0-9-]{1,100}\Z")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters and DEL: a free-text name (a key's) must have none, so it
+cannot drive the terminal a CLI table or a log is read in."""
+
+
+def printable(value: str) -> bool:
+    """Whether a free-text name is free of control characters (``CONTROL_RE``)."""
+    return CONTROL_RE.search(value) is None
+
+
+def escape_control(value: str) -> str:
+    r"""``value`` with each control character written as its escape (``\x1b``, ``\n``), for
+    human-readable output of rows stored before names had to be printable."""
+    return CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], value)
 
 
 class PriceIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -272,6 +287,8 @@ def check_route(r: RouteIn, path: str, upstreams: set[str]) -> list[str]:
                 if not (0 <= value <= MAX_PRICE_PER_1M):  # also refuses NaN
                     errors.append(f"{vp}.price.{field}: must be between 0 and {MAX_PRICE_PER_1M:g}")
         name = variant_name(v)
+        if not printable(v.model) or not printable(name):
+            errors.append(f"{vp}: the model and the name must not contain control characters")
         if name in seen:
             errors.append(f"{vp}.name: duplicate variant {name!r} (set a distinct 'name')")
         seen.add(name)

@@ -36,7 +36,7 @@ SCRYPT_P = 1
 SALT_BYTES = 16
 KEY_BYTES = 32
 MIN_PASSWORD_LENGTH = 8
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,100}\Z")
 
 
 def _b64(data: bytes) -> str:

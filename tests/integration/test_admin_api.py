@@ -521,3 +521,42 @@ async def test_console_creates_and_revokes_tokens(tmp_path: Path) -> None:
         audit = (await client.get("/admin/audit")).text
         assert "admin_token" in audit
     await gateway.engine.dispose()
+
+
+def test_names_with_control_characters_are_refused(home: Path, served: Any) -> None:
+    """A key's name was free text, so a write token could store one that drives the
+    terminal of whoever runs ``litegate keys list``; the name patterns of routes,
+    upstreams and admin tokens ended in ``$``, which also matches before a final
+    newline. All of them now refuse control characters: 400 on the API, an error in the
+    CLI, and nothing is stored."""
+    api = Api(served().url, create_token(home, "ops", "write"))
+    for name in ("evil\x1b[2J", "bell\x07", "del\x7f", "c1\x9b31m", "line\n"):
+        body = error(api.post("/keys", json={"name": name}), 400)
+        assert "control characters" in str(body), body
+    assert ok(api.get("/keys"))["total"] == 0
+    checked = error(api.post("/upstreams", json={"name": "up\n", "base_url": "http://x"}), 400)
+    assert "invalid name" in str(checked)
+    error(api.post("/routes", json={"name": "r\n", "variants": []}), 400)
+    code, _, err = run_cli("keys", "create", "--name", "evil\x1b]0;pwned\x07", home=home)
+    assert code != 0 and "control characters" in err
+    code, _, err = run_cli("admin", "create-token", "tok\n", "--scope", "read", home=home)
+    assert code != 0 and "name" in err
+    assert ok(api.post("/keys", json={"name": "Zoë's key (ok)"}), 201)["name"] == "Zoë's key (ok)"
+
+
+def test_cli_tables_escape_control_characters_of_older_names(home: Path) -> None:
+    """A key stored before names had to be printable is shown with its control
+    characters escaped in the CLI's tables, never written to the terminal raw."""
+    code, out, err = run_cli("keys", "create", "--name", "old", "--json", home=home)
+    assert code == 0, err
+    import sqlite3
+
+    with sqlite3.connect(home / "litegate.db") as db:
+        db.execute("UPDATE api_keys SET name = ? WHERE name = 'old'", ("old\x1b[2J\x9b\x7f\n",))
+    code, out, err = run_cli("keys", "list", home=home)
+    assert code == 0, err
+    assert "old\\x1b[2J\\x9b\\x7f\\n" in out
+    assert not any(c in out.replace("\n", "") for c in "\x1b\x9b\x7f")
+    assert len(out.splitlines()) == 2  # the header and the one row
+    code, out, _ = run_cli("keys", "revoke", "1", home=home)
+    assert code == 0 and "\\x1b" in out and "\x1b" not in out
