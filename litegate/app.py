@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from litegate.apidocs import is_docs_path, send_docs
+from litegate.apidocs import ROOT as DOCS
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import NotFound, send_error
 from litegate.faults import OperationalFault
@@ -75,14 +75,9 @@ class GatewayApp:
                 await self.inference(scope, receive, send)
             elif path in HEALTH_PATHS:
                 await send_health(self.gateway, path, send)
-            elif path == "/openapi.json":
-                from litegate.openapi import document_json  # built on first use
-
-                prefix = self.admin_path if self.gateway.settings.admin_enabled else None
-                await send_response(send, 200, document_json(prefix),
-                                    [(b"content-type", b"application/json")])
-            elif is_docs_path(path):
-                await send_docs(path, send)
+            elif path in DOCS.paths:
+                api_root = self.admin_path if self.gateway.settings.admin_enabled else None
+                await DOCS.send(path, send, admin_path=api_root)
             elif path == self.admin_path or path.startswith(self.admin_path + "/"):
                 admin = await self._admin_app()
                 if admin is None:

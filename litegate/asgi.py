@@ -3,7 +3,9 @@
 ``LitegateMiddleware`` serves ``/v1``, ``/v2`` and (``health=True``) ``/healthz``,
 ``/readyz``, ``/metrics`` itself, and puts the policy stack (request context, auth,
 per-key limits, metrics) in front of the host app's own routes too, except the paths
-listed in ``public_paths``. See ``litegate.mount`` for what happens when it cannot start.
+listed in ``public_paths``. Its OpenAPI document and offline docs page are at
+``/litegate/openapi.json`` and ``/litegate/docs`` (``docs_prefix``; ``None`` turns them
+off), never the host app's own ``/docs`` or ``/openapi.json``. See ``litegate.mount`` for what happens when it cannot start.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from litegate.apidocs import MOUNTED_PREFIX, DocsSite
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import ServiceUnavailable, send_error
 from litegate.gateway import Gateway
@@ -31,12 +34,16 @@ class LitegateMiddleware:
         protect_host_routes: bool = True,
         public_paths: tuple[str, ...] = DEFAULT_PUBLIC,
         health: bool = True,
+        docs_prefix: str | None = MOUNTED_PREFIX,
     ) -> None:
         self.app = app
         self.gateway = gateway or Gateway(settings)
         self.starter = MountedStart(self.gateway)
         self.public_paths = public_paths
         self.health_paths = HEALTH_PATHS if health else frozenset()
+        self.health = health
+        self.docs = DocsSite(docs_prefix) if docs_prefix is not None else None
+        self.docs_paths = self.docs.paths if self.docs is not None else frozenset()
         self.inference = self.gateway.inference_app()
         self.protected_host = (
             self.gateway.build_stack(app, public_prefixes=public_paths) if protect_host_routes else app
@@ -54,6 +61,8 @@ class LitegateMiddleware:
         ours = path.startswith("/v1/") or path == "/v2" or path.startswith("/v2/")
         if path in self.health_paths:
             await send_health(self.gateway, path, send, fault=str(fault) if fault else None)
+        elif path in self.docs_paths and self.docs is not None:  # static: served even when down
+            await self.docs.send(path, send, admin_path=None, health=self.health)
         elif fault is not None:  # litegate is down: only the host's public routes work
             if not ours and path.startswith(self.public_paths):
                 await self.app(scope, receive, send)

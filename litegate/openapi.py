@@ -368,14 +368,25 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=4)
-def document_json(admin_path: str | None) -> bytes:
+@lru_cache(maxsize=8)
+def document_json(admin_path: str | None, *, health: bool = True) -> bytes:
     """The served document: :data:`DOCUMENT`, plus the admin API under ``admin_path``
-    (``/admin``) when the console is on (``None``: off)."""
-    return msgspec.json.encode(document(admin_path))
+    (``/admin``) when the console is on (``None``: off); ``health=False`` leaves out the
+    probes (a mounted gateway whose host app keeps ``/healthz`` and ``/readyz``)."""
+    return msgspec.json.encode(document(admin_path, health=health))
 
 
-def document(admin_path: str | None) -> dict[str, Any]:
+def document(admin_path: str | None, *, health: bool = True) -> dict[str, Any]:
+    doc = _with_admin(admin_path)
+    if health:
+        return doc
+    return {**doc, "paths": {p: item for p, item in doc["paths"].items() if p not in _HEALTH}}
+
+
+_HEALTH = ("/healthz", "/readyz")
+
+
+def _with_admin(admin_path: str | None) -> dict[str, Any]:
     if admin_path is None:
         return DOCUMENT
     from litegate.openapi_admin import admin_components, admin_paths

@@ -11,6 +11,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import DefineMiddleware
 from litestar.plugins import InitPlugin
 
+from litegate.apidocs import MOUNTED_PREFIX, DocsSite
 from litegate.errors import ServiceUnavailable, send_error
 from litegate.gateway import Gateway
 from litegate.health import HEALTH_PATHS, send_health
@@ -19,7 +20,7 @@ from litegate.settings import Settings
 
 if TYPE_CHECKING:
     from litestar.config.app import AppConfig
-    from litestar.types import Receive, Scope, Send
+    from litestar.types import ExceptionHandlersMap, Receive, Scope, Send
 
 
 class ProtectMiddleware:
@@ -54,6 +55,9 @@ class LitegateConfig:
     """Path prefixes of the host app's own routes that require a litegate API key."""
     health: bool = True
     """Also mount ``/healthz``, ``/readyz`` and ``/metrics`` (False if the app has its own)."""
+    docs_prefix: str | None = MOUNTED_PREFIX
+    """Serve litegate's OpenAPI document and offline docs page at ``{docs_prefix}/openapi.json``
+    and ``{docs_prefix}/docs`` (``None``: not at all). Litestar's own schema stays at ``/schema``."""
     middleware_class: type[ProtectMiddleware] = ProtectMiddleware
 
 
@@ -86,12 +90,18 @@ class LitegatePlugin(InitPlugin):
             asgi("/v1", is_mount=True, copy_scope=False, name="litegate-v1")(serve),
             asgi("/v2", is_mount=True, copy_scope=False, name="litegate-v2")(serve),
         ]
+        admin_path: str | None = None
         if self.config.admin and gateway.settings.admin_enabled:
             from litegate.app import admin_router
 
             router = admin_router(gateway)
             if router is not None:
                 handlers.append(router)
+                admin_path = router.path.rstrip("/")
+                _route_admin_api_errors(app_config.exception_handlers, admin_path + "/api")
+        if self.config.docs_prefix is not None:
+            handlers += _docs_handlers(DocsSite(self.config.docs_prefix), admin_path,
+                                       health=self.config.health)
         if self.config.health:
             handlers += [asgi(p, copy_scope=False, name=f"litegate{p.replace('/', '-')}")(health)
                          for p in sorted(HEALTH_PATHS)]
@@ -109,3 +119,45 @@ class LitegatePlugin(InitPlugin):
 
     async def _start(self) -> None:
         await self.starter.start()  # an operational fault is logged, never raised
+
+
+def _docs_handlers(docs: DocsSite, admin_path: str | None, *, health: bool) -> list[Any]:
+    async def serve_docs(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        if path not in docs.paths:  # Litestar matched "/docs/" on the "/docs" handler
+            path = path.rstrip("/")
+        await docs.send(path, send, admin_path=admin_path, health=health)  # type: ignore[arg-type]
+
+    paths = sorted({p.rstrip("/") for p in docs.paths})
+    return [asgi(p, copy_scope=False, name=f"litegate-docs{i}")(serve_docs) for i, p in enumerate(paths)]
+
+
+def _route_admin_api_errors(handlers: ExceptionHandlersMap, api_prefix: str) -> None:
+    """The admin API's JSON 404/405 for paths no handler matches (Litestar's router
+    raises those at the app level, where router-level handlers never see them). Under
+    ``api_prefix`` only; every other path gets the host app's own handler, if it set one,
+    or Litestar's default answer — the host's errors keep their shape."""
+    from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+    from litestar.response.base import Response
+
+    from litegate.admin.api import routing_error_handler
+
+    host = dict(handlers)
+    ours = routing_error_handler(api_prefix)
+
+    def handle(request: Any, exc: Any) -> Response[Any]:
+        path = request.scope["path"]
+        if path == api_prefix or path.startswith(api_prefix + "/"):
+            return ours(request, exc)  # type: ignore[no-any-return]
+        fallback = host.get(exc.status_code) if isinstance(exc, HTTPException) else None
+        fallback = fallback or next((host[c] for c in type(exc).__mro__ if c in host), None)
+        if fallback is not None:
+            answer: Response[Any] = fallback(request, exc)
+            return answer
+        return ours(request, exc)  # type: ignore[no-any-return]  # Litestar's default answer here
+
+    for key in (NotFoundException, MethodNotAllowedException):
+        handlers[key] = handle
+    for code in (404, 405):  # a host handler by status code would win over the classes
+        if code in handlers:
+            handlers[code] = handle

@@ -150,7 +150,10 @@ function render(doc) {
   document.body.dataset.rendered = String(main.querySelectorAll("details.op").length);
 }
 
-fetch("/openapi.json", { headers: { Accept: "application/json" } })
-  .then((r) => { if (!r.ok) throw new Error(`/openapi.json answered ${r.status}`); return r.json(); })
+// The page names its document (/openapi.json, or /litegate/openapi.json when mounted).
+const DOCUMENT_URL = document.getElementById("openapi").getAttribute("href");
+document.getElementById("openapi").textContent = DOCUMENT_URL;
+fetch(DOCUMENT_URL, { headers: { Accept: "application/json" } })
+  .then((r) => { if (!r.ok) throw new Error(`${DOCUMENT_URL} answered ${r.status}`); return r.json(); })
   .then(render)
   .catch((err) => { document.getElementById("status").textContent = `Could not load the document: ${err.message}`; });

@@ -83,3 +83,48 @@ def test_docs_assets_are_served(gateway_url: str) -> None:
         assert b"http://" not in r.content and b"https://" not in r.content
     assert httpx.get(gateway_url + "/docs/other.js").status_code == 404
 
+
+
+def test_docs_page_renders_offline_under_the_litestar_plugin(home: Path) -> None:
+    """Mounted, the page is ``/litegate/docs`` and renders ``/litegate/openapi.json``
+    (with the admin API) from the same origin; Litestar's ``/schema`` stays the host's."""
+    from litestar import Litestar
+
+    from litegate import LitegateConfig, LitegatePlugin
+    from litegate.db import migrate
+    from litegate.settings import Settings
+    from tests.helpers.servers import ThreadServer
+
+    settings = Settings.load(home=home)
+    migrate.upgrade(settings.db_url)
+    app = Litestar(route_handlers=[], plugins=[LitegatePlugin(LitegateConfig(settings=settings))])
+    blocked: list[str] = []
+    errors: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if urlsplit(route.request.url).hostname == "127.0.0.1":
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort("internetdisconnected")
+
+    with ThreadServer(app) as server, sync_playwright() as p:
+        doc = httpx.get(server.url + "/litegate/openapi.json").json()
+        operations = sum(1 for item in doc["paths"].values() for m in item
+                         if m in ("get", "post", "put", "patch", "delete"))
+        browser = launch_chromium(p)
+        try:
+            context = browser.new_context(base_url=server.url)
+            context.route("**/*", only_local)
+            page = context.new_page()
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto("/litegate/docs")
+            expect(page.locator("body")).to_have_attribute("data-rendered", str(operations))
+            expect(page.locator("#openapi")).to_have_text("/litegate/openapi.json")
+            expect(page.locator("details.op", has_text="/v1/chat/completions")).to_have_count(1)
+            expect(page.locator("section[data-group='admin: routes'] details.op")).to_have_count(5)
+        finally:
+            browser.close()
+    assert blocked == [], f"the page asked for outside resources: {blocked}"
+    assert errors == [], errors
