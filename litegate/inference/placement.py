@@ -10,6 +10,7 @@ sessions, then the order given. Eviction and waiting for room under the per-devi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,19 +21,32 @@ class PlacementError(ValueError):
     """A device setting or a model's ``device_id`` option that cannot be honoured."""
 
 
+MAX_DEVICE_ID = 1023
+"""CUDA device ids are small ordinals; anything above this is a typo, not a device."""
+MAX_DEVICES = 64
+"""How many devices one gateway process may be given."""
+_DEVICE_ID = re.compile(r"[0-9]{1,4}")
+"""ASCII digits only (``str.isdigit`` also accepts ``²`` and other scripts' digits),
+and few of them, so a long number is never converted."""
+
+
 def parse_devices(text: str) -> tuple[int, ...]:
-    """``"0,1"`` -> ``(0, 1)``; ``""`` -> ``(0,)`` (ORT's default device)."""
+    """``"0,1"`` -> ``(0, 1)``; ``""`` -> ``(0,)`` (ORT's default device). Ids are
+    0-``MAX_DEVICE_ID``, at most ``MAX_DEVICES`` of them, none twice."""
     devices: list[int] = []
     for part in (text or "").split(","):
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
+        if not _DEVICE_ID.fullmatch(part) or int(part) > MAX_DEVICE_ID:
+            shown = part if len(part) <= 24 else part[:24] + "..."
             raise PlacementError(
-                f"devices: {part!r} is not a CUDA device id (expected e.g. 0,1)")
+                f"devices: {shown!r} is not a CUDA device id (0-{MAX_DEVICE_ID}, e.g. 0,1)")
         if int(part) in devices:
             raise PlacementError(f"devices: device {part} is listed twice")
         devices.append(int(part))
+        if len(devices) > MAX_DEVICES:
+            raise PlacementError(f"devices: at most {MAX_DEVICES} devices may be listed")
     return tuple(devices) or (0,)
 
 

@@ -109,3 +109,22 @@ def test_global_flags_before_or_after_the_command_and_version(tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main(["--version"])
     assert stopped.value.code == 0 and capsys.readouterr().out.startswith("litegate 0.")
+
+
+def test_out_of_range_devices_are_one_line_at_start_up(tmp_path):
+    """``--devices 99999999999999999999`` used to be accepted (any run of digits, even
+    ``²``), and a long list had no bound: device ids are now 0-1023, at most 64 of them,
+    refused in one line naming the flag before anything starts."""
+    from litegate.inference.placement import PlacementError, parse_devices
+
+    assert parse_devices("0,1023") == (0, 1023)
+    assert parse_devices(",".join(map(str, range(64))))[-1] == 63
+    for bad in ("99999999999999999999", "1024", "²", "0,٣", "-1", ",".join(map(str, range(65)))):
+        with pytest.raises(PlacementError):
+            parse_devices(bad)
+    home = tmp_path / "home"
+    for bad, says in (("99999999999999999999", "not a CUDA device id (0-1023"),
+                      (",".join(map(str, range(65))), "at most 64 devices")):
+        line = one_line_error(*run_cli("serve", "--devices", bad, home=home)[::2])
+        assert says in line and line.endswith("(--devices / LITEGATE_DEVICES)"), line
+        assert len(line) < 200, line
