@@ -21,7 +21,7 @@ from litegate import LitegateConfig, LitegateMiddleware, LitegatePlugin, wrap_ws
 from litegate.apidocs import CSP
 from litegate.db import migrate
 from litegate.settings import Settings
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import create_key, run_cli
 from tests.helpers.servers import ThreadServer
 
 GATEWAY_PATHS = ("/v1/chat/completions", "/v1/embeddings", "/v1/models",
@@ -168,3 +168,38 @@ def test_litestar_plugin_keeps_the_hosts_own_404_handler(home: Path) -> None:
         assert httpx.get(server.url + "/nope").json() == {"host": "not here"}
         r = httpx.get(server.url + "/admin/api/models/a%2fb", headers={"Authorization": f"Bearer {token}"})
         assert error(r, 404)["code"] == "not_found"
+
+
+def _assert_admin_api_errors(url: str, token: str) -> None:
+    api = httpx.Client(base_url=url + "/admin/api", headers={"Authorization": f"Bearer {token}"})
+    assert api.get("/routes").status_code == 200
+    for method, path in [("GET", "/models/a%2fb"), ("POST", "/models/..%2f..%2fetc/versions"),
+                         ("GET", "/routes/r/extra"), ("DELETE", "/keys/1/revoke/x"),
+                         ("POST", "/no-such-endpoint")]:
+        assert error(api.request(method, path), 404)["code"] == "not_found", path
+    body = error(api.request("PUT", "/routes", json={}), 405)
+    assert body["code"] == "method_not_allowed" and "GET, POST" in body["error"], body
+    assert error(api.request("TRACE", "/routes"), 405)["code"] == "method_not_allowed"
+    assert error(httpx.put(url + "/admin/api/routes"), 401)["code"] == "invalid_admin_token"
+
+
+def test_middleware_with_admin_serves_the_console_api_and_its_errors(home: Path) -> None:
+    settings = _settings(home)
+    token = create_token(home, "ops", "write")
+    key = create_key(home)  # before the start: a running gateway picks keys up on reload
+    api = FastAPI()
+
+    @api.get("/items")
+    def items() -> dict[str, bool]:
+        return {"items": True}
+
+    with ThreadServer(LitegateMiddleware(api, settings=settings, admin=True)) as server:
+        _assert_litegate_docs(server.url, admin=True)
+        _assert_admin_api_errors(server.url, token)
+        # The host's own 404 keeps FastAPI's shape (behind a litegate key, as before).
+        miss = httpx.get(server.url + "/nope", headers={"X-API-Key": key})
+        assert miss.status_code == 404 and miss.json() == {"detail": "Not Found"}
+    flask_app = Flask("host")
+    with ThreadServer(wrap_wsgi(flask_app, settings=settings, admin=True)) as server:
+        _assert_litegate_docs(server.url, admin=True)
+        _assert_admin_api_errors(server.url, token)
