@@ -53,12 +53,12 @@ from litegate.grpc_api.tensors import (
 from litegate.inference.codec import HEADER_LENGTH, _numeric, _shape
 from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.inference.text_pipeline import public_signature
-from litegate.log_config import access_logger
 from litegate.policies.admission import admit
 from litegate.policies.api_keys import authenticate
 from litegate.policies.bandit import Bandit
 from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
+from litegate.policies.observe import AccessLog, Observer
 from litegate.policies.spend import Spend
 from litegate.policies.stats import Stats
 from litegate.policies.variants import choose_variant
@@ -159,7 +159,10 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.max_response_bytes = max_response_bytes
         self.bandit = bandit
         """A/B shares (adaptive ones learn from these calls too); None: the weights."""
-        self.access_log = access_logger() if access_log else None
+        self.observer = Observer(metrics=metrics, stats=stats, spend=spend)
+        """The observe step HTTP's ``ObserveMiddleware`` uses: the same fields, counted
+        the same way (a gRPC call carries no tokens, so it records no spend)."""
+        self.access_log = AccessLog() if access_log else None
         self.server_metadata = pb.ServerMetadataResponse(
             name=server_name, version=_version(),
             extensions=["model_configuration", "statistics"])
@@ -220,7 +223,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INTERNAL,
                                 f"internal error; see the gateway log for {call.request_id}")
         finally:
-            self._observe(call)
+            await self._observe(call)
 
     def _authenticate(self, call: Call, metadata: dict[str, str]) -> None:
         now = time.time()
@@ -254,35 +257,18 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
                          if k.lower() != "www-authenticate")
         await context.abort(code, exc.detail, trailers)
 
-    def _observe(self, call: Call) -> None:
-        route = call.name or "-"
-        variant = call.variant.name if call.variant else "-"
+    async def _observe(self, call: Call) -> None:
         elapsed = time.perf_counter() - call.started
-        self.metrics.observe_request(route, variant, call.status, elapsed,
-                                     max(elapsed - call.upstream_s, 0.0), None)
-        if (self.bandit is not None and call.route is not None and call.variant is not None
-                and not 400 <= call.status < 500):  # a client's error says nothing of a variant
-            self.bandit.record(call.route.name, call.variant.name, ok=call.status < 500,
-                               latency_s=elapsed)
-        if call.status == 429:
-            self.metrics.limited.labels(route).inc()
-        self.stats.record(call.name, call.variant.name if call.variant else None, call.status,
-                          elapsed, None)
-        if call.key is not None:
-            self.stats.keys.record(call.key.id, call.status, 0)
+        if self.bandit is not None and call.route is not None and call.variant is not None:
+            self.bandit.outcome(call.route.name, call.variant.name, call.status, elapsed)
+        pending = self.observer.finish(call.name, call.variant, call.status, elapsed,
+                                       call.upstream_s, None, call.key, 0, 0)
+        if pending is not None:
+            await asyncio.shield(pending)
         if self.access_log is not None:
-            self.access_log({
-                "method": "GRPC",
-                "path": SERVICE + call.method,
-                "status": call.status,
-                "route": call.name,
-                "variant": call.variant.name if call.variant else None,
-                "key_id": call.key.id if call.key else None,
-                "cache": None,
-                "latency_ms": round(elapsed * 1000.0, 3),
-                "upstream_ms": round(call.upstream_s * 1000.0, 3),
-                "tokens": None,
-            })
+            self.access_log("GRPC", SERVICE + call.method, call.status, call.name,
+                            call.variant, call.key, None, elapsed, call.upstream_s, 0,
+                            call.request_id)
 
     # ------------------------------------------------------------ targets
     def _manager(self, call: Call | None) -> ModelManager | None:

@@ -69,7 +69,6 @@ class ABRoutingMiddleware:
             status = status or 500
             raise
         finally:
-            if not 400 <= status < 500 and status:
-                ok = status < 500 and not info.stream_error and info.variant is variant
-                self.bandit.record(route.name, variant.name, ok=ok,
-                                   latency_s=time.perf_counter() - started)
+            self.bandit.outcome(route.name, variant.name, status,
+                                time.perf_counter() - started,
+                                failed=info.stream_error or info.variant is not variant)

@@ -13,7 +13,7 @@ import structlog
 
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import LitegateError, send_error
-from litegate.log_config import access_logger
+from litegate.policies.observe import AccessLog
 from litegate.request import SCOPE_KEY, RequestInfo, current_request
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, snapshots: SnapshotStore, access_log: bool) -> None:
         self.app = app
         self.snapshots = snapshots
-        self.access_log = access_logger() if access_log else None
+        self.access_log = AccessLog() if access_log else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,16 +79,7 @@ class RequestContextMiddleware:
         finally:
             if self.access_log is not None:
                 self.access_log(
-                    {
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": info.status,
-                        "route": info.route_name,
-                        "variant": info.variant.name if info.variant else None,
-                        "key_id": info.key.id if info.key else None,
-                        "cache": info.cache,
-                        "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                        "upstream_ms": round(info.upstream_s * 1000.0, 3),
-                        "tokens": info.tokens or None,
-                    }
+                    scope["method"], scope["path"], info.status, info.route_name, info.variant,
+                    info.key, info.cache, time.perf_counter() - started, info.upstream_s,
+                    info.tokens,
                 )

@@ -200,6 +200,14 @@ class Bandit:
             success = 0.0 if not ok else self._below_median(state, latency_s)
         self._add(state, variant, success)
 
+    def outcome(self, route: str, variant: str, status: int, latency_s: float, *,
+                failed: bool = False) -> None:
+        """One finished request by its status, on any surface: client errors (4xx) and
+        requests that never got a status (0) say nothing about the variant; a 5xx, or
+        ``failed`` (a broken stream, a fallback to another variant), is a failure."""
+        if status and not 400 <= status < 500:
+            self.record(route, variant, ok=status < 500 and not failed, latency_s=latency_s)
+
     def feedback(self, route: str, variant: str, score: float) -> bool:
         """A client's score for one answer; False when the route no longer collects it."""
         state = self._states.get(route)

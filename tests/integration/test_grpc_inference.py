@@ -310,3 +310,34 @@ def test_a_spent_budget_stops_grpc_calls_too(tmp_path, home, fake_upstream, make
         client.infer("add", [_fp32_input(x)], headers=_auth(key))
     assert _code(info) == "StatusCode.RESOURCE_EXHAUSTED" and "budget" in str(info.value).lower()
     client.close()
+
+
+def test_grpc_access_line_has_the_http_fields_and_its_request_id(gateway) -> None:
+    """The gRPC access line comes from the same observe step as HTTP's
+    (``policies.observe.AccessLog``), and carries its call's request id: it used to have
+    none (HTTP's is added from the request context, which a gRPC call does not set)."""
+    from structlog.testing import capture_logs
+
+    from litegate.log_config import configure_logging
+
+    configure_logging("json", "info")  # the in-process CLI set warning level
+    _, port, key, _ = gateway
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        with capture_logs() as logs:
+            stub.ModelMetadata(pb.ModelMetadataRequest(name="add"),
+                               metadata=[("x-api-key", key), ("x-request-id", "grpc-req-1")],
+                               timeout=10)
+            # An answer is sent after its line is written (an abort's status is not).
+            stub.ModelReady(pb.ModelReadyRequest(name="add"), metadata=[("x-api-key", key)],
+                            timeout=10)
+    ok, unnamed = [e for e in logs if e["event"] == "request"]
+    assert ok["request_id"] == "grpc-req-1"
+    assert {k: ok[k] for k in ("method", "path", "status", "route", "variant", "cache",
+                                "tokens")} == {
+        "method": "GRPC", "path": "/inference.GRPCInferenceService/ModelMetadata",
+        "status": 200, "route": "add", "variant": None, "cache": None, "tokens": None}
+    assert ok["key_id"] is not None and ok["latency_ms"] >= ok["upstream_ms"] >= 0
+    assert unnamed["path"] == "/inference.GRPCInferenceService/ModelReady"
+    assert unnamed["request_id"].startswith("grpc-")  # the call's generated id
+    assert key not in repr(logs)
