@@ -162,7 +162,8 @@ class Gateway:
             snapshots=self.snapshots, limiter=self.limiter, spend=self.spend, metrics=self.metrics,
             stats=self.stats, models=lambda: self.models, client=self.http,
             on_key_use=self.note_key_use, max_response_bytes=s.max_infer_response_bytes,
-            access_log=s.access_log, bandit=self.bandit)
+            access_log=s.access_log, bandit=self.bandit,
+            pending=self.pending_feedback)
         server = GrpcServer(service, host=s.host, port=s.grpc_port,
                             max_receive_bytes=s.max_infer_body_bytes,
                             max_send_bytes=s.max_infer_response_bytes, reuse_port=s.workers > 1)

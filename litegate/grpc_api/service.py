@@ -55,7 +55,7 @@ from litegate.inference.dtypes import BYTES, V2_TO_NUMPY
 from litegate.inference.text_pipeline import public_signature
 from litegate.policies.admission import admit
 from litegate.policies.api_keys import authenticate
-from litegate.policies.bandit import Bandit
+from litegate.policies.bandit import Bandit, PendingFeedback
 from litegate.policies.limiting import Limiter
 from litegate.policies.metrics import Metrics
 from litegate.policies.observe import AccessLog, Observer
@@ -145,6 +145,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         access_log: bool = True,
         server_name: str = "litegate",
         bandit: Bandit | None = None,
+        pending: PendingFeedback | None = None,
     ) -> None:
         from litegate.inference.v2_server import _version
 
@@ -159,6 +160,9 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
         self.max_response_bytes = max_response_bytes
         self.bandit = bandit
         """A/B shares (adaptive ones learn from these calls too); None: the weights."""
+        self.pending = pending
+        """Where calls of ``feedback`` routes are remembered for ``/v1/feedback``, as
+        ``ABRoutingMiddleware`` remembers HTTP requests (by the call's request id)."""
         self.observer = Observer(metrics=metrics, stats=stats, spend=spend)
         """The observe step HTTP's ``ObserveMiddleware`` uses: the same fields, counted
         the same way (a gRPC call carries no tokens, so it records no spend)."""
@@ -248,8 +252,13 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             value = (metadata.get(route.sticky_header.decode("latin-1"))
                      if route.sticky_header is not None else None)
             sticky = route.sticky_value(key.id, value.encode() if value is not None else None)
-            call.variant = (self.bandit.choose(route, sticky) if self.bandit is not None
-                            else choose_variant(route, sticky))
+            if self.bandit is None:
+                call.variant = choose_variant(route, sticky)
+                return
+            call.variant = self.bandit.choose(route, sticky)
+            adaptive = self.bandit.adaptive(route.name)
+            if adaptive is not None and adaptive.metric == "feedback" and self.pending is not None:
+                self.pending.remember(call.request_id, route.name, call.variant.name, key.id)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: LitegateError) -> None:
         code = _STATUS.get(exc.status_code, grpc.StatusCode.INTERNAL)

@@ -54,3 +54,33 @@ def test_grpc_calls_follow_and_feed_the_bandit(tmp_path, home, make_gateway) -> 
     shares = dict(re.findall(r'^litegate_variant_share\{route="ab",variant="(\w+)"\} (\S+)$',
                              text, re.MULTILINE))
     assert float(shares["good"]) >= 0.85 and float(shares["bad"]) >= 0.1 - 1e-9, shares
+
+
+def test_grpc_calls_of_a_feedback_route_can_be_scored(tmp_path, home, make_gateway) -> None:
+    """A ``metric: feedback`` route remembers each call for ``/v1/feedback`` on gRPC as on
+    REST (by its ``x-request-id``). gRPC calls used to be chosen by the bandit but never
+    remembered, so their scores were refused as unknown (404) and never taught it."""
+    src = matmul_add_model(tmp_path / "add.onnx")
+    assert run_cli("models", "add", "add", str(src), home=home)[0] == 0
+    code, _, err = apply_config(home, {
+        "upstreams": [{"name": "local", "kind": "onnx"}],
+        "routes": [{"name": "ab", "sticky": "none",
+                    "variants": [{"upstream": "local", "model": "add", "name": "one"},
+                                 {"upstream": "local", "model": "add", "name": "two"}],
+                    "adaptive": {"metric": "feedback"}}]})
+    assert code == 0, err
+    key = create_key(home)
+    port = free_port()
+    server = make_gateway(grpc_port=port)
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    x = grpcclient.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    auth = {"authorization": f"Bearer {key}"}
+    client.infer("ab", [x], headers={**auth, "x-request-id": "grpc-scored-1"})
+    r = httpx.post(server.url + "/v1/feedback", headers=auth,
+                   json={"request_id": "grpc-scored-1", "score": 1.0})
+    assert r.status_code == 200, r.text
+    assert r.json()["route"] == "ab" and r.json()["variant"] in ("one", "two")
+    again = httpx.post(server.url + "/v1/feedback", headers=auth,
+                       json={"request_id": "grpc-scored-1", "score": 1.0})
+    assert again.status_code == 404  # scored once, as on REST
