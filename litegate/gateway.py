@@ -394,7 +394,8 @@ class Gateway:
         from litegate.proxy import OpenAIProxy
 
         s = self.settings
-        v1 = OpenAIProxy(client=self.http, metrics=self.metrics, models=lambda: self.models)
+        v1 = OpenAIProxy(client=self.http, metrics=self.metrics, models=lambda: self.models,
+                         bandit=self.bandit)
         aggregate = AggregateHandler(
             branch_app=self.build_stack(v1, branch=True), max_body_bytes=s.max_body_bytes,
             limiter=self.limiter,

@@ -31,8 +31,8 @@ from litegate.errors import (
     UpstreamTimeout,
     WrongAPI,
 )
+from litegate.policies.bandit import Bandit, pick_variant
 from litegate.policies.metrics import Metrics
-from litegate.policies.variants import choose_variant
 from litegate.request import OPENAI_BODY_PATHS, RequestInfo, get_info, sticky_value
 from litegate.responses import send_response
 from litegate.snapshot import KeySpec, RouteSpec, VariantSpec
@@ -89,10 +89,14 @@ async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[b
 
 class OpenAIProxy:
     def __init__(
-        self, *, client: UpstreamClient, metrics: Metrics, models: Callable[[], ModelManager]
+        self, *, client: UpstreamClient, metrics: Metrics, models: Callable[[], ModelManager],
+        bandit: Bandit | None = None,
     ) -> None:
         self.client = client
         self.metrics = metrics
+        self.bandit = bandit
+        """A fallback route's variant is chosen, and its outcome recorded, through the
+        same bandit path as A/B routing's (an adaptive fallback learns from fallbacks)."""
         self.models = models
         """The ONNX model manager, created (and onnxruntime imported) on first use."""
         self._shadows: set[asyncio.Task[None]] = set()
@@ -120,22 +124,38 @@ class OpenAIProxy:
             self._mirror(scope, info, shadow, path)
         hops = 0
         while True:
+            started = time.perf_counter()
             try:
                 await self._dispatch(scope, receive, send, info, route, variant, path)
+                if hops:
+                    self._fallback_outcome(info, route, variant, info.status, started)
                 return
-            except (UpstreamError, UpstreamTimeout, ServiceUnavailable) as exc:
+            except LitegateError as exc:
+                if hops:  # the first hop's outcome is A/B routing's to record
+                    self._fallback_outcome(info, route, variant, info.status or exc.status_code,
+                                           started)
+                if not isinstance(exc, (UpstreamError, UpstreamTimeout, ServiceUnavailable)):
+                    raise
                 fallback = info.snapshot.routes.get(route.fallback) if route.fallback else None
                 if fallback is None or hops >= MAX_FALLBACKS or info.status:
                     raise
                 hops += 1
                 log.warning("fallback", route=route.name, to=fallback.name, error=exc.detail)
                 route = fallback
-                variant = choose_variant(route, sticky_value(scope, info, route))
+                variant = pick_variant(self.bandit, route, sticky_value(scope, info, route))
                 info.variant = variant
                 # The answer comes from the fallback's variant: say so in the headers.
                 info.extra_headers[:] = [h for h in info.extra_headers if h[0] != b"x-litegate-variant"]
                 info.extra_headers.append((b"x-litegate-variant", variant.name.encode()))
                 info.extra_headers.append((b"x-litegate-fallback", route.name.encode()))
+
+    def _fallback_outcome(
+        self, info: RequestInfo, route: RouteSpec, variant: VariantSpec, status: int,
+        started: float,
+    ) -> None:
+        if self.bandit is not None:
+            self.bandit.outcome(route.name, variant.name, status, time.perf_counter() - started,
+                                failed=info.stream_error)
 
     def _mirror(self, scope: Scope, info: RequestInfo, variant: VariantSpec, path: str) -> None:
         """Send a copy to the shadow variant; its answer is ignored, and when too many

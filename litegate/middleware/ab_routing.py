@@ -8,8 +8,7 @@ import time
 
 from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
 from litegate.errors import LitegateError
-from litegate.policies.bandit import Bandit, PendingFeedback
-from litegate.policies.variants import choose_variant
+from litegate.policies.bandit import Bandit, PendingFeedback, pick_variant
 from litegate.request import RequestInfo, get_info, sticky_value
 from litegate.snapshot import RouteSpec, VariantSpec
 
@@ -29,10 +28,7 @@ class ABRoutingMiddleware:
         if info is not None and info.route is not None and info.variant is None:
             route = info.route
             sticky = sticky_value(scope, info, route)
-            if self.bandit is None:
-                variant = choose_variant(route, sticky)
-            else:
-                variant = self.bandit.choose(route, sticky)
+            variant = pick_variant(self.bandit, route, sticky)
             info.variant = variant
             info.extra_headers.append((b"x-litegate-variant", variant.name.encode()))
             if self.bandit is not None and self.bandit.adaptive(route.name) is not None:

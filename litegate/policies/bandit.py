@@ -302,6 +302,13 @@ class Bandit:
             self._publish(route)
 
 
+def pick_variant(bandit: Bandit | None, route: RouteSpec, sticky_value: bytes | None) -> VariantSpec:
+    """The variant for one request on ``route``, for every caller that chooses one (A/B
+    routing, a fallback route): an adaptive route's current shares through the bandit,
+    else the configured weights. Its outcome goes back through ``Bandit.outcome``."""
+    return choose_variant(route, sticky_value) if bandit is None else bandit.choose(route, sticky_value)
+
+
 def _same_variants(a: RouteSpec, b: RouteSpec) -> bool:
     """The request's snapshot and the bandit's agree on the variants (shares align)."""
     return a is b or [v.name for v in a.variants] == [v.name for v in b.variants]

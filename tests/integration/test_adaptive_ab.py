@@ -327,3 +327,36 @@ def test_routes_set_takes_adaptive(home, fake_upstream) -> None:
     for bad in ("clicks", "metric=errors,min_share=lots", "metric=errors,bogus=1"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected metric=errors"):
             parse_adaptive(bad)
+
+
+def test_an_adaptive_fallback_route_learns_from_the_requests_it_takes(
+    home, fake_upstream, flaky_upstream, make_gateway
+) -> None:
+    """A route's fallback used to pick its variant by the configured weights and never
+    report the outcome: an adaptive fallback route stayed at its starting shares however
+    its variants did. Its choice and outcome now go through the same bandit path as A/B
+    routing's, so its shares move off the flaky variant from fallbacks alone."""
+    doc = config(fake_upstream.base_url, flaky_upstream)
+    chat = doc["routes"][0]
+    chat["sticky"] = "none"
+    # Nothing listens on port 1: every request to "primary" falls back to "chat".
+    doc["upstreams"].append({"name": "dead", "base_url": "http://127.0.0.1:1/v1",
+                             "max_retries": 0})
+    doc["routes"] = [chat, {"name": "primary", "fallback": "chat",
+                            "variants": [{"upstream": "dead", "model": "m"}]}]
+    code, _, err = apply_config(home, doc)
+    assert code == 0, err
+    key = create_key(home)
+    gateway = make_gateway()
+    assert shares(gateway, "chat") == {"steady": 0.5, "flaky": 0.5}
+    seen = []
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}) as c:
+        for _ in range(300):
+            r = c.post("/v1/chat/completions", json={"model": "primary", "messages": MSGS})
+            assert r.headers["x-litegate-fallback"] == "chat"
+            seen.append(r.headers["x-litegate-variant"])
+    now = shares(gateway, "chat")
+    assert now["steady"] >= 0.85, now
+    assert now["flaky"] >= 0.1 - 1e-9  # the floor
+    late = Counter(seen[-100:])
+    assert late["steady"] >= 75, late
