@@ -9,7 +9,7 @@ import pytest
 from limits import parse_many
 
 from litegate.errors import ServiceUnavailable
-from litegate.middleware.ab_routing import choose_variant
+from litegate.policies.variants import choose_variant
 from litegate.policies.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from litegate.policies.caching import ResponseCache, cache_key
 from litegate.services.schema import ValidationFailed, parse_document
