@@ -256,6 +256,6 @@ def test_readme_tls_h2_example_runs_as_written(tmp_path: Path) -> None:
                           cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 0, done.stderr
-    assert "litegate is serving on https://" in done.stdout
-    # curl's %{http_version} lines; the server's start-up banner may land before or after them.
+    # curl's %{http_version} lines, over HTTPS. The server's start-up banner may land before
+    # or after them, or not at all: `kill %1` can come first (CI saw both), so it is not checked.
     assert [w for w in done.stdout.split() if w in ("2", "1.1")] == ["2", "1.1"], done.stdout
