@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from litegate.asgi_types import ASGIApp, Message, Receive, Scope, Send
+from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import LitegateError
 from litegate.policies.bandit import Bandit, PendingFeedback, pick_variant
 from litegate.request import RequestInfo, get_info, sticky_value
@@ -49,22 +49,17 @@ class ABRoutingMiddleware:
                                   info.key.id if info.key is not None else None)
         started = time.perf_counter()
         status = 0
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send)
         except LitegateError as exc:
-            status = status or exc.status_code
+            status = exc.status_code
             raise
         except Exception:
-            status = status or 500
+            status = 500
             raise
         finally:
-            self.bandit.outcome(route.name, variant.name, status,
+            # The status sent is recorded on the request by the outer send (the request
+            # context, or an aggregate branch's capture): no second send wrapper here.
+            self.bandit.outcome(route.name, variant.name, info.status or status,
                                 time.perf_counter() - started,
                                 failed=info.stream_error or info.variant is not variant)
