@@ -8,7 +8,8 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,13 +324,26 @@ def test_replicas_share_entries_through_redis_within_the_bound(home, upstream, m
         here = make_gateway(redis=redis_url)
         wait_ready(here.url)
         a, b = client(here.url, key), client(other, key)
+        r = redis.Redis.from_url(redis_url)
+        lru = "litegate:semcache:lru:chat"
+
+        def stored(condition: Callable[[], bool]) -> None:
+            """An answer is stored after it reached the client: wait for the store."""
+            for _ in range(100):
+                if condition():
+                    return
+                time.sleep(0.05)
+
         assert ask(a, QUESTION)[1]["x-cache"] == "MISS"
+        stored(lambda: r.zcard(lru) == 1)
+        first = r.zrange(lru, 0, -1)
         answer, headers = ask(b, PARAPHRASE)  # another process: the entry came from Redis
         assert (answer, headers["x-cache"]) == (f"answer to: {QUESTION}", "SEMANTIC-HIT")
         assert ask(b, UNRELATED)[1]["x-cache"] == "MISS"
+        stored(lambda: r.zcard(lru) == 2)
         assert ask(b, "Who painted the Mona Lisa?")[1]["x-cache"] == "MISS"
-        r = redis.Redis.from_url(redis_url)
-        assert r.zcard("litegate:semcache:lru:chat") == 2
+        stored(lambda: not set(first) & set(r.zrange(lru, 0, -1)))
+        assert r.zcard(lru) == 2
         assert len(r.keys("litegate:semcache:a:*")) == 2  # the evicted answer is gone too
         # QUESTION was used last before the two misses, so it went first.
         assert ask(a, "Which artist painted the Mona Lisa?")[1]["x-cache"] == "SEMANTIC-HIT"
