@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 import structlog
 
@@ -36,7 +35,13 @@ from litegate.policies.metrics import Metrics
 from litegate.request import OPENAI_BODY_PATHS, RequestInfo, get_info, sticky_value
 from litegate.responses import send_response
 from litegate.snapshot import KeySpec, RouteSpec, VariantSpec
-from litegate.upstreams.client import UpstreamClient, forward_headers, response_headers
+from litegate.upstreams.client import (
+    UpstreamClient,
+    UpstreamReadError,
+    forward_headers,
+    response_headers,
+)
+from litegate.upstreams.http1 import Response
 
 if TYPE_CHECKING:
     from litegate.inference.manager import ModelManager
@@ -222,7 +227,7 @@ class OpenAIProxy:
         resp = await self.client.open(
             upstream, "POST", path[3:], body=data, headers=headers, stream=info.stream
         )
-        is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+        is_sse = (resp.header("content-type") or "").startswith("text/event-stream")
         if not (info.stream and resp.status == 200 and is_sse):
             body = await self.client.read(upstream, resp)
             info.upstream_s += time.perf_counter() - t0
@@ -245,7 +250,7 @@ class OpenAIProxy:
         receive: Receive,
         send: Send,
         info: RequestInfo,
-        resp: aiohttp.ClientResponse,
+        resp: Response,
         request_bytes: int,
     ) -> None:
         disconnected = False
@@ -259,10 +264,9 @@ class OpenAIProxy:
                 if message["type"] == "http.disconnect":
                     disconnected = True
                     # Stop the relay by cancelling it, never by closing ``resp`` under a
-                    # pending read: aiohttp then raises one module-level exception
-                    # instance, whose traceback grows by the reader's frames at every
-                    # raise, so each abandoned stream (frame, response, buffers) stayed
-                    # reachable for ever (~7 KB a disconnect).
+                    # pending read (with aiohttp that leaked ~7 KB a disconnect through
+                    # a shared exception's growing traceback; cancelling is the one
+                    # path out of the read either way).
                     relay.cancel()
                     return
 
@@ -274,16 +278,16 @@ class OpenAIProxy:
                 await send(
                     {"type": "http.response.start", "status": 200, "headers": response_headers(resp)}
                 )
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     events += chunk.count(b"data:")
                     if b'"usage"' in chunk:
                         reported, reported_prompt = max((reported, reported_prompt),
                                                         _stream_usage(chunk))
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except UpstreamReadError as exc:
                 if not disconnected:
                     info.stream_error = True
-                    kind = "timeout" if isinstance(exc, asyncio.TimeoutError) else "read"
+                    kind = "timeout" if isinstance(exc, TimeoutError) else "read"
                     self.metrics.upstream_errors.labels(info.variant.upstream.name, kind).inc()  # type: ignore[union-attr]
                     log.warning("stream_interrupted", error=str(exc) or type(exc).__name__)
                     event = {

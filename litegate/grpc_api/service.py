@@ -420,7 +420,7 @@ class InferenceService(GRPCInferenceServiceServicer):  # type: ignore[misc]
             if resp.status < 500:
                 raise BadRequest(detail)
             raise UpstreamError(f"upstream {upstream.name!r}: {detail}")
-        length = resp.headers.get(HEADER_LENGTH)
+        length = resp.header(HEADER_LENGTH)
         return resp.status, data, int(length) if length and length.isdigit() else None
 
     async def _infer_remote(self, call: Call, variant: VariantSpec, model: str, version: str,

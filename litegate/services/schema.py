@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeVar
 import msgspec
 from limits import parse_many
 
+from litegate.origins import parse_base_url
+
 UPSTREAM_KINDS = ("openai", "v2", "onnx")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,199}\Z")
 r"""``\Z``, not ``$``: ``$`` also matches before a trailing newline."""
@@ -252,8 +254,11 @@ def check_upstream(u: UpstreamIn, path: str) -> list[str]:
         errors.append(f"{path}.name: invalid name {u.name!r}")
     if u.kind not in UPSTREAM_KINDS:
         errors.append(f"{path}.kind: must be one of {', '.join(UPSTREAM_KINDS)}")
-    if u.kind in ("openai", "v2") and not u.base_url.startswith(("http://", "https://")):
-        errors.append(f"{path}.base_url: must be an http:// or https:// URL for kind {u.kind!r}")
+    if u.kind in ("openai", "v2"):
+        try:
+            parse_base_url(u.base_url)
+        except ValueError as exc:
+            errors.append(f"{path}.base_url: {exc} (kind {u.kind!r})")
     if u.api_key_env is not None and not usable_api_key_env(u.api_key_env):
         errors.append(f"{path}.api_key_env: must be an environment variable name (letters, "
                       "digits, '_') that is not one of litegate's own LITEGATE_* settings")

@@ -1,1 +1,1 @@
-"""Remote upstreams: pooled aiohttp client, circuit breakers, retries."""
+"""Remote upstreams: the pooled HTTP/1.1 client, circuit breakers, retries."""

@@ -1,4 +1,5 @@
-"""The pooled HTTP client to remote upstreams (aiohttp: keep-alive, no per-request setup).
+"""The pooled HTTP client to remote upstreams (``http1.Pool``: keep-alive, no
+per-request setup).
 
 Failures are wrapped at this boundary: unreachable → 502, timeout → 504, open
 circuit → 503. Connection failures (the request never reached the upstream) and
@@ -11,7 +12,6 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import structlog
 
 from litegate.errors import UpstreamError, UpstreamTimeout
@@ -19,6 +19,8 @@ from litegate.policies import tracing
 from litegate.policies.breaker import OPEN, CircuitBreaker
 from litegate.policies.metrics import Metrics
 from litegate.snapshot import UpstreamSpec
+from litegate.origins import Origin, parse_base_url
+from litegate.upstreams.http1 import ConnectError, Pool, ProtocolError, Response
 
 log = structlog.get_logger("litegate.upstream")
 
@@ -29,7 +31,15 @@ HOP_BY_HOP = frozenset(
         "content-encoding", "host", "authorization", "x-api-key", "cookie",
     }
 )
+_DROPPED_ANSWER_HEADERS = frozenset(
+    h.encode() for h in (*HOP_BY_HOP, "date", "server", "set-cookie"))
 RETRY_STATUSES = frozenset({502, 503})
+MAX_ORIGINS = 1024
+"""Parsed base URLs kept; they come from configuration, so this is never reached in
+practice, but the table has a bound."""
+
+UpstreamReadError = (ProtocolError, TimeoutError, OSError)
+"""What reading an answer's body can raise: the relays catch these."""
 
 
 class UpstreamClient:
@@ -37,31 +47,28 @@ class UpstreamClient:
         self, *, metrics: Metrics, breaker_failures: int, breaker_reset_s: float,
         max_body_bytes: int,
     ) -> None:
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.breakers: dict[str, CircuitBreaker] = {}
         self._breaker_failures = breaker_failures
         self._breaker_reset_s = breaker_reset_s
-        self._timeouts: dict[tuple[float, float, bool], aiohttp.ClientTimeout] = {}
+        self._origins: dict[str, Origin] = {}
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-            )
+        if self._pool is None:
+            self._pool = Pool(keepalive_s=30.0)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> Pool:
+        if self._pool is None:
             raise RuntimeError("UpstreamClient.start() was not awaited")
-        return self._session
+        return self._pool
 
     def breaker(self, name: str) -> CircuitBreaker:
         b = self.breakers.get(name)
@@ -82,6 +89,18 @@ class UpstreamClient:
         if breaker.state == OPEN:
             self.metrics.breaker_state.labels(upstream.name).set(1)
 
+    def _origin(self, upstream: UpstreamSpec) -> Origin:
+        origin = self._origins.get(upstream.base_url)
+        if origin is None:
+            try:
+                origin = parse_base_url(upstream.base_url)
+            except ValueError as exc:
+                raise UpstreamError(f"upstream {upstream.name!r}: base_url {exc}") from None
+            if len(self._origins) >= MAX_ORIGINS:
+                self._origins.clear()
+            self._origins[upstream.base_url] = origin
+        return origin
+
     async def open(
         self,
         upstream: UpstreamSpec,
@@ -91,46 +110,49 @@ class UpstreamClient:
         body: bytes | None,
         headers: Mapping[str, str],
         stream: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> Response:
         """Send a request and return the response with its headers read (body not yet).
 
         The caller must release the response. 5xx answers other than retried ones are
-        returned as they are (passed through to the client).
+        returned as they are (passed through to the client). ``stream`` bounds each wait
+        for the upstream's bytes by ``timeout_s`` instead of the whole exchange.
         """
         breaker = self.breaker(upstream.name)
-        url = upstream.base_url + path
-        timeout = self._timeout(upstream, stream)
+        origin = self._origin(upstream)
         attempt = 0
         while True:
             breaker.before_call()
             try:
-                resp = await self.session.request(
-                    method, url, data=body, headers=headers, timeout=timeout,
-                    allow_redirects=False,
+                resp = await self.pool.request(
+                    origin, method, path, headers, body,
+                    connect_timeout=upstream.connect_timeout_s, timeout=upstream.timeout_s,
+                    per_read=stream,
                 )
             except asyncio.CancelledError:
                 breaker.abandon()  # e.g. an aggregate branch timed out: no outcome to record
                 raise
-            except asyncio.TimeoutError as exc:
+            except TimeoutError as exc:
                 self._record(upstream, breaker, False, "timeout")
                 raise UpstreamTimeout(
                     f"upstream {upstream.name!r} did not answer within {upstream.timeout_s:g}s"
                 ) from exc
-            except (aiohttp.ClientConnectionError, OSError) as exc:
+            except ConnectError as exc:
                 self._record(upstream, breaker, False, "connect")
-                if attempt < upstream.max_retries and isinstance(
-                    exc, aiohttp.ClientConnectorError
-                ):
+                if attempt < upstream.max_retries:
                     attempt += 1
                     await asyncio.sleep(0.05 * 2 ** (attempt - 1))
                     continue
                 # The address and the OS error go to the log, never to the client.
                 log.warning("upstream_unreachable", upstream=upstream.name, error=str(exc))
                 raise UpstreamError(f"upstream {upstream.name!r} is unreachable") from exc
-            except aiohttp.ClientError as exc:
+            except (ProtocolError, OSError) as exc:
                 self._record(upstream, breaker, False, "protocol")
                 log.warning("upstream_protocol_error", upstream=upstream.name, error=str(exc))
                 raise UpstreamError(f"upstream {upstream.name!r} failed") from exc
+            except ValueError as exc:  # a header or path that cannot be written safely
+                breaker.abandon()
+                log.warning("upstream_request_refused", upstream=upstream.name, error=str(exc))
+                raise UpstreamError(f"upstream {upstream.name!r}: {exc}") from None
             if resp.status in RETRY_STATUSES and attempt < upstream.max_retries:
                 self._record(upstream, breaker, False, f"http_{resp.status}")
                 resp.release()
@@ -140,42 +162,23 @@ class UpstreamClient:
             self._record(upstream, breaker, resp.status < 500, f"http_{resp.status}")
             return resp
 
-    def _timeout(self, upstream: UpstreamSpec, stream: bool) -> aiohttp.ClientTimeout:
-        """Streams bound the wait between chunks, other requests the whole exchange."""
-        key = (upstream.timeout_s, upstream.connect_timeout_s, stream)
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            if stream:
-                timeout = aiohttp.ClientTimeout(
-                    total=None, sock_connect=upstream.connect_timeout_s, sock_read=upstream.timeout_s
-                )
-            else:
-                timeout = aiohttp.ClientTimeout(
-                    total=upstream.timeout_s, sock_connect=upstream.connect_timeout_s
-                )
-            self._timeouts[key] = timeout
-        return timeout
-
-    async def read(self, upstream: UpstreamSpec, resp: aiohttp.ClientResponse) -> bytes:
+    async def read(self, upstream: UpstreamSpec, resp: Response) -> bytes:
         """The whole answer, refused (502) past ``max_body_bytes`` before it is held."""
         limit = self.max_body_bytes
         try:
             if resp.content_length is not None and resp.content_length > limit:
+                resp.close()
                 raise _too_large(upstream, limit)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in resp.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(upstream, limit)
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except asyncio.TimeoutError as exc:
+            body = await resp.read(limit)
+            if body is None:
+                raise _too_large(upstream, limit)
+            return body
+        except TimeoutError as exc:
             self._record(upstream, self.breaker(upstream.name), False, "timeout")
             raise UpstreamTimeout(
                 f"upstream {upstream.name!r} did not answer within {upstream.timeout_s:g}s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (ProtocolError, OSError) as exc:
             self._record(upstream, self.breaker(upstream.name), False, "read")
             log.warning("upstream_read_error", upstream=upstream.name, error=str(exc))
             raise UpstreamError(f"upstream {upstream.name!r} failed mid-response") from exc
@@ -208,9 +211,11 @@ def forward_headers(scope_headers: Any, upstream: UpstreamSpec, request_id: str)
     return headers
 
 
-def response_headers(resp: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
-    return [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in resp.headers.items()
-        if k.lower() not in HOP_BY_HOP and k.lower() not in ("date", "server", "set-cookie")
-    ]
+def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
+    """The answer's headers a client may see (no hop-by-hop, cookies or server identity)."""
+    out = []
+    for k, v in resp.raw_headers:
+        name = k.lower()
+        if name not in _DROPPED_ANSWER_HEADERS:
+            out.append((name, v))
+    return out

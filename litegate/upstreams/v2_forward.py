@@ -18,13 +18,17 @@ import re
 import time
 from dataclasses import dataclass
 
-import aiohttp
 
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import BadRequest, NotFound, UpstreamError, WrongAPI
 from litegate.request import get_info, read_body
 from litegate.responses import send_response
-from litegate.upstreams.client import UpstreamClient, forward_headers, response_headers
+from litegate.upstreams.client import (
+    UpstreamClient,
+    UpstreamReadError,
+    forward_headers,
+    response_headers,
+)
 
 PREFIX = "/v2/models/"
 # action -> the method it answers; "" is the model's metadata.
@@ -109,9 +113,9 @@ class V2Router:
             await send({"type": "http.response.start", "status": resp.status,
                         "headers": out_headers})
             try:
-                async for chunk in resp.content.iter_any():
+                async for chunk in resp.iter_chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except UpstreamReadError as exc:
                 # Headers are gone: the short body tells the client the answer is cut.
                 raise UpstreamError(f"upstream {upstream.name!r} failed mid-response") from exc
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -3,7 +3,7 @@
 The standalone app under uvicorn with uvloop and httptools (as ``litegate serve`` runs
 it), in this process, with tracemalloc on. The probe path ``/__soak`` is added here
 (test code, never in the product) and answers, after a full collection: the Python
-heap that tracemalloc traces, the live ``aiohttp.ClientResponse`` objects (one per
+heap that tracemalloc traces, the live upstream ``Response`` objects (one per
 upstream answer still referenced) and the asyncio tasks.
 """
 
@@ -17,12 +17,12 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvicorn
 
 from litegate.app import create_app
 from litegate.db import migrate
 from litegate.settings import Settings
+from litegate.upstreams.http1 import Response
 
 PROBE_PATH = "/__soak"
 
@@ -31,7 +31,7 @@ def probe() -> dict[str, int]:
     gc.collect()
     return {
         "traced_bytes": tracemalloc.get_traced_memory()[0],
-        "client_responses": sum(isinstance(o, aiohttp.ClientResponse) for o in gc.get_objects()),
+        "client_responses": sum(isinstance(o, Response) for o in gc.get_objects()),
         "tasks": len(asyncio.all_tasks()),
     }
 

@@ -31,22 +31,10 @@ from tests.helpers.cli import (
 )
 from tests.helpers.readme import readme_blocks
 from tests.helpers.servers import FakeUpstream, free_port, run_fake_upstream
+from tests.helpers.tls import make_cert
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
 LIMIT = 3  # requests per minute for the limited key
-
-
-def make_cert(directory: Path, name: str = "server") -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1/localhost and its key (PEM)."""
-    cert, key = directory / f"{name}.pem", directory / f"{name}-key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2",
-         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return cert, key
 
 
 @dataclass
