@@ -41,6 +41,8 @@ DAY = 86_400
 RETENTION_DAYS = 400
 FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_nano")
 NANO = 1_000_000_000
+MAX_COUNTER_NAMES = 10_000
+"""Usage counter names kept ready-made (one entry per day, key, route and variant in use)."""
 READ_BATCH = 64
 """Counters read concurrently by a report from a storage that cannot pipeline."""
 MGET_BATCH = 2_000
@@ -211,6 +213,8 @@ class Spend:
         self.local = isinstance(storage, LocalStorage)
         """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
         self._script: Any = None
+        self._counter_names: dict[tuple[int, int, str, str], tuple[str, ...]] = {}
+        """(day, key id, route, variant) -> its four usage counters' names, built once a day."""
 
     @staticmethod
     def _budget_key(key: KeySpec, now: float) -> str | None:
@@ -252,11 +256,16 @@ class Spend:
     ) -> tuple[list[tuple[str, int, int]], int, bool]:
         """The counters one request's usage adds to, its cost, and whether it is budgeted."""
         cost = cost_nano(variant, prompt_tokens, completion_tokens)
-        day = int(now // DAY)
-        base = f"litegate/usage/{day}/{key.id}/{route}/{variant.name if variant else '-'}"
+        ident = (int(now // DAY), key.id, route, variant.name if variant else "-")
+        names = self._counter_names.get(ident)
+        if names is None:
+            if len(self._counter_names) >= MAX_COUNTER_NAMES:
+                self._counter_names.clear()
+            base = "litegate/usage/{}/{}/{}/{}".format(*ident)
+            names = self._counter_names[ident] = tuple(f"{base}/{f}" for f in FIELDS)
         expiry = RETENTION_DAYS * DAY
         amounts = (1, prompt_tokens, completion_tokens, cost)
-        incrs = [(f"{base}/{f}", expiry, n) for f, n in zip(FIELDS, amounts, strict=True) if n]
+        incrs = [(name, expiry, n) for name, n in zip(names, amounts, strict=True) if n]
         counter = self._budget_key(key, now)  # None without a budget
         budgeted = counter is not None and key.budget is not None and cost > 0
         if budgeted and counter is not None and key.budget is not None:
