@@ -16,7 +16,7 @@ from pathlib import Path
 from tests.helpers.cli import apply_config, chat_config, clean_env, create_key
 
 HEAVY = ("sqlalchemy", "alembic", "aiosqlite", "litestar", "jinja2", "onnxruntime", "numpy",
-         "rich", "yaml", "greenlet", "watchfiles", "anyio", "litegate.admin",
+         "rich", "yaml", "greenlet", "watchfiles", "anyio", "aiohttp", "litegate.admin",
          "litegate.services.keys", "litegate.db.models")
 
 CHILD = textwrap.dedent("""
