@@ -64,7 +64,8 @@ async def app(scope, receive, send):
 
 async def lean_app(scope, receive, send):
     """The same forwarder on litegate's upstream client."""
-    from litegate.upstreams.http1 import Pool, ProtocolError, parse_base_url
+    from litegate.origins import parse_base_url
+    from litegate.upstreams.http1 import Pool, ProtocolError
 
     global session
     if scope["type"] == "lifespan":

@@ -803,7 +803,8 @@ def render(results: list[Result], args, cmdline: str, started: str, meta: dict) 
                          f"{1e6 / one.cpu_us_per_req:.0f}")
             checks.append(line)
     servers = [r for r in results if not r.error and r.name.startswith(("ceiling", "litegate"))
-               and "@" not in r.name and not r.name.startswith("litegate-w")]
+               and "@" not in r.name and not r.name.startswith("litegate-w")
+               and r.name != "ceiling-lean"]
     if len(servers) > 2 or any(r.h2_rps for r in servers):
         lines += _server_table(by, args)
     if checks:

@@ -116,6 +116,11 @@ def test_parse_document_accepts_the_documented_shape():
         ({"upstreams": [{"name": "u", "base_url": "http://x", "extra": 1}]}, "upstreams[0]"),
         ({"routes": [{"name": "r", "variants": [{"upstream": "u", "model": "m"}],
                       "fallback": "nope"}]}, "fallback"),
+        ({"upstreams": [{"name": "u", "base_url": "http://user:pw@h/v1"}]},
+         "upstreams[0].base_url: must not carry credentials"),
+        ({"upstreams": [{"name": "u", "base_url": "https://h/v1?api-version=1"}]},
+         "upstreams[0].base_url: must not carry a query"),
+        ({"upstreams": [{"name": "u", "base_url": "ftp://h/"}]}, "http:// or https://"),
     ],
 )
 def test_parse_document_errors(raw, needle):
