@@ -144,3 +144,44 @@ async def test_a_full_queue_is_cut_at_max_batch_in_arrival_order() -> None:
     for i, result in enumerate(results):
         assert result["y"].shape == (sizes[i], 3)
         np.testing.assert_array_equal(result["y"], _x(i, rows=sizes[i])["x"] * 2)
+
+
+class SlowDouble:
+    """y = 2x in ~80 ms a run, whatever the batch (an accelerator's fixed cost)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def __call__(self, inputs: dict[str, np.ndarray], run_options: object = None
+                 ) -> dict[str, np.ndarray]:
+        self.batches.append(int(inputs["x"].shape[0]))
+        threading.Event().wait(0.08)
+        return {"y": inputs["x"] * 2}
+
+
+async def test_callers_coming_back_join_the_next_batch_instead_of_splitting_it() -> None:
+    # 16 closed-loop clients, each sending its next request as soon as it is answered.
+    # With one run in flight, the requests that arrived during a run used to go alone
+    # into the next one, and the batches settled at 8 + 8; the callers the last run
+    # answered are on their way back, and the batch waits for them (up to max_delay).
+    # A run (80 ms) longer than max_delay (40 ms), as on a CPU: the requests queued behind
+    # a run have waited out their own max_delay when it ends. A client takes 2 ms to come
+    # back (its network and HTTP), well inside the 10 ms lull that ends the wait.
+    model = SlowDouble()
+    clients, rounds = 16, 10
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        batcher = AdaptiveBatcher(model, executor=executor, max_batch_size=64,
+                                  max_delay_s=0.04, concurrency=1, name="loop")
+
+        async def client(i: int) -> None:
+            await asyncio.sleep(i * 0.01)  # clients start over two runs, as wrk's do
+            for r in range(rounds):
+                out = await batcher.submit(_x(i * 1000 + r))
+                np.testing.assert_array_equal(out["y"], _x(i * 1000 + r)["x"] * 2)
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        await batcher.close()
+    steady = model.batches[3:-3]
+    assert sum(model.batches) == clients * rounds
+    assert sum(steady) / len(steady) >= 12, model.batches
