@@ -248,22 +248,24 @@ class AdaptiveBatcher:
                 own = first.enqueued + (self.max_delay_s if busy else 0.0)
                 # When the model just freed up, the callers its last batch answered are
                 # usually on their way back (closed-loop clients: each sends its next
-                # request once answered). ``first`` may have waited out its own
-                # max_delay behind the run, so a busy batch also waits up to max_delay
-                # from now, but past ``own`` only while requests keep arriving: a lull of
-                # ``grace`` ends it. Without this, the queue splits into two halves that
-                # alternate (8 + 8 for 16 clients) where one batch of 16 runs ~1.25×
-                # the rows per second.
-                now = last = time.perf_counter()
+                # request once answered, and on a busy core its answer and its next request
+                # take a while to go through the HTTP stack). ``first`` may have waited out
+                # its own max_delay behind the run, so a busy batch also waits up to
+                # max_delay from now; once past ``own``, a lull of ``grace`` after an
+                # arrival ends the wait. Without this the queue split into two halves
+                # that alternate (8 + 8 for 16 clients) where one batch of 16 runs
+                # ~1.25× the rows per second.
+                now = time.perf_counter()
                 hard = max(own, now + self.max_delay_s) if busy else own
-                grace = self.max_delay_s / 4
+                grace = self.max_delay_s / 2
+                last: float | None = None
                 while total < self.max_batch_size:
                     try:
                         if queue.qsize():
                             item = queue.get_nowait()
                         else:
                             t = time.perf_counter()
-                            end = hard if t < own else min(hard, max(own, last + grace))
+                            end = hard if t < own or last is None else min(hard, last + grace)
                             if end <= t:
                                 break
                             item = await asyncio.wait_for(queue.get(), end - t)
