@@ -15,11 +15,11 @@ from typing import Any
 import structlog
 
 from litegate.errors import UpstreamError, UpstreamTimeout
+from litegate.origins import Origin, parse_base_url
 from litegate.policies import tracing
 from litegate.policies.breaker import OPEN, CircuitBreaker
 from litegate.policies.metrics import Metrics
 from litegate.snapshot import UpstreamSpec
-from litegate.origins import Origin, parse_base_url
 from litegate.upstreams.http1 import ConnectError, Pool, ProtocolError, Response
 
 log = structlog.get_logger("litegate.upstream")
@@ -35,8 +35,8 @@ _DROPPED_ANSWER_HEADERS = frozenset(
     h.encode() for h in (*HOP_BY_HOP, "date", "server", "set-cookie"))
 RETRY_STATUSES = frozenset({502, 503})
 MAX_ORIGINS = 1024
-"""Parsed base URLs kept; they come from configuration, so this is never reached in
-practice, but the table has a bound."""
+"""Parsed base URLs kept: one per configured upstream, bounded for a configuration whose
+URLs keep changing."""
 
 UpstreamReadError = (ProtocolError, TimeoutError, OSError)
 """What reading an answer's body can raise: the relays catch these."""

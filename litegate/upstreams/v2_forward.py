@@ -18,7 +18,6 @@ import re
 import time
 from dataclasses import dataclass
 
-
 from litegate.asgi_types import ASGIApp, Receive, Scope, Send
 from litegate.errors import BadRequest, NotFound, UpstreamError, WrongAPI
 from litegate.request import get_info, read_body
