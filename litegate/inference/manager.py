@@ -650,7 +650,7 @@ class ModelManager:
         """The version checked out for one request, counted in metrics and statistics."""
         started = time.perf_counter()
         entry = await self._checkout(name, version)
-        self.metrics.requests.labels(*entry.key).inc()
+        self.metrics.count_request(*entry.key)
         stats = self.stats.setdefault(entry.key, VersionStats())
         try:
             yield entry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -48,6 +50,18 @@ class ModelMetrics:
         self.evictions = Counter(
             "litegate_model_evictions", "Sessions unloaded by the memory budget or a config change",
             ["model", "version"], registry=r)
+        self._request_children: dict[tuple[str, str], Any] = {}
+
+    def count_request(self, model: str, version: str) -> None:
+        """One more request for a loaded version (its counter resolved once: ``labels``
+        takes a lock and validates every call)."""
+        child = self._request_children.get((model, version))
+        if child is None:
+            if len(self._request_children) >= 10_000:  # versions come from the config
+                self._request_children.clear()
+            child = self._request_children[(model, version)] = self.requests.labels(
+                model, version)
+        child.inc()
 
     def observer(self, model: str, version: str) -> BatchMetrics:
         return BatchMetrics(self, model, version)
