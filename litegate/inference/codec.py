@@ -135,11 +135,18 @@ def _flatten_strings(data: object, count: int, name: str) -> Tensor:
 _END = object()
 
 
+_FLOAT_MAX = {np.dtype(t): float(np.finfo(t).max) for t in (np.float16, np.float32, np.float64)}
+"""The largest finite value of each float type (the fast path of the range check)."""
+
+
 def _numeric(data: Any, dtype: DType, datatype: str, name: str) -> Tensor:
     try:
         if dtype.kind == "f":
             # Parse wide first so a value out of FP16/FP32 range is an error, not a silent inf.
             wide = np.asarray(data, dtype=np.float64).reshape(-1)
+            limit = _FLOAT_MAX.get(dtype)
+            if limit is not None and (not wide.size or np.abs(wide).max() <= limit):
+                return wide.astype(dtype, copy=False)  # finite and in range: nothing overflows
             with np.errstate(over="ignore"):
                 array = wide.astype(dtype)
             overflow = np.isinf(array) & np.isfinite(wide)
