@@ -280,6 +280,12 @@ class Connection(asyncio.Protocol):
         if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the answer follows
             self.headers = []
             return
+        if self.response is not None:
+            # A second answer to one request: the connection is out of step with its
+            # requests (a confused or hostile upstream). Reused, it would hand this
+            # answer to the next caller; it is dropped with the first answer instead.
+            self.keep_alive = False
+            return
         response = self.response = Response(self, status, self.headers)
         self.keep_alive = self.parser.should_keep_alive()
         self.framed = response.content_length is not None or status in (204, 304) or any(

@@ -146,6 +146,29 @@ async def test_connection_close_is_honoured(raw_server) -> None:
     assert raw.connections == 2
 
 
+async def test_a_second_answer_to_one_request_never_reaches_the_next_caller(raw_server) -> None:
+    def handler_for(raw: RawServer) -> Handler:
+        async def handler(reader, writer) -> None:
+            first = raw.connections == 1
+            while True:
+                await raw.read_request(reader)
+                if first:  # one request, an answer and the start of another in one write:
+                    # kept, the connection's parser would take the next caller's answer
+                    # as the rest of this one
+                    writer.write(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\nEVIL!")
+                    first = False
+                else:
+                    writer.write(OK)
+                await writer.drain()
+        return handler
+    raw, origin = await raw_server(handler_for)
+    pool = Pool()
+    assert await fetch(pool, origin) == (200, b"{}")
+    assert pool.idle_count() == 0  # out of step: not kept
+    assert await fetch(pool, origin) == (200, b"{}")
+    assert raw.connections == 2
+
+
 async def test_informational_answers_are_skipped_and_head_answers_end_at_their_headers(
         raw_server) -> None:
     raw, origin = await raw_server(keep_answering(
