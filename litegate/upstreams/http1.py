@@ -11,9 +11,11 @@ connection's end; plain TCP or TLS (verified against the system's CAs, as aiohtt
 No cookies, redirects, proxies or decompression: the gateway wants none of them.
 
 Bounds: a pool keeps at most ``max_idle`` idle connections per origin and closes those
-idle past ``keepalive_s``; an answer's head is bounded by llhttp (80 KiB); a body is
-buffered up to ``HIGH_WATER`` bytes before the socket stops being read, so a slow
-consumer holds the upstream back instead of filling memory.
+idle past ``keepalive_s``; an answer's head is bounded by ``MAX_HEAD_BYTES`` and must
+arrive within the timeout even when it is counted per read; a body is buffered up to
+``HIGH_WATER`` bytes before the socket stops being read, so a slow consumer holds the
+upstream back instead of filling memory (each read's body pieces are kept as one chunk,
+so tiny chunked pieces cost no more than their bytes).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from litegate.origins import Origin, safe_path
 
 HIGH_WATER = 256 * 1024
 """Body bytes buffered before the upstream socket is paused."""
+MAX_HEAD_BYTES = 64 * 1024
+"""An answer's status line and headers (with any 1xx answers before it): past this the
+answer is refused, as llhttp itself bounds nothing."""
 LOW_WATER = 64 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
@@ -167,6 +172,11 @@ class Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.idle_timeout: float | None = None
         self.last_read = 0.0
+        self.head_due = 0.0
+        """Per-read timeouts start once the head is in: until then this deadline holds."""
+        self.head_bytes = 0
+        self.body_parts: list[bytes] = []
+        """The body pieces of the read being parsed, handed on as one chunk."""
 
     # ---------------------------------------------------------------- the exchange
     def send(self, head: bytes, body: bytes | None, *, head_only: bool, timeout: float,
@@ -180,10 +190,12 @@ class Connection(asyncio.Protocol):
         self.head_only = head_only
         self.framed = False
         self.received = False
+        self.head_bytes = 0
         if per_read:
             self.idle_timeout = timeout
             self.last_read = self.loop.time()
-            self.timer = self.loop.call_at(self.last_read + timeout, self._idle_check)
+            self.head_due = self.last_read + timeout
+            self.timer = self.loop.call_at(self.head_due, self._idle_check)
         else:
             self.idle_timeout = None
             self.timer = self.loop.call_later(timeout, self._timed_out)
@@ -196,6 +208,7 @@ class Connection(asyncio.Protocol):
         self.head = None
         self.response = None
         if reusable and self.keep_alive and not self.closed:
+            self.resume()  # a body read whole may have paused it on the way
             self.pool.checkin(self)
         else:
             self.close()
@@ -233,7 +246,7 @@ class Connection(asyncio.Protocol):
         assert self.idle_timeout is not None
         if self.paused:  # our consumer is slow, not the upstream
             self.last_read = self.loop.time()
-        due = self.last_read + self.idle_timeout
+        due = self.last_read + self.idle_timeout if self.response is not None else self.head_due
         if self.loop.time() >= due:
             self._timed_out()
         else:
@@ -250,10 +263,24 @@ class Connection(asyncio.Protocol):
         self.received = True
         if self.idle_timeout is not None:
             self.last_read = self.loop.time()
+        error: ProtocolError | None = None
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ProtocolError(f"malformed answer: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            error = ProtocolError(f"malformed answer: {exc!r}")
+        response = self.response
+        if response is not None and self.body_parts:  # what arrived goes on, even before an error
+            parts, self.body_parts = self.body_parts, []
+            response._feed(parts[0] if len(parts) == 1 else b"".join(parts))
+            if response.size > HIGH_WATER and not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+        if error is None and response is None:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                error = ProtocolError(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
+        if error is not None:
+            self._fail(error)
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -263,8 +290,10 @@ class Connection(asyncio.Protocol):
         self._stop_timer()
         response = self.response
         if (exc is None and response is not None and not self.framed and not response.done
-                and response.error is None):
-            response.done = True  # a body that runs to the connection's end has ended
+                and response.error is None and self.origin.scheme == "http"):
+            # A body that runs to the connection's end has ended. Not over TLS: asyncio
+            # does not say whether the close was TLS's own, so a cut could pass for an end.
+            response.done = True
             response._wake()
             return
         if (self.head is not None and not self.head.done()) or (
@@ -272,24 +301,31 @@ class Connection(asyncio.Protocol):
             self._fail(ProtocolError("the upstream closed the connection mid-answer"))
 
     # ---------------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.response is not None:
+            # Bytes past the answer: the connection is out of step with its requests (a
+            # confused or hostile upstream). Reused, its parser would take the next
+            # caller's answer as the rest of these; it is dropped with this answer.
+            self.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if self.response is None:  # not trailers, nor a second answer's
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # 100 Continue, 103 Early Hints: the answer follows
             self.headers = []
             return
+        if not 200 <= status <= 599:
+            raise ProtocolError(f"the upstream answered status {status}")
         if self.response is not None:
-            # A second answer to one request: the connection is out of step with its
-            # requests (a confused or hostile upstream). Reused, it would hand this
-            # answer to the next caller; it is dropped with the first answer instead.
-            self.keep_alive = False
+            self.keep_alive = False  # a second answer (see on_message_begin)
             return
         response = self.response = Response(self, status, self.headers)
         self.keep_alive = self.parser.should_keep_alive()
-        self.framed = response.content_length is not None or status in (204, 304) or any(
-            k.lower() == b"transfer-encoding" for k, _ in self.headers)
+        self.framed = (response.content_length is not None or status in (204, 304)
+                       or _chunked(response.header("transfer-encoding")))
         if self.head_only:  # llhttp would wait for the body a HEAD answer never has
             response.done = True
             self.keep_alive = False
@@ -300,12 +336,8 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         response = self.response
-        if response is None or response.done:
-            return
-        response._feed(body)
-        if response.size > HIGH_WATER and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
+        if response is not None and not response.done:
+            self.body_parts.append(body)
 
     def on_message_complete(self) -> None:
         response = self.response
@@ -316,6 +348,14 @@ class Connection(asyncio.Protocol):
         response._wake()
 
 
+def _chunked(transfer_encoding: str | None) -> bool:
+    """Whether the last transfer coding is chunked (llhttp then finds the body's end;
+    with any other coding it reads to the connection's end)."""
+    if not transfer_encoding:
+        return False
+    return transfer_encoding.rsplit(",", 1)[-1].strip().lower() == "chunked"
+
+
 class Pool:
     """Keep-alive connections per origin; a connection serves one exchange at a time."""
 
@@ -324,6 +364,7 @@ class Pool:
         self.keepalive_s = keepalive_s
         self.idle: dict[Origin, collections.deque[Connection]] = {}
         self._ssl: ssl_module.SSLContext | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def request(
         self, origin: Origin, method: str, path: str, headers: Mapping[str, str],
@@ -401,11 +442,30 @@ class Pool:
         while idle and (len(idle) > self.max_idle or idle[0].closed
                         or idle[0].idle_since < now - self.keepalive_s):
             idle.popleft().close()
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_later(self.keepalive_s, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle past ``keepalive_s``, even for an origin no request
+        uses any more; again later while some stay idle."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        oldest_usable = loop.time() - self.keepalive_s
+        for origin, idle in list(self.idle.items()):
+            while idle and (idle[0].closed or idle[0].idle_since < oldest_usable):
+                idle.popleft().close()
+            if not idle:
+                del self.idle[origin]
+        if self.idle:
+            self._sweeper = loop.call_later(self.keepalive_s, self._sweep)
 
     def idle_count(self) -> int:
         return sum(len(q) for q in self.idle.values())
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for idle in self.idle.values():
             while idle:
                 idle.pop().close()

@@ -107,7 +107,7 @@ class V2Router:
                 await send_response(send, resp.status, b"", response_headers(resp))
                 return
             out_headers = response_headers(resp)
-            if resp.content_length is not None:
+            if resp.content_length is not None and resp.status not in (204, 304):
                 out_headers.append((b"content-length", str(resp.content_length).encode()))
             await send({"type": "http.response.start", "status": resp.status,
                         "headers": out_headers})

@@ -395,3 +395,125 @@ async def test_the_client_maps_failures_to_gateway_errors(raw_server) -> None:
     with pytest.raises(UpstreamError, match="credentials"):
         await client.open(bad, "POST", "/chat", body=b"{}", headers={}, stream=False)
     await client.close()
+
+
+# ----------------------------------------------------------- hostile and odd upstreams
+def answer_with(writes: list[bytes], *, gap: float = 0.0, then_wait: bool = True
+                ) -> Callable[[RawServer], Handler]:
+    """Answer each request with ``writes`` (``gap`` seconds apart), keeping the connection."""
+    def handler_for(raw: RawServer) -> Handler:
+        async def handler(reader, writer) -> None:
+            while True:
+                await raw.read_request(reader)
+                for chunk in writes:
+                    writer.write(chunk)
+                    await writer.drain()
+                    if gap:
+                        await asyncio.sleep(gap)
+                if not then_wait:
+                    return
+        return handler
+    return handler_for
+
+
+async def test_an_endless_head_is_refused_past_its_bound(raw_server) -> None:
+    line = b"x-h: " + b"a" * 1000 + b"\r\n"
+    _, origin = await raw_server(answer_with([b"HTTP/1.1 200 OK\r\n"] + [line * 20] * 50))
+    with pytest.raises(ProtocolError, match="head is over"):
+        await fetch(Pool(), origin, per_read=True)  # bytes keep coming: only the bound stops it
+
+
+async def test_a_head_dribbled_byte_by_byte_still_has_the_timeout(raw_server) -> None:
+    head = b"HTTP/1.1 200 OK\r\n" + b"x-slow: " + b"z" * 40 + b"\r\n\r\n"
+    _, origin = await raw_server(answer_with([bytes([b]) for b in head], gap=0.05))
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):  # each byte is within the per-read bound; the head is not
+        await fetch(Pool(), origin, timeout=0.5, per_read=True)
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
+async def test_tiny_chunks_are_handed_on_whole_per_read(raw_server) -> None:
+    body = b"".join(b"1\r\n%c\r\n" % (97 + i % 26) for i in range(20000)) + b"0\r\n\r\n"
+    _, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + body]))
+    resp = await Pool().request(origin, "POST", "/s", {}, b"", connect_timeout=2, timeout=5,
+                                per_read=True)
+    pieces = [chunk async for chunk in resp.iter_chunks()]
+    resp.release()
+    assert b"".join(pieces) == bytes(97 + i % 26 for i in range(20000))
+    assert len(pieces) < 100  # one per socket read, not 20,000 one-byte objects
+
+
+async def test_the_start_of_a_second_answer_drops_the_connection(raw_server) -> None:
+    raw, origin = await raw_server(answer_with([OK + b"HTTP/1.1 200 OK\r\nx-stale: "]))
+    pool = Pool()
+    assert await fetch(pool, origin) == (200, b"{}")
+    assert pool.idle_count() == 0
+    assert await fetch(pool, origin) == (200, b"{}")
+    assert raw.connections == 2
+
+
+async def test_trailers_never_become_headers(raw_server) -> None:
+    _, origin = await raw_server(answer_with([
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+        b"content-type: text/evil\r\nset-cookie: a=b\r\n\r\n"]))
+    resp = await Pool().request(origin, "POST", "/s", {}, b"", connect_timeout=2, timeout=2,
+                                per_read=False)
+    assert await resp.read(100) == b"{}"
+    assert [k.lower() for k, _ in resp.raw_headers] == [b"transfer-encoding"]
+    resp.release()
+
+
+@pytest.mark.parametrize("answer", [
+    b"HTTP/1.1 799 Odd\r\ncontent-length: 2\r\n\r\n{}",
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+], ids=["status-799", "upgrade"])
+async def test_answers_a_client_cannot_be_given_are_protocol_errors(raw_server, answer) -> None:
+    _, origin = await raw_server(keep_answering(answer))
+    with pytest.raises(ProtocolError):
+        await fetch(Pool(), origin)
+
+
+async def test_a_non_chunked_transfer_coding_runs_to_the_connections_end(raw_server) -> None:
+    _, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\n\r\nwhole ", b"body"],
+        then_wait=False))
+    assert await fetch(Pool(), origin) == (200, b"whole body")
+
+
+async def test_a_body_over_tls_that_ends_with_the_connection_is_refused(
+        raw_server, tmp_path: Path, monkeypatch) -> None:
+    cert, key = make_cert(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    _, origin = await raw_server(answer_with([b"HTTP/1.1 200 OK\r\n\r\ncut or whole?"],
+                                             then_wait=False), tls=tls)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    # asyncio cannot tell a TLS close from a cut TCP connection: not taken as an end.
+    with pytest.raises(ProtocolError):
+        await fetch(Pool(), origin)
+
+
+async def test_a_body_read_whole_past_the_high_water_leaves_a_reusable_connection(
+        raw_server) -> None:
+    size = HIGH_WATER + 100_000  # two socket reads: the second completes it, and pauses
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size + b"q" * size
+    raw, origin = await raw_server(answer_with([big]))
+    pool = Pool()
+    for _ in range(2):  # the second exchange runs on the connection the first one paused
+        resp = await pool.request(origin, "POST", "/big", {}, b"", connect_timeout=2,
+                                  timeout=3, per_read=True)
+        await asyncio.sleep(0.2)  # the caller is busy: the whole body arrives first
+        assert len(await resp.read(size) or b"") == size
+        resp.release()
+    assert raw.connections == 1
+
+
+async def test_idle_connections_are_closed_without_another_request(raw_server) -> None:
+    raw, origin = await raw_server(keep_answering(OK))
+    pool = Pool(keepalive_s=0.2)
+    await asyncio.gather(*(fetch(pool, origin) for _ in range(5)))
+    assert pool.idle_count() >= 1
+    await asyncio.sleep(0.8)  # the sweep runs every keepalive_s
+    assert pool.idle_count() == 0 and pool.idle == {}
+    pool.close()
