@@ -71,13 +71,21 @@ async def raw_server() -> AsyncIterator[Callable[..., Awaitable[tuple[RawServer,
         s.close()
 
 
-def keep_answering(answer: bytes) -> Callable[[RawServer], Handler]:
+def answer_with(writes: list[bytes], *, gap: float = 0.0, then_wait: bool = True
+                ) -> Callable[[RawServer], Handler]:
+    """Answer each request with ``writes`` (``gap`` seconds after each), keeping the
+    connection for the next request, or closing it (``then_wait=False``)."""
     def handler_for(raw: RawServer) -> Handler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while True:
                 await raw.read_request(reader)
-                writer.write(answer)
-                await writer.drain()
+                for chunk in writes:
+                    writer.write(chunk)
+                    await writer.drain()
+                    if gap:
+                        await asyncio.sleep(gap)
+                if not then_wait:
+                    return
         return handler
     return handler_for
 
@@ -96,7 +104,7 @@ async def fetch(pool: Pool, origin: Origin, *, method: str = "POST", body: bytes
 
 
 async def test_keep_alive_reuses_one_connection_and_writes_a_clean_head(raw_server) -> None:
-    raw, origin = await raw_server(keep_answering(OK))
+    raw, origin = await raw_server(answer_with([OK]))
     pool = Pool()
     for _ in range(5):
         assert await fetch(pool, origin, headers={"x-request-id": "r1"}) == (200, b"{}")
@@ -113,7 +121,7 @@ async def test_keep_alive_reuses_one_connection_and_writes_a_clean_head(raw_serv
     b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello world",
 ], ids=["chunked", "content-length"])
 async def test_framed_answers_are_read_whole_and_the_connection_kept(raw_server, answer) -> None:
-    raw, origin = await raw_server(keep_answering(answer))
+    raw, origin = await raw_server(answer_with([answer]))
     pool = Pool()
     assert await fetch(pool, origin) == (200, b"hello world")
     assert await fetch(pool, origin) == (200, b"hello world")
@@ -121,16 +129,9 @@ async def test_framed_answers_are_read_whole_and_the_connection_kept(raw_server,
 
 
 async def test_a_body_that_runs_to_the_connections_end_is_read_and_not_reused(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ")
-            await writer.drain()
-            await asyncio.sleep(0.05)
-            writer.write(b"the end")
-            await writer.drain()
-        return handler
-    raw, origin = await raw_server(handler_for)
+    raw, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ", b"the end"],
+        gap=0.05, then_wait=False))
     pool = Pool()
     assert await fetch(pool, origin) == (200, b"until the end")
     assert await fetch(pool, origin) == (200, b"until the end")
@@ -138,8 +139,8 @@ async def test_a_body_that_runs_to_the_connections_end_is_read_and_not_reused(ra
 
 
 async def test_connection_close_is_honoured(raw_server) -> None:
-    raw, origin = await raw_server(keep_answering(
-        b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"))
+    raw, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"]))
     pool = Pool()
     await fetch(pool, origin)
     await fetch(pool, origin)
@@ -171,9 +172,8 @@ async def test_a_second_answer_to_one_request_never_reaches_the_next_caller(raw_
 
 async def test_informational_answers_are_skipped_and_head_answers_end_at_their_headers(
         raw_server) -> None:
-    raw, origin = await raw_server(keep_answering(
-        b"HTTP/1.1 100 Continue\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n"))
+    raw, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\n"]))
     pool = Pool()
     resp = await pool.request(origin, "HEAD", "/x", {}, None, connect_timeout=2, timeout=2,
                               per_read=False)
@@ -184,14 +184,8 @@ async def test_informational_answers_are_skipped_and_head_answers_end_at_their_h
 
 
 async def test_an_upstream_that_closes_idle_connections_costs_no_request(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(OK)
-            await writer.drain()
-            # then close while the connection sits idle in the pool
-        return handler
-    raw, origin = await raw_server(handler_for)
+    # one answer, then the upstream closes while the connection sits idle in the pool
+    raw, origin = await raw_server(answer_with([OK], then_wait=False))
     pool = Pool()
     for _ in range(3):
         assert await fetch(pool, origin) == (200, b"{}")
@@ -218,18 +212,10 @@ async def test_idle_connections_are_bounded_and_expire(raw_server) -> None:
 
 
 async def test_the_whole_exchange_is_bounded_unless_per_read(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
-            for _ in range(6):  # a chunk every 0.2 s: 1.2 s in all
-                await asyncio.sleep(0.2)
-                writer.write(b"1\r\nx\r\n")
-                await writer.drain()
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
-        return handler
-    raw, origin = await raw_server(handler_for)
+    # a chunk every 0.2 s: 1.2 s in all
+    _, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", *[b"1\r\nx\r\n"] * 6,
+         b"0\r\n\r\n"], gap=0.2))
     pool = Pool()
     # The same bound, 0.8 s: the whole answer takes longer, no gap comes near it.
     with pytest.raises(TimeoutError):
@@ -238,14 +224,8 @@ async def test_the_whole_exchange_is_bounded_unless_per_read(raw_server) -> None
 
 
 async def test_a_stalled_stream_times_out_after_what_arrived(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst")
-            await writer.drain()
-            await asyncio.sleep(5)
-        return handler
-    _, origin = await raw_server(handler_for)
+    # 5 of the 10 bytes, then nothing more
+    _, origin = await raw_server(answer_with([b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst"]))
     pool = Pool()
     resp = await pool.request(origin, "POST", "/s", {}, b"", connect_timeout=2, timeout=0.3,
                               per_read=True)
@@ -259,13 +239,8 @@ async def test_a_stalled_stream_times_out_after_what_arrived(raw_server) -> None
 
 
 async def test_a_cut_answer_is_a_protocol_error_after_what_arrived(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
-            await writer.drain()
-        return handler
-    _, origin = await raw_server(handler_for)
+    _, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b"], then_wait=False))
     pool = Pool()
     resp = await pool.request(origin, "POST", "/s", {}, b"", connect_timeout=2, timeout=2,
                               per_read=True)
@@ -277,24 +252,16 @@ async def test_a_cut_answer_is_a_protocol_error_after_what_arrived(raw_server) -
 
 
 async def test_a_malformed_answer_is_a_protocol_error(raw_server) -> None:
-    _, origin = await raw_server(keep_answering(b"SMTP ready\r\n\r\n"))
+    _, origin = await raw_server(answer_with([b"SMTP ready\r\n\r\n"]))
     with pytest.raises(ProtocolError):
         await fetch(Pool(), origin)
 
 
 async def test_a_slow_reader_holds_the_upstream_back(raw_server) -> None:
     size = 8 << 20
-
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size)
-            for _ in range(size // 65536):
-                writer.write(b"z" * 65536)
-                await writer.drain()
-            await reader.read()  # keep the connection until the client closes it
-        return handler
-    _, origin = await raw_server(handler_for)
+    _, origin = await raw_server(answer_with(
+        [b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % size,
+         *[b"z" * 65536] * (size // 65536)]))
     pool = Pool()
     resp = await pool.request(origin, "POST", "/big", {}, b"", connect_timeout=2, timeout=10,
                               per_read=True)
@@ -312,12 +279,7 @@ async def test_a_slow_reader_holds_the_upstream_back(raw_server) -> None:
 
 
 async def test_cancelling_a_waiting_request_drops_its_connection(raw_server) -> None:
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            await raw.read_request(reader)
-            await asyncio.sleep(5)
-        return handler
-    raw, origin = await raw_server(handler_for)
+    _, origin = await raw_server(answer_with([]))  # reads the request, never answers
     pool = Pool()
     task = asyncio.create_task(fetch(pool, origin))
     await asyncio.sleep(0.1)
@@ -342,7 +304,7 @@ async def test_refused_connections_are_connect_errors() -> None:
     ({}, "/caf\u00e9"),
 ], ids=["crlf-value", "cr-value", "lf-name", "space-path", "crlf-path", "non-ascii-path"])
 async def test_requests_that_cannot_be_written_safely_are_refused(raw_server, headers, path) -> None:
-    raw, origin = await raw_server(keep_answering(OK))
+    raw, origin = await raw_server(answer_with([OK]))
     with pytest.raises(ValueError):
         await Pool().request(origin, "POST", path, headers, b"", connect_timeout=2, timeout=2,
                              per_read=False)
@@ -374,7 +336,7 @@ async def test_tls_upstreams_are_verified(raw_server, tmp_path: Path, monkeypatc
     cert, key = make_cert(tmp_path)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
-    _, origin = await raw_server(keep_answering(OK), tls=tls)
+    _, origin = await raw_server(answer_with([OK]), tls=tls)
     with pytest.raises(ProtocolError, match="TLS"):  # not signed by a CA this machine trusts
         await fetch(Pool(), origin)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # read when the pool makes its context
@@ -398,24 +360,6 @@ async def test_the_client_maps_failures_to_gateway_errors(raw_server) -> None:
 
 
 # ----------------------------------------------------------- hostile and odd upstreams
-def answer_with(writes: list[bytes], *, gap: float = 0.0, then_wait: bool = True
-                ) -> Callable[[RawServer], Handler]:
-    """Answer each request with ``writes`` (``gap`` seconds apart), keeping the connection."""
-    def handler_for(raw: RawServer) -> Handler:
-        async def handler(reader, writer) -> None:
-            while True:
-                await raw.read_request(reader)
-                for chunk in writes:
-                    writer.write(chunk)
-                    await writer.drain()
-                    if gap:
-                        await asyncio.sleep(gap)
-                if not then_wait:
-                    return
-        return handler
-    return handler_for
-
-
 async def test_an_endless_head_is_refused_past_its_bound(raw_server) -> None:
     line = b"x-h: " + b"a" * 1000 + b"\r\n"
     _, origin = await raw_server(answer_with([b"HTTP/1.1 200 OK\r\n"] + [line * 20] * 50))
@@ -469,7 +413,7 @@ async def test_trailers_never_become_headers(raw_server) -> None:
     b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
 ], ids=["status-799", "upgrade"])
 async def test_answers_a_client_cannot_be_given_are_protocol_errors(raw_server, answer) -> None:
-    _, origin = await raw_server(keep_answering(answer))
+    _, origin = await raw_server(answer_with([answer]))
     with pytest.raises(ProtocolError):
         await fetch(Pool(), origin)
 
@@ -510,7 +454,7 @@ async def test_a_body_read_whole_past_the_high_water_leaves_a_reusable_connectio
 
 
 async def test_idle_connections_are_closed_without_another_request(raw_server) -> None:
-    raw, origin = await raw_server(keep_answering(OK))
+    raw, origin = await raw_server(answer_with([OK]))
     pool = Pool(keepalive_s=0.2)
     await asyncio.gather(*(fetch(pool, origin) for _ in range(5)))
     assert pool.idle_count() >= 1
