@@ -10,28 +10,21 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.e2e.support import launch_chromium
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def gateway_url(home: Path, make_gateway) -> str:  # type: ignore[no-untyped-def]
-    return str(make_gateway().url)
+def operation_count(doc: dict) -> int:  # type: ignore[type-arg]
+    return sum(1 for item in doc["paths"].values() for m in item
+               if m in ("get", "post", "put", "patch", "delete"))
 
 
-def test_docs_page_renders_every_operation_offline(gateway_url: str) -> None:
-    doc = httpx.get(gateway_url + "/openapi.json").json()
-    operations = sum(1 for item in doc["paths"].values() for m in item
-                     if m in ("get", "post", "put", "patch", "delete"))
-    page_headers = httpx.get(gateway_url + "/docs").headers
-    assert "default-src 'none'" in page_headers["content-security-policy"]
-    assert page_headers["content-type"].startswith("text/html")
-
-    blocked: list[str] = []
-    errors: list[str] = []
+def offline_page(browser: Browser, base_url: str, blocked: list[str], errors: list[str]) -> Page:
+    """A page that may reach 127.0.0.1 only (other requests are aborted and recorded in
+    ``blocked``), with console and page errors recorded in ``errors``."""
 
     def only_local(route: Route) -> None:
         if urlsplit(route.request.url).hostname == "127.0.0.1":
@@ -40,14 +33,31 @@ def test_docs_page_renders_every_operation_offline(gateway_url: str) -> None:
             blocked.append(route.request.url)
             route.abort("internetdisconnected")
 
+    context = browser.new_context(base_url=base_url)
+    context.route("**/*", only_local)
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
+
+@pytest.fixture
+def gateway_url(home: Path, make_gateway) -> str:  # type: ignore[no-untyped-def]
+    return str(make_gateway().url)
+
+
+def test_docs_page_renders_every_operation_offline(gateway_url: str) -> None:
+    operations = operation_count(httpx.get(gateway_url + "/openapi.json").json())
+    page_headers = httpx.get(gateway_url + "/docs").headers
+    assert "default-src 'none'" in page_headers["content-security-policy"]
+    assert page_headers["content-type"].startswith("text/html")
+
+    blocked: list[str] = []
+    errors: list[str] = []
     with sync_playwright() as p:
         browser = launch_chromium(p)
         try:
-            context = browser.new_context(base_url=gateway_url)
-            context.route("**/*", only_local)
-            page = context.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = offline_page(browser, gateway_url, blocked, errors)
             page.goto("/docs")
             expect(page.locator("body")).to_have_attribute("data-rendered", str(operations))
             expect(page.locator("#title")).to_have_text("litegate API reference")
@@ -84,7 +94,6 @@ def test_docs_assets_are_served(gateway_url: str) -> None:
     assert httpx.get(gateway_url + "/docs/other.js").status_code == 404
 
 
-
 def test_docs_page_renders_offline_under_the_litestar_plugin(home: Path) -> None:
     """Mounted, the page is ``/litegate/docs`` and renders ``/litegate/openapi.json``
     (with the admin API) from the same origin; Litestar's ``/schema`` stays the host's."""
@@ -100,25 +109,11 @@ def test_docs_page_renders_offline_under_the_litestar_plugin(home: Path) -> None
     app = Litestar(route_handlers=[], plugins=[LitegatePlugin(LitegateConfig(settings=settings))])
     blocked: list[str] = []
     errors: list[str] = []
-
-    def only_local(route: Route) -> None:
-        if urlsplit(route.request.url).hostname == "127.0.0.1":
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort("internetdisconnected")
-
     with ThreadServer(app) as server, sync_playwright() as p:
-        doc = httpx.get(server.url + "/litegate/openapi.json").json()
-        operations = sum(1 for item in doc["paths"].values() for m in item
-                         if m in ("get", "post", "put", "patch", "delete"))
+        operations = operation_count(httpx.get(server.url + "/litegate/openapi.json").json())
         browser = launch_chromium(p)
         try:
-            context = browser.new_context(base_url=server.url)
-            context.route("**/*", only_local)
-            page = context.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = offline_page(browser, server.url, blocked, errors)
             page.goto("/litegate/docs")
             expect(page.locator("body")).to_have_attribute("data-rendered", str(operations))
             expect(page.locator("#openapi")).to_have_text("/litegate/openapi.json")
