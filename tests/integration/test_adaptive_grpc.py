@@ -17,6 +17,17 @@ from tests.helpers.cli import apply_config, create_key, run_cli
 from tests.helpers.servers import free_port
 
 
+def grpc_gateway(home, make_gateway):  # type: ignore[no-untyped-def]
+    """A key, a gateway with gRPC on, a client to it and one (1, 4) FP32 input of ones."""
+    key = create_key(home)
+    port = free_port()
+    server = make_gateway(grpc_port=port)
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+    x = grpcclient.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    return key, server, client, x
+
+
 def test_grpc_calls_follow_and_feed_the_bandit(tmp_path, home, make_gateway) -> None:
     for name in ("add", "broken"):
         src = matmul_add_model(tmp_path / f"{name}.onnx")
@@ -32,12 +43,7 @@ def test_grpc_calls_follow_and_feed_the_bandit(tmp_path, home, make_gateway) -> 
                     "adaptive": {"metric": "errors", "min_share": 0.1, "cooldown_s": 0,
                                  "min_samples": 10}}]})
     assert code == 0, err
-    key = create_key(home)
-    port = free_port()
-    server = make_gateway(grpc_port=port)
-    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
-    x = grpcclient.InferInput("x", [1, 4], "FP32")
-    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    key, server, client, x = grpc_gateway(home, make_gateway)
 
     outcomes = []
     for _ in range(80):
@@ -69,12 +75,7 @@ def test_grpc_calls_of_a_feedback_route_can_be_scored(tmp_path, home, make_gatew
                                  {"upstream": "local", "model": "add", "name": "two"}],
                     "adaptive": {"metric": "feedback"}}]})
     assert code == 0, err
-    key = create_key(home)
-    port = free_port()
-    server = make_gateway(grpc_port=port)
-    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
-    x = grpcclient.InferInput("x", [1, 4], "FP32")
-    x.set_data_from_numpy(np.ones((1, 4), dtype=np.float32))
+    key, server, client, x = grpc_gateway(home, make_gateway)
     auth = {"authorization": f"Bearer {key}"}
     client.infer("ab", [x], headers={**auth, "x-request-id": "grpc-scored-1"})
     r = httpx.post(server.url + "/v1/feedback", headers=auth,
