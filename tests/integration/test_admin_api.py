@@ -111,14 +111,7 @@ def test_round_trip_route_model_key_traffic_usage(home: Path, tmp_path: Path, se
 
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0)
 
-        def chat() -> Any:
-            try:
-                return client.chat.completions.create(
-                    model="chat", messages=[{"role": "user", "content": "hi"}])
-            except (openai.NotFoundError, openai.AuthenticationError):
-                return None  # the gateway has not picked the change up yet
-
-        answer = wait_until(chat, "the route and key to reach the gateway")
+        answer = wait_until(lambda: _chat_or_none(client), "the route and key to reach the gateway")
         assert answer.usage.prompt_tokens == 5 and answer.usage.completion_tokens == 7
 
         infer = triton.InferenceServerClient(url=server.url.removeprefix("http://"))
@@ -143,6 +136,16 @@ def test_round_trip_route_model_key_traffic_usage(home: Path, tmp_path: Path, se
             ("api_key", "create", "app")} <= seen, seen
     assert audit["total"] == len(audit["entries"])
     assert all(secret not in json.dumps(e) for e in audit["entries"])
+
+
+def _chat_or_none(client: openai.OpenAI) -> Any:
+    """A chat completion on route ``chat``, or None while the gateway has not picked the
+    route or the key up yet."""
+    try:
+        return client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}])
+    except (openai.NotFoundError, openai.AuthenticationError):
+        return None
 
 
 def _infer_or_none(client: Any, inp: Any, key: str) -> Any:
@@ -326,14 +329,7 @@ def test_an_upstream_cannot_send_litegate_settings_as_its_api_key(
         secret = ok(api.post("/keys", json={"name": "app"}), 201)["secret"]
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0)
 
-        def answered() -> Any:
-            try:
-                return client.chat.completions.create(
-                    model="chat", messages=[{"role": "user", "content": "hi"}])
-            except (openai.NotFoundError, openai.AuthenticationError):
-                return None  # the gateway has not picked the route up yet
-
-        assert wait_until(answered, "the route")  # served from a snapshot with the row
+        assert wait_until(lambda: _chat_or_none(client), "the route")  # served from a snapshot with the row
         assert fake.headers_seen
         assert all(h.get("Authorization") is None for h in fake.headers_seen), fake.headers_seen
 
