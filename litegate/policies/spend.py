@@ -284,6 +284,10 @@ class Spend:
     ) -> int:
         """Count one request's usage; returns its cost in nano-USD."""
         now = time.time() if now is None else now
+        counted = self.record_nowait(key, route, variant, prompt_tokens, completion_tokens,
+                                     now=now)
+        if counted is not None:
+            return counted
         incrs, cost, budgeted = self._usage_incrs(key, route, variant, prompt_tokens,
                                                   completion_tokens, now)
         try:
@@ -297,7 +301,7 @@ class Spend:
 
     def record_nowait(
         self, key: KeySpec, route: str, variant: VariantSpec | None, prompt_tokens: int,
-        completion_tokens: int,
+        completion_tokens: int, *, now: float | None = None,
     ) -> int | None:
         """``record`` for the in-process storage, with no coroutine and no task (the
         caller's ``asyncio.shield`` cost ~8 µs a request); None when the storage needs
@@ -305,8 +309,9 @@ class Spend:
         storage = self.storage
         if not isinstance(storage, LocalStorage):
             return None
-        incrs, cost, budgeted = self._usage_incrs(key, route, variant, prompt_tokens,
-                                                  completion_tokens, time.time())
+        incrs, cost, budgeted = self._usage_incrs(
+            key, route, variant, prompt_tokens, completion_tokens,
+            time.time() if now is None else now)
         try:
             totals = [storage.incr_now(k, e, n) for k, e, n in incrs]
             if budgeted:
@@ -319,10 +324,9 @@ class Spend:
     async def _incr_many(self, incrs: list[tuple[str, int, int]]) -> list[int]:
         """Add each ``(counter, expiry s, amount)``; the new totals. On Redis one script
         call (limits' ``incr`` is a round trip per counter, ~100 µs of CPU each); a
-        cluster cannot run one script across slots and keeps one call per counter."""
+        cluster cannot run one script across slots and keeps one call per counter. (The
+        in-process storage never gets here: ``record_nowait`` counts it.)"""
         storage = self.storage
-        if self.local:
-            return [int(await storage.incr(k, e, n)) for k, e, n in incrs]
         if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
             bridge: Any = storage.bridge
             if self._script is None:
