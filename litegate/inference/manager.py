@@ -14,12 +14,11 @@ Everything here runs on the event loop except the loader and the sessions' runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import sys
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +127,37 @@ def _default_loader(path: Path, settings: Settings, *, name: str, version: str,
 def _configured(snapshot: Snapshot, key: Key) -> bool:
     spec = snapshot.models.get(key[0])
     return spec is not None and key[1] in spec.versions
+
+
+class _Serving:
+    """``ModelManager._serving``: a plain async context manager, as
+    ``contextlib.asynccontextmanager`` costs an async generator per inference."""
+
+    __slots__ = ("_entry", "_manager", "_name", "_started", "_stats", "_version")
+
+    def __init__(self, manager: ModelManager, name: str, version: str | None) -> None:
+        self._manager, self._name, self._version = manager, name, version
+
+    async def __aenter__(self) -> _Entry:
+        manager = self._manager
+        self._started = time.perf_counter()
+        entry = self._entry = await manager._checkout(self._name, self._version)
+        manager.metrics.count_request(*entry.key)
+        self._stats = manager.stats.setdefault(entry.key, VersionStats())
+        return entry
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        manager, entry = self._manager, self._entry
+        manager._release(entry)
+        if exc is None:
+            self._stats.request_done(True, time.perf_counter() - self._started)
+        elif isinstance(exc, Exception):
+            status = exc.status_code if isinstance(exc, LitegateError) else 500
+            manager.metrics.failures.labels(*entry.key, str(status)).inc()
+            if isinstance(exc, QueueFull):
+                manager.metrics.queue_rejections.labels(*entry.key).inc()
+            self._stats.request_done(False, time.perf_counter() - self._started)
 
 
 class ModelManager:
@@ -645,25 +675,10 @@ class ModelManager:
         if entry.retired and entry.idle:
             self._close_soon(entry)
 
-    @contextlib.asynccontextmanager
-    async def _serving(self, name: str, version: str | None) -> AsyncIterator[_Entry]:
-        """The version checked out for one request, counted in metrics and statistics."""
-        started = time.perf_counter()
-        entry = await self._checkout(name, version)
-        self.metrics.count_request(*entry.key)
-        stats = self.stats.setdefault(entry.key, VersionStats())
-        try:
-            yield entry
-        except Exception as exc:
-            status = exc.status_code if isinstance(exc, LitegateError) else 500
-            self.metrics.failures.labels(*entry.key, str(status)).inc()
-            if isinstance(exc, QueueFull):
-                self.metrics.queue_rejections.labels(*entry.key).inc()
-            stats.request_done(False, time.perf_counter() - started)
-            raise
-        finally:
-            self._release(entry)
-        stats.request_done(True, time.perf_counter() - started)
+    def _serving(self, name: str, version: str | None) -> _Serving:
+        """The version checked out for one request, counted in metrics and statistics:
+        ``async with self._serving(name, version) as entry``."""
+        return _Serving(self, name, version)
 
     async def infer(self, name: str, inputs: Tensors, *,
                     version: str | None = None, outputs: list[str] | None = None
