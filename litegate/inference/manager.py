@@ -143,7 +143,7 @@ class _Serving:
         self._started = time.perf_counter()
         entry = self._entry = await manager._checkout(self._name, self._version)
         manager.metrics.count_request(*entry.key)
-        self._stats = manager.stats.setdefault(entry.key, VersionStats())
+        self._stats = manager.version_stats(entry.key)
         return entry
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -329,6 +329,14 @@ class ModelManager:
     def is_loaded(self, name: str, version: str) -> bool:
         return (name, version) in self._loaded
 
+    def version_stats(self, key: Key) -> VersionStats:
+        """The v2 statistics of a loaded version, created on first use (not on every
+        request, as ``setdefault(key, VersionStats())`` would)."""
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = VersionStats()
+        return stats
+
     # ------------------------------------------------------------------- loading
     async def _ensure(self, spec: ModelSpec, version: str) -> _Entry:
         key = (spec.name, version)
@@ -425,7 +433,7 @@ class ModelManager:
         batching = int(spec.max_batch_size or 0) > 1 and loaded.signature.batchable
         executor = ThreadPoolExecutor(max_workers=instances,
                                       thread_name_prefix=f"litegate-onnx-{spec.name}")
-        stats = self.stats.setdefault(key, VersionStats())
+        stats = self.version_stats(key)
         holder: list[_Entry] = []  # the batcher reaches the session only through the entry
 
         def run(inputs: dict[str, Tensor], run_options: RunOptions | None) -> dict[str, Tensor]:

@@ -90,15 +90,16 @@ def _fmt(shape: tuple[int, ...] | list[int]) -> str:
 
 def validate_inputs(signature: Signature, tensors: Tensors) -> None:
     """Raise :class:`BadRequest` naming the offending input, or return silently."""
-    expected = {t.name: t for t in signature.inputs}
-    for name in tensors:
-        if name not in expected:
-            raise BadRequest(
-                f"unexpected input {name!r}; the model expects {', '.join(expected)}"
-            )
+    if len(tensors) != len(signature.inputs) or any(
+            spec.name not in tensors for spec in signature.inputs):
+        expected = [t.name for t in signature.inputs]
+        for name in tensors:
+            if name not in expected:
+                raise BadRequest(
+                    f"unexpected input {name!r}; the model expects {', '.join(expected)}")
+        spec = next(t for t in signature.inputs if t.name not in tensors)
+        raise BadRequest(f"missing input {spec.name!r} ({spec.datatype} {_fmt(spec.shape)})")
     for spec in signature.inputs:
-        if spec.name not in tensors:
-            raise BadRequest(f"missing input {spec.name!r} ({spec.datatype} {_fmt(spec.shape)})")
         array = tensors[spec.name]
         got = NUMPY_TO_V2.get(array.dtype)
         if got is None:  # named only for the error: str(dtype) is slow on every request

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _encode = msgspec.json.Encoder().encode
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 _MODEL = re.compile(
     r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
     r"(?:/(?P<action>ready|infer|config|stats))?/?$"
@@ -174,7 +175,7 @@ class V2App:
         body = await _read_body(scope, receive, self.max_body_bytes)
         header_length = None
         for name, value in scope.get("headers", ()):
-            if name.lower() == HEADER_LENGTH.encode():
+            if name.lower() == _HEADER_LENGTH:
                 try:
                     header_length = int(value)
                 except ValueError as exc:
@@ -197,7 +198,7 @@ class V2App:
             payload, headers = await asyncio.to_thread(encode)  # keep the loop responsive
         else:
             payload, headers = encode()
-        stats = manager.stats.setdefault((result.model, result.version), VersionStats())
+        stats = manager.version_stats((result.model, result.version))
         stats.compute_input.add(decoded - started)
         stats.compute_output.add(time.perf_counter() - encode_started)
         await _respond(send, 200, payload, headers)
