@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,9 +21,13 @@ def rows(inputs: Tensors) -> int:
     return 0
 
 
-def group_key(inputs: Tensors) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+def group_key(inputs: Tensors) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...]], ...]:
     """Requests with equal keys can be concatenated along the first dimension."""
-    return tuple(sorted((n, a.dtype.str, tuple(a.shape[1:])) for n, a in inputs.items()))
+    if len(inputs) == 1:  # most models: no sorting (this runs for every request)
+        ((name, array),) = inputs.items()
+        return ((name, array.dtype, array.shape[1:]),)
+    return tuple(sorted(((n, a.dtype, a.shape[1:]) for n, a in inputs.items()),
+                        key=lambda item: item[0]))
 
 
 def merge(items: Sequence[Tensors]) -> dict[str, Tensor]:

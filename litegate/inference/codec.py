@@ -278,19 +278,25 @@ def _binary_chunks(array: Tensor) -> Iterator[bytes]:
 def _json_chunks(array: Tensor) -> Iterator[bytes]:
     """``[...]`` of the flattened tensor, a slice at a time."""
     flat = array.reshape(-1)
-    text = _datatype(array) == BYTES
+    if flat.size <= _CHUNK:
+        yield _json_array(flat)
+        return
     yield b"["
     for start in range(0, flat.size, _CHUNK):
-        part = flat[start:start + _CHUNK]
-        if text:
-            values = [_as_bytes(v).decode("utf-8", "replace") for v in part]
-            encoded = _encoder.encode(values)
-        elif part.dtype.kind == "f" and not np.isfinite(part).all():
-            encoded = json.dumps(part.tolist(), allow_nan=True).encode()  # NaN, Infinity
-        else:
-            encoded = _encoder.encode(part.tolist())
-        yield (b"," if start else b"") + encoded[1:-1]
+        yield (b"," if start else b"") + _json_array(flat[start:start + _CHUNK])[1:-1]
     yield b"]"
+
+
+def _json_array(flat: Tensor) -> bytes:
+    """``[...]`` of a flat tensor's values."""
+    if _datatype(flat) == BYTES:
+        return _encoder.encode([_as_bytes(v).decode("utf-8", "replace") for v in flat])
+    values = flat.tolist()
+    encoded = _encoder.encode(values)
+    if flat.dtype.kind == "f" and b"null" in encoded:
+        # msgspec writes NaN and ±inf as null: Triton's NaN / Infinity tokens instead
+        encoded = json.dumps(values, allow_nan=True).encode()
+    return encoded
 
 
 def _minimum_size(array: Tensor, binary: bool) -> int:

@@ -115,7 +115,7 @@ def validate_inputs(signature: Signature, tensors: Tensors) -> None:
                 f"input {spec.name!r}: shape {_fmt(array.shape)} does not match the model's "
                 f"{_fmt(spec.shape)} (-1 = any)"
             )
-    if signature.batchable:
+    if len(tensors) > 1 and signature.batchable:
         batch = {int(a.shape[0]) for a in tensors.values()}
         if len(batch) > 1:
             raise BadRequest(
