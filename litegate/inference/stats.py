@@ -47,8 +47,7 @@ class VersionStats:
         self.execution_count += 1
         self.inference_count += rows
         self.compute_infer.add(compute_s, requests)
-        for q in queue_s:
-            self.queue.add(q)
+        self.queue.add(sum(queue_s), len(queue_s))  # waits are never negative
         self.batches.setdefault(rows, _Duration()).add(compute_s)
 
     def request_done(self, ok: bool, seconds: float) -> None:
