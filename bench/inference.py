@@ -26,7 +26,10 @@ under ``taskset -c --client-cpus`` (core 1) with the same v2 JSON bodies, 1 row 
                    installs it into ``bench/.peers/pytriton``), dynamic batcher with the same
                    max batch and queue delay;
 - ``handwritten``  what users write otherwise: a minimal Litestar app under uvicorn whose
-                   sync handler (thread pool) parses the JSON and calls ``session.run``.
+                   sync handler (thread pool) parses the JSON and calls ``session.run``;
+- ``litegate@REF`` (``--refs REF[,REF…]``) an earlier commit of litegate (``git archive``
+                   + ``PYTHONPATH``, as in ``proxy.py``), same model and batching, with its
+                   ratios to this checkout: a regression check for the v2 path.
 
 Raw ``session.run`` runs on the same core(s) at batch 1..128: the "fair ceiling" of a
 server is raw at the batch size its load really formed (mean batch from its own metrics:
@@ -468,10 +471,14 @@ def cli(home: Path, env: dict[str, str], *argv: str) -> str:
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir: Path) -> dict:
-    home = workdir / "home"
+def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir: Path,
+                   source: Path | None = None) -> dict:
+    """``source``: run the litegate exported there (``--refs``) instead of this checkout's."""
+    home = workdir / ("home" if source is None else f"home-{source.name}")
     env = {**os.environ, "LITEGATE_PROVIDERS": args.providers, "LITEGATE_ACCESS_LOG": "0",
            "LITEGATE_LOG_LEVEL": "warning", "LITEGATE_MAX_QUEUE": "1024"}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)  # ahead of the editable install's finder
     if args.intra_op:
         env.update(THREAD_ENV, LITEGATE_INTRA_OP_THREADS=str(args.intra_op),
                    LITEGATE_INTER_OP_THREADS="1")
@@ -491,7 +498,8 @@ def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir:
     t0 = time.perf_counter()
     proc = procs.spawn(taskset(args.server_cpus, [*LITEGATE, "--home", str(home), "serve",
                                                   "--port", str(port)]),
-                       workdir / "litegate.log", env)
+                       workdir / ("litegate.log" if source is None else f"{source.name}.log"),
+                       env)
     ready = json.loads(wait_for(port, "/readyz", proc))
     providers = {name: {v: d["providers"] for v, d in m["loaded"].items()}
                  for name, m in ready.get("models", {}).get("models", {}).items()}
@@ -655,6 +663,14 @@ def report(args: argparse.Namespace, med: dict, targets: dict, raw: dict, raw_pe
             if a and b and b["rows_s"]:
                 ratios.append(f"c={c}: {a['rows_s'] / b['rows_s']:.2f}×")
         lines += ["", "litegate / Triton rows/s: " + ", ".join(ratios) + "."]
+    for ref in [n for n in tr if n.startswith("litegate@")]:
+        ratios = []
+        for c in CONCURRENCY:
+            a, b = lg(f"litegate|{c}"), lg(f"{ref}|{c}")
+            if a and b and b["rows_s"] and a.get("rows_per_cpu_s") and b.get("rows_per_cpu_s"):
+                ratios.append(f"c={c}: {a['rows_s'] / b['rows_s']:.2f}× "
+                              f"({a['rows_per_cpu_s'] / b['rows_per_cpu_s']:.2f}× per CPU-s)")
+        lines += ["", f"litegate / {ref} rows/s: " + ", ".join(ratios) + "."]
     non2xx = {n: sum((med.get(f"{n}|{c}") or {}).get("non2xx") or 0 for c in CONCURRENCY)
               for n in names}
     lines += ["", f"Non-2xx responses (median per cell, summed): {non2xx}.", ""]
@@ -695,6 +711,9 @@ def main() -> int:
                         help="ONNX Runtime intra-op threads for every target (0 = ORT default)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="serving option for litegate's models (litegate models add --option)")
+    parser.add_argument("--refs", default="",
+                        help="earlier commits of litegate to run beside this checkout "
+                        "(comma list; target litegate@REF, batching as for litegate)")
     parser.add_argument("--compare-executors", action="store_true",
                         help="also compare the batcher on threads vs processes (CPU only)")
     parser.add_argument("--serve-handwritten", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -745,6 +764,15 @@ def main() -> int:
                     targets["litegate-nb"] = {**base, "path": "/v2/models/mlp_nobatch/infer",
                                               "model": "mlp_nobatch",
                                               "label": "litegate, batching off (same server)"}
+            for ref in [r.strip() for r in args.refs.split(",") if r.strip()]:
+                from proxy import export_ref  # not at the top: peers' Pythons run this file
+
+                old = start_litegate(procs, model, args, workdir, export_ref(ref, workdir))
+                targets[f"litegate@{ref}"] = {
+                    "port": old["port"], "key": old["key"], "stats": "litegate", "pid": old["pid"],
+                    "ready_s": old["ready_s"], "rss": rss_mb(old["pid"]),
+                    "path": "/v2/models/mlp/infer", "model": "mlp",
+                    "label": f"litegate @ {ref}"}
             if "pytriton" in wanted:
                 try:
                     tr = start_pytriton(procs, model, args, workdir)
@@ -805,9 +833,8 @@ def main() -> int:
                          if args.compare_executors else {})
         finally:
             procs.stop_all()
-            for name in ("litegate.log", "handwritten.log", "pytriton.log"):
-                if (workdir / name).exists():
-                    (WORK / f"inference-{name}").write_bytes((workdir / name).read_bytes())
+            for log_file in workdir.glob("*.log"):
+                (WORK / f"inference-{log_file.name}").write_bytes(log_file.read_bytes())
     med = {k: median_cells([r[k] for r in rounds if k in r]) for k in rounds[0]}
     raw = {bs: float(np.median(v)) for bs, v in raw_runs.items()}
     raw_per_cpu = {bs: float(np.median(v)) for bs, v in raw_cpu.items()}
