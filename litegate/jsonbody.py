@@ -24,16 +24,17 @@ _decode = msgspec.json.decode
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_OPENING = bytes(b for b in range(256) if b not in b"[{")
 
 
 def nesting_within(body: bytes, max_depth: int) -> bool:
     """Whether syntactically valid JSON ``body`` nests at most ``max_depth`` levels.
 
-    Runs at C speed on the bytes: almost every body has fewer brackets than the bound
-    (answered by two counts); otherwise the brackets outside strings are peeled one
-    innermost level per pass, at most ``max_depth`` passes.
+    Runs at C speed on the bytes: almost every body opens fewer brackets than the bound
+    (answered by one pass that keeps only ``[`` and ``{``); otherwise the brackets outside
+    strings are peeled one innermost level per pass, at most ``max_depth`` passes.
     """
-    if body.count(b"[") + body.count(b"{") <= max_depth:
+    if len(body.translate(None, _NOT_OPENING)) <= max_depth:  # one pass, not two counts
         return True
     if b'"' in body:
         body = _STRING.sub(b"", body)
