@@ -20,7 +20,12 @@ import structlog
 from limits import RateLimitItem, parse_many
 
 from litegate.db.rows import Row, Rows, SQLAlchemyRows, parse_json, parse_time
-from litegate.services.schema import AdaptiveIn, parse_period, usable_api_key_env
+from litegate.services.schema import (
+    AdaptiveIn,
+    check_adaptive,
+    parse_period,
+    usable_api_key_env,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -70,13 +75,19 @@ class AdaptiveSpec:
     min_samples: int
 
 
-def build_adaptive(raw: Mapping[str, Any] | None, route: str) -> AdaptiveSpec | None:
+def build_adaptive(raw: Mapping[str, Any] | None, route: str, variants: int
+                   ) -> AdaptiveSpec | None:
+    """``variants``: how many of the route's variants have a weight > 0."""
     if not raw:
         return None
     try:
         a = msgspec.convert(raw, AdaptiveIn)
     except msgspec.ValidationError as exc:  # a row edited by hand: serve fixed weights
         log.warning("adaptive_ignored", route=route, error=str(exc))
+        return None
+    errors = check_adaptive(a, "adaptive", variants)  # the rules `config apply` enforces
+    if errors:
+        log.warning("adaptive_ignored", route=route, error="; ".join(errors))
         return None
     return AdaptiveSpec(metric=a.metric, min_share=a.min_share, cooldown_s=a.cooldown_s,
                         min_samples=a.min_samples)
@@ -268,7 +279,8 @@ def build_route(r: Any, quotas: list[Any], upstreams: Mapping[int, UpstreamSpec]
         token_limits=_rates([q.rate for q in quotas if q.kind == "tokens"]),
         fallback=r.fallback,
         shadow=next((v for v in variants if v.name == r.shadow), None),
-        adaptive=build_adaptive(r.adaptive, r.name),
+        adaptive=build_adaptive(r.adaptive, r.name,
+                                sum(1 for v in variants if v.weight > 0)),
         semantic_cache=build_semantic_cache(r.semantic_cache, r.name),
     )
 
