@@ -20,6 +20,7 @@ from tests.e2e.support import (
     http_login,
 )
 from tests.helpers.cli import apply_config, chat_config, create_key, run_cli
+from tests.helpers.windows import clear_of_minute_edge
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -57,6 +58,7 @@ def test_cli_keys_update_on_a_running_gateway(home, fake_upstream, make_gateway)
     key, key_id = created["key"], created["id"]
     server = make_gateway()
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        clear_of_minute_edge()  # exact counts: not across a window boundary
         assert [_chat(client, key) for _ in range(3)] == [200, 200, 429]
         assert _chat(client, key, "chat2") == 403
 
@@ -92,6 +94,7 @@ def test_console_edits_a_key_and_shows_its_usage(home, fake_upstream, make_gatew
     create_console_user(home, "alice", "alice-password")
     server = make_gateway()
     with httpx.Client(base_url=server.url, timeout=10) as client:
+        clear_of_minute_edge()  # exact counts: not across a window boundary
         statuses = [_chat(client, key) for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         assert _chat(client, key, "chat2") == 403

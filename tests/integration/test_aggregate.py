@@ -8,6 +8,7 @@ import httpx
 
 from tests.helpers.cli import apply_config, create_key
 from tests.helpers.servers import run_fake_upstream
+from tests.helpers.windows import clear_of_minute_edge
 
 
 def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gateway):
@@ -31,6 +32,7 @@ def test_aggregate_fans_out_in_parallel_with_per_branch_status(home, make_gatewa
             "request": {"messages": [{"role": "user", "content": "hi"}]},
             "timeout_s": 0.5,
         }
+        clear_of_minute_edge()  # exact counts: not across a window boundary
         t0 = time.perf_counter()
         r = httpx.post(server.url + "/v1/aggregate", headers=h, json=body, timeout=10)
         elapsed = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tests.helpers.cli import apply_config, create_key
 from tests.helpers.servers import run_fake_upstream, serve_aiohttp
+from tests.helpers.windows import clear_of_minute_edge
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -48,6 +49,7 @@ def test_unknown_models_count_against_the_keys_limit(home, fake_upstream, make_g
     })
     key = create_key(home, "limited", "--limit", "10/minute")
     server = make_gateway()
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     h = {"Authorization": f"Bearer {key}"}
     statuses = [
         httpx.post(server.url + "/v1/chat/completions", headers=h,
@@ -69,6 +71,7 @@ def test_aggregate_branches_count_against_the_keys_limit(home, fake_upstream, ma
     })
     key = create_key(home, "fan", "--limit", "3/minute")
     server = make_gateway()
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     h = {"Authorization": f"Bearer {key}"}
     statuses = []
     for _ in range(3):
@@ -186,6 +189,7 @@ def test_refused_requests_count_against_the_keys_limit(home, fake_upstream, make
     })
     key = create_key(home, "limited", "--limit", "5/minute", "--routes", "chat")
     server = make_gateway()
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     h = {"Authorization": f"Bearer {key}"}
     form = {"content-type": "multipart/form-data; boundary=b0undary", **h}
     with httpx.Client(base_url=server.url, headers=h) as c:
@@ -219,6 +223,7 @@ def test_refused_aggregate_bodies_count_against_the_keys_limit(home, fake_upstre
     })
     key = create_key(home, "limited", "--limit", "4/minute")
     server = make_gateway()
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"}) as c:
         bodies = [
             b'{"routes": ',

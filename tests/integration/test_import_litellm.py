@@ -12,6 +12,7 @@ import yaml
 
 from tests.helpers.cli import create_key, run_cli
 from tests.helpers.servers import free_port
+from tests.helpers.windows import clear_of_minute_edge
 
 LITELLM = Path(__file__).resolve().parents[1] / "fixtures" / "litellm"
 
@@ -142,6 +143,7 @@ def test_an_imported_config_serves_requests(home, tmp_path, make_gateway, fake_u
     assert code == 0, err
     key = create_key(home)
     server = make_gateway()
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     with httpx.Client(base_url=server.url, timeout=10,
                       headers={"Authorization": f"Bearer {key}"}) as c:
         def chat(model: str) -> httpx.Response:

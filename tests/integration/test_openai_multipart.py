@@ -20,6 +20,7 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from litegate.multipart import MAX_FORM_PARTS, MAX_PART_HEADER_BYTES, MAX_PART_HEADERS
 from tests.helpers.cli import apply_config, create_key
 from tests.helpers.servers import free_port, serve_aiohttp
+from tests.helpers.windows import clear_of_minute_edge
 
 # Bytes that look like multipart framing, NULs and every byte value: they must arrive as sent.
 AUDIO = b"RIFF" + bytes(range(256)) * 8 + b"\r\n--boundary\r\n\r\n--" + b"\x00" * 64
@@ -223,6 +224,7 @@ def test_upload_policies_scope_limits_and_bounds(home, provider, make_gateway):
     key = create_key(home, "scoped", "--routes", "stt,stt-fb", "--limit", "3/minute")
     other = create_key(home, "other")
     server = make_gateway(max_body_bytes=BODY_BOUND, max_upstream_body_bytes=BODY_BOUND)
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     c = _client(server, key)
 
     assert c.audio.transcriptions.create(model="stt", file=("a.wav", AUDIO)).text

@@ -31,6 +31,7 @@ from tests.helpers.cli import apply_config, create_key, run_cli
 from tests.helpers.panels_svg import dashboard_svg, series_of
 from tests.helpers.servers import ThreadServer, free_port, run_fake_upstream
 from tests.helpers.services import _wait_port, redis_server
+from tests.helpers.windows import clear_of_minute_edge
 
 OPS = Path(__file__).resolve().parents[2] / "litegate" / "ops"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ops"
@@ -155,6 +156,7 @@ def _drive(url: str, key: str) -> None:
         for i in range(6):  # two prompts, three times each: misses then hits
             body = {"model": "chat", "messages": [{"role": "user", "content": str(i % 2)}]}
             assert c.post("/v1/chat/completions", json=body).status_code == 200
+        clear_of_minute_edge()  # exact counts: not across a window boundary
         statuses = [c.post("/v1/chat/completions", json={
             "model": "limited", "messages": [{"role": "user", "content": "x"}]}).status_code
             for _ in range(3)]

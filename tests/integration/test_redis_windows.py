@@ -15,6 +15,7 @@ from limits import parse
 from litegate.errors import RateLimited
 from litegate.policies.limiting import Limiter, _check
 from tests.helpers.services import redis_server
+from tests.helpers.windows import clear_of_minute_edge
 
 
 async def _run(limiter: Limiter, key_id: str, hits: int) -> list[object]:
@@ -23,6 +24,7 @@ async def _run(limiter: Limiter, key_id: str, hits: int) -> list[object]:
     checks = [_check(key_rate, "litegate", "req", key_id, "*"),
               _check(route_rate, "litegate", "req", key_id, "chat")]
 
+    clear_of_minute_edge()  # exact counts: not across a window boundary
     out: list[object] = []
     for _ in range(hits):
         try:
