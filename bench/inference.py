@@ -503,8 +503,9 @@ def start_litegate(procs: Procs, model: Path, args: argparse.Namespace, workdir:
     ready = json.loads(wait_for(port, "/readyz", proc))
     providers = {name: {v: d["providers"] for v, d in m["loaded"].items()}
                  for name, m in ready.get("models", {}).get("models", {}).items()}
+    ready_s = time.perf_counter() - t0
     return {"port": port, "key": key, "providers": providers, "pid": proc.pid,
-            "ready_s": time.perf_counter() - t0}
+            "ready_s": ready_s, "rss": rss_mb(proc.pid), "stats": "litegate"}
 
 
 def start_handwritten(procs: Procs, model: Path, args: argparse.Namespace,
@@ -750,9 +751,7 @@ def main() -> int:
             expected = session.run(None, {"x": rows})[0]
             os.sched_setaffinity(0, main_cpus)
             if {"litegate", "litegate-nb", "litegate-2runs"} & set(wanted):
-                lg = start_litegate(procs, model, args, workdir)
-                base = {"port": lg["port"], "key": lg["key"], "stats": "litegate", "pid": lg["pid"],
-                        "ready_s": lg["ready_s"], "rss": rss_mb(lg["pid"])}
+                base = start_litegate(procs, model, args, workdir)
                 if "litegate" in wanted:
                     targets["litegate"] = {**base, "path": "/v2/models/mlp/infer", "model": "mlp",
                                            "label": "**litegate** (auth + limits + metrics on)"}
@@ -767,12 +766,9 @@ def main() -> int:
             for ref in [r.strip() for r in args.refs.split(",") if r.strip()]:
                 from proxy import export_ref  # not at the top: peers' Pythons run this file
 
-                old = start_litegate(procs, model, args, workdir, export_ref(ref, workdir))
                 targets[f"litegate@{ref}"] = {
-                    "port": old["port"], "key": old["key"], "stats": "litegate", "pid": old["pid"],
-                    "ready_s": old["ready_s"], "rss": rss_mb(old["pid"]),
-                    "path": "/v2/models/mlp/infer", "model": "mlp",
-                    "label": f"litegate @ {ref}"}
+                    **start_litegate(procs, model, args, workdir, export_ref(ref, workdir)),
+                    "path": "/v2/models/mlp/infer", "model": "mlp", "label": f"litegate @ {ref}"}
             if "pytriton" in wanted:
                 try:
                     tr = start_pytriton(procs, model, args, workdir)
