@@ -68,7 +68,8 @@ class Gateway:
         self.limiter = Limiter(
             storage=storage_uri(s.redis), strategy=s.limit_strategy, fail_open=s.limit_fail_open
         )
-        self.spend = Spend(self.limiter.storage, fail_open=s.limit_fail_open)
+        self.spend = Spend(self.limiter.storage, fail_open=s.limit_fail_open,
+                           scripts=self.limiter.scripts)
         """Usage, cost and budgets per key, in the limiter's storage (shared with Redis)."""
         self.cache: ResponseCache | RedisResponseCache
         if s.cache_backend == "redis" or (s.cache_backend == "auto" and s.redis):
@@ -233,6 +234,7 @@ class Gateway:
         if self._models is not None:
             await self._models.stop()
         await self.http.close()
+        self.limiter.close()
         if isinstance(self.cache, RedisResponseCache):
             await self.cache.close()
         if isinstance(self.semantic_cache.store, RedisVectorStore):

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 
 import structlog
 from limits import RateLimitItem
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
 from litegate.errors import RateLimited, ServiceUnavailable
 from litegate.log_config import hiding
 from litegate.policies.limit_storage import LocalStorage  # also registers async+local://
-from litegate.policies.redis_window import RedisWindows
+from litegate.policies.redis_window import RedisWindows, StorageScripts
 from litegate.snapshot import KeySpec, RouteSpec
 
 log = structlog.get_logger("litegate.limits")
@@ -64,9 +65,12 @@ class Limiter:
         self.requests: RateLimiter = STRATEGIES[strategy](self.storage)  # type: ignore[abstract]
         # In-process storage: count synchronously, skipping the async strategy layers.
         self.local = self.storage if isinstance(self.storage, LocalStorage) else None
-        # Redis: all of a request's checks in one round trip.
-        self.windows = (RedisWindows(self.storage)
-                        if RedisWindows.supports(self.storage, strategy) else None)
+        # Redis: litegate's scripts (shared with the spend counters), and all of a
+        # request's checks in one round trip.
+        self.scripts = (StorageScripts(self.storage) if isinstance(self.storage, RedisStorage)
+                        and not isinstance(self.storage, RedisClusterStorage) else None)
+        self.windows = (RedisWindows(self.storage, self.scripts) if self.scripts is not None
+                        and RedisWindows.supports(self.storage, strategy) else None)
         self._checks: dict[tuple[object, ...], list[Check]] = {}
         self._checks_version = -1
         # Token usage is known only after the response and must always be counted,
@@ -105,6 +109,10 @@ class Limiter:
             self._checks.clear()
         self._checks[cache_key] = checks
         return checks
+
+    def close(self) -> None:
+        if self.scripts is not None:
+            self.scripts.close()
 
     def _storage_failed(self, exc: Exception) -> None:
         if self._degraded_since is None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from limits import RateLimitItem
 
+from litegate.redis_wire import RedisWire, parse_redis_url
+
 # limits/resources/redis/lua_scripts/acquire_sliding_window.lua then sliding_window.lua,
 # once per pair of KEYS (previous, current window) with ARGV (limit, expiry s) per check.
 SCRIPT = """
@@ -55,12 +57,46 @@ return out
 """
 
 
+class StorageScripts:
+    """Lua scripts on the Redis behind a ``limits`` storage: over litegate's pipelined
+    :class:`~litegate.redis_wire.RedisWire` where the storage is redis-py on a URL the
+    wire speaks (plain ``redis://`` or a unix socket, no client options), else through
+    the storage's own client (coredis, valkey, TLS, sentinel...)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._bridge = storage.bridge
+        address = None
+        if type(self._bridge).__name__ == "RedispyBridge" and not storage.options:
+            address = parse_redis_url(self._bridge.uri)
+        self.wire = RedisWire(address) if address is not None else None
+        self._registered: dict[str, Any] = {}
+
+    def key(self, name: str) -> str:
+        """The storage's own name for counter ``name`` (its key prefix)."""
+        return str(self._bridge.prefixed_key(name))
+
+    async def run(self, source: str, keys: Sequence[str], args: Sequence[int]) -> Any:
+        if self.wire is not None:
+            return await self.wire.eval(source, keys, args)
+        script = self._registered.get(source)
+        if script is None:
+            script = self._registered[source] = (
+                self._bridge.get_connection().register_script(source))
+        if hasattr(script, "execute"):  # coredis; redis-py's and valkey's are called
+            return await script.execute(keys, args)
+        return await script(keys, args)
+
+    def close(self) -> None:
+        if self.wire is not None:
+            self.wire.close()
+
+
 class RedisWindows:
     """The one-round-trip path over a ``limits`` Redis storage (coredis or redis-py)."""
 
-    def __init__(self, storage: Any) -> None:
+    def __init__(self, storage: Any, scripts: StorageScripts) -> None:
         self._storage = storage
-        self._script: Any = None
+        self._scripts = scripts
 
     @classmethod
     def supports(cls, storage: Any, strategy: str) -> bool:
@@ -73,27 +109,16 @@ class RedisWindows:
                   ) -> list[tuple[bool, int, float]]:
         """Count one request against each ``(item, key)`` in order: (allowed, remaining,
         reset time) per check evaluated; the list ends at the first refused one."""
-        storage = self._storage
-        bridge = storage.bridge
-        if self._script is None:
-            self._script = bridge.get_connection().register_script(SCRIPT)
+        storage, scripts = self._storage, self._scripts
         keys: list[str] = []
         args: list[int] = []
         for item, key in items:
-            keys += [bridge.prefixed_key(storage._previous_window_key(key)),
-                     bridge.prefixed_key(storage._current_window_key(key))]
+            keys += [scripts.key(storage._previous_window_key(key)),
+                     scripts.key(storage._current_window_key(key))]
             args += [item.amount, item.get_expiry()]
-        rows = await run_script(self._script, keys, args)
+        rows = await scripts.run(SCRIPT, keys, args)
         now = time.time()
         return [_stats(item, row, now) for (item, _), row in zip(items, rows, strict=False)]
-
-
-async def run_script(script: Any, keys: Sequence[str], args: Sequence[int]) -> Any:
-    """Run a registered Lua script (``register_script``) on the storage's client: coredis
-    scripts run with ``.execute()``, redis-py's (and valkey's) are called."""
-    if hasattr(script, "execute"):
-        return await script.execute(keys, args)
-    return await script(keys, args)
 
 
 def _stats(item: RateLimitItem, row: Sequence[Any], now: float) -> tuple[bool, int, float]:

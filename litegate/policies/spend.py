@@ -31,7 +31,7 @@ from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
 from litegate.policies.limit_storage import LocalStorage
-from litegate.policies.redis_window import run_script
+from litegate.policies.redis_window import StorageScripts
 from litegate.services.schema import parse_period
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
@@ -204,7 +204,9 @@ def day_date(day: int) -> str:
 class Spend:
     """Records usage after a request and refuses a key whose budget is spent."""
 
-    def __init__(self, storage: Storage | SyncStorage, *, fail_open: bool = True) -> None:
+    def __init__(self, storage: Storage | SyncStorage, *, fail_open: bool = True,
+                 scripts: StorageScripts | None = None) -> None:
+        """``scripts``: the limiter's, to share its Redis connection."""
         if not isinstance(storage, Storage):
             raise TypeError("spend counters need an async limits storage (async+…://)")
         self.storage = storage
@@ -212,7 +214,10 @@ class Spend:
         # In-process counters never wait: awaiting them one by one skips gather's tasks.
         self.local = isinstance(storage, LocalStorage)
         """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
-        self._script: Any = None
+        if scripts is None and isinstance(storage, RedisStorage) and not isinstance(
+                storage, RedisClusterStorage):
+            scripts = StorageScripts(storage)
+        self.scripts = scripts
         self._counter_names: dict[tuple[int, int, str, str], tuple[str, ...]] = {}
         """(day, key id, route, variant) -> its four usage counters' names, built once a day."""
 
@@ -326,14 +331,12 @@ class Spend:
         call (limits' ``incr`` is a round trip per counter, ~100 µs of CPU each); a
         cluster cannot run one script across slots and keeps one call per counter. (The
         in-process storage never gets here: ``record_nowait`` counts it.)"""
-        storage = self.storage
-        if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
-            bridge: Any = storage.bridge
-            if self._script is None:
-                self._script = bridge.get_connection().register_script(INCR_MANY)
-            keys = [bridge.prefixed_key(k) for k, _, _ in incrs]
+        scripts = self.scripts
+        if scripts is not None:
+            keys = [scripts.key(k) for k, _, _ in incrs]
             args = [v for _, e, n in incrs for v in (e, n)]
-            return [int(v) for v in await run_script(self._script, keys, args)]
+            return [int(v) for v in await scripts.run(INCR_MANY, keys, args)]
+        storage = self.storage
         return [int(v) for v in await asyncio.gather(*(storage.incr(k, e, n) for k, e, n in incrs))]
 
     def _alert(self, key: KeySpec, total: int, cost: int) -> None:

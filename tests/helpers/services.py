@@ -26,13 +26,16 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server(*options: str, port: int | None = None) -> Iterator[str]:
+    """A throwaway redis-server on ``port`` (a free one by default); ``options`` are
+    more of its flags (``--requirepass``, ``--unixsocket`` ...)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not on PATH (install it: apt-get install redis-server)")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         *options],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

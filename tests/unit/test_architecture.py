@@ -20,7 +20,7 @@ SHELLS = ("litegate.app", "litegate.asgi", "litegate.mount", "litegate.plugin",
 ASGI = ("litegate.asgi_types", "litegate.request", "litegate.responses")
 BASE = ("litegate.asgi_types", "litegate.errors", "litegate.responses", "litegate.settings",
         "litegate.jsonbody", "litegate.multipart", "litegate.faults", "litegate.snapshot",
-        "litegate.origins",
+        "litegate.origins", "litegate.redis_wire",
         "litegate.request", "litegate.log_config", "litegate.progress", "litegate.db",
         "litegate.services")
 BASE_EXCEPTIONS = {
