@@ -18,7 +18,6 @@ in time is unusable, and its late replies must not reach later callers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -248,7 +247,8 @@ class RedisWire:
         self.max_reply_bytes = max_reply_bytes
         self._conn: _Connection | None = None
         self._opening: asyncio.Task[_Connection] | None = None
-        self._failed: tuple[float, WireError] | None = None
+        self._failed: tuple[float, str] | None = None
+        """When the last connect failed, and why."""
         self._shas: dict[str, str] = {}
 
     async def eval(self, source: str, keys: Sequence[str], args: Sequence[bytes | str | int]
@@ -270,12 +270,11 @@ class RedisWire:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         if self._failed is not None and loop.time() - self._failed[0] < RETRY_AFTER_S:
-            raise self._failed[1]
+            raise WireError(self._failed[1])
         opening = self._opening
         if opening is None or opening.get_loop() is not loop:
-            if self._conn is not None and self._conn.loop is not loop:
-                with contextlib.suppress(Exception):  # its loop may be gone
-                    self._conn.close()
+            # (A connection of another event loop is left to that loop, which may still
+            # be reading replies on it.)
             opening = self._opening = loop.create_task(self._open(loop))
             # Read its error even when every caller has given up (no "never retrieved").
             opening.add_done_callback(lambda t: t.cancelled() or t.exception())
@@ -312,9 +311,9 @@ class RedisWire:
             if conn is not None:
                 conn.close()
             where = a.unix_path or f"{a.host}:{a.port}"
-            error = WireError(f"cannot use Redis at {where}: {exc or type(exc).__name__}")
-            self._failed = (loop.time(), error)
-            raise error from exc
+            message = f"cannot use Redis at {where}: {exc or type(exc).__name__}"
+            self._failed = (loop.time(), message)
+            raise WireError(message) from exc
         self._failed = None
         self._conn = conn
         return conn
