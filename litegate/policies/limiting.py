@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import structlog
 from limits import RateLimitItem
-from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import STRATEGIES, FixedWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
@@ -67,8 +66,7 @@ class Limiter:
         self.local = self.storage if isinstance(self.storage, LocalStorage) else None
         # Redis: litegate's scripts (shared with the spend counters), and all of a
         # request's checks in one round trip.
-        self.scripts = (StorageScripts(self.storage) if isinstance(self.storage, RedisStorage)
-                        and not isinstance(self.storage, RedisClusterStorage) else None)
+        self.scripts = StorageScripts.for_storage(self.storage)
         self.windows = (RedisWindows(self.storage, self.scripts) if self.scripts is not None
                         and RedisWindows.supports(self.storage, strategy) else None)
         self._checks: dict[tuple[object, ...], list[Check]] = {}

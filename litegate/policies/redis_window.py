@@ -16,6 +16,7 @@ from math import floor, inf
 from typing import Any
 
 from limits import RateLimitItem
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 
 from litegate.redis_wire import RedisWire, parse_redis_url
 
@@ -70,6 +71,13 @@ class StorageScripts:
             address = parse_redis_url(self._bridge.uri)
         self.wire = RedisWire(address) if address is not None else None
         self._registered: dict[str, Any] = {}
+
+    @classmethod
+    def for_storage(cls, storage: Any) -> StorageScripts | None:
+        """Scripts for a single Redis (a cluster cannot run one script across slots)."""
+        if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+            return cls(storage)
+        return None
 
     def key(self, name: str) -> str:
         """The storage's own name for counter ``name`` (its key prefix)."""

@@ -214,10 +214,7 @@ class Spend:
         # In-process counters never wait: awaiting them one by one skips gather's tasks.
         self.local = isinstance(storage, LocalStorage)
         """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
-        if scripts is None and isinstance(storage, RedisStorage) and not isinstance(
-                storage, RedisClusterStorage):
-            scripts = StorageScripts(storage)
-        self.scripts = scripts
+        self.scripts = scripts or StorageScripts.for_storage(storage)
         self._counter_names: dict[tuple[int, int, str, str], tuple[str, ...]] = {}
         """(day, key id, route, variant) -> its four usage counters' names, built once a day."""
 
