@@ -17,7 +17,7 @@ from limits.storage import storage_from_string
 from litegate.errors import RateLimited, ServiceUnavailable
 from litegate.log_config import hiding
 from litegate.policies.limit_storage import LocalStorage  # also registers async+local://
-from litegate.policies.redis_window import RedisWindows, StorageScripts
+from litegate.policies.redis_window import FIXED_WINDOWS, INCR_MANY, RedisWindows, StorageScripts
 from litegate.snapshot import KeySpec, RouteSpec
 
 log = structlog.get_logger("litegate.limits")
@@ -183,23 +183,42 @@ class Limiter:
 
     async def check_tokens(self, checks: list[Check]) -> None:
         """Refuse a request when a token quota is already used up."""
+        if not checks:
+            return
         try:
-            for check in checks:
-                stats = await self.tokens.get_window_stats(check.item, *check.ids)
-                if stats.remaining <= 0:
-                    raise _limited(check.item, stats.reset_time, tokens=True)
-        except (RateLimited, ServiceUnavailable):
-            raise
-        except Exception as exc:
+            if self.scripts is not None:  # every window in one round trip
+                rows = await self.scripts.run(
+                    FIXED_WINDOWS, [self.scripts.key(c.key) for c in checks], [])
+                now = time.time()
+                windows = [(c.item.amount - int(count), max(int(ttl), 0) + now)
+                           for c, (count, ttl) in zip(checks, rows, strict=True)]
+            else:
+                windows = []
+                for check in checks:
+                    stats = await self.tokens.get_window_stats(check.item, *check.ids)
+                    windows.append((stats.remaining, stats.reset_time))
+        except Exception as exc:  # whatever the client raises, the storage is unusable now
             self._storage_failed(exc)
+            return
+        for check, (remaining, reset) in zip(checks, windows, strict=True):
+            if remaining <= 0:
+                raise _limited(check.item, reset, tokens=True)
 
     async def add_tokens(self, checks: list[Check], tokens: int) -> None:
-        if tokens <= 0:
+        if tokens <= 0 or not checks:
+            return
+        if self.scripts is not None:  # every counter in one round trip
+            keys = [self.scripts.key(c.key) for c in checks]
+            args = [v for c in checks for v in (c.item.get_expiry(), tokens)]
+            try:
+                await self.scripts.run(INCR_MANY, keys, args)
+            except Exception as exc:  # usage accounting never fails the response
+                log.warning("token_usage_not_recorded", error=str(exc), tokens=tokens)
             return
         for check in checks:
             try:
                 await self.tokens.hit(check.item, *check.ids, cost=tokens)
-            except Exception as exc:  # usage accounting never fails the response
+            except Exception as exc:
                 log.warning("token_usage_not_recorded", error=str(exc), tokens=tokens)
 
 

@@ -58,6 +58,32 @@ return out
 """
 
 
+INCR_MANY = """
+local out = {}
+for i = 1, #KEYS do
+    local amount = tonumber(ARGV[2 * i])
+    local current = redis.call('incrby', KEYS[i], amount)
+    if tonumber(current) == amount then
+        redis.call('expire', KEYS[i], ARGV[2 * i - 1])
+    end
+    out[i] = current
+end
+return out
+"""
+"""limits' ``incr`` (INCRBY, then EXPIRE on a new counter) for several counters, in one
+round trip; ARGV holds (expiry s, amount) per counter."""
+
+FIXED_WINDOWS = """
+local out = {}
+for i = 1, #KEYS do
+    out[i] = {tonumber(redis.call('get', KEYS[i])) or 0, redis.call('ttl', KEYS[i])}
+end
+return out
+"""
+"""limits' fixed-window ``get_window_stats`` reads (GET, then TTL) for several counters,
+in one round trip: (count, ttl s) per counter."""
+
+
 class StorageScripts:
     """Lua scripts on the Redis behind a ``limits`` storage: over litegate's pipelined
     :class:`~litegate.redis_wire.RedisWire` where the storage is redis-py on a URL the

@@ -31,7 +31,7 @@ from limits.storage import Storage as SyncStorage
 
 from litegate.errors import BudgetExceeded, ServiceUnavailable
 from litegate.policies.limit_storage import LocalStorage
-from litegate.policies.redis_window import StorageScripts
+from litegate.policies.redis_window import INCR_MANY, StorageScripts
 from litegate.services.schema import parse_period
 from litegate.snapshot import KeySpec, Snapshot, VariantSpec
 
@@ -178,22 +178,6 @@ def _csv_cell(value: Any) -> Any:
 
 CSV_COLUMNS = ["key", "route", "variant", "requests", "prompt_tokens", "completion_tokens",
                "total_tokens", "cost_usd"]
-
-
-INCR_MANY = """
-local out = {}
-for i = 1, #KEYS do
-    local amount = tonumber(ARGV[2 * i])
-    local current = redis.call('incrby', KEYS[i], amount)
-    if tonumber(current) == amount then
-        redis.call('expire', KEYS[i], ARGV[2 * i - 1])
-    end
-    out[i] = current
-end
-return out
-"""
-"""limits' ``incr`` (INCRBY, then EXPIRE on a new counter) for every counter of one
-request, in one round trip."""
 
 
 def day_date(day: int) -> str:

@@ -126,3 +126,54 @@ def test_a_requests_usage_and_spend_are_one_script_call_on_redis() -> None:
 
     with redis_server() as url:
         asyncio.run(main(url))
+
+
+def test_token_quotas_read_and_count_in_one_script_call_each() -> None:
+    """Token quotas on Redis: a request's windows are read in one call and its tokens
+    added in one, with the decisions of limits' own fixed-window calls (a GET and a TTL
+    per check to read, a call per check to add)."""
+    with redis_server() as url:
+        asyncio.run(_compare_tokens(url))
+
+
+async def _compare_tokens(url: str) -> None:
+    fast = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    plain = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    assert fast.scripts is not None
+    plain.scripts = None  # limits' own calls
+
+    async def run(limiter: Limiter, key_id: str) -> list[object]:
+        checks = [_check(parse("100/hour"), "litegate", "tok", key_id, "*"),
+                  _check(parse("50/hour"), "litegate", "tok", key_id, "chat")]
+        out: list[object] = []
+        for tokens in (30, 30, 30):
+            try:
+                await limiter.check_tokens(checks)
+                out.append("ok")
+            except RateLimited as exc:
+                out.append((exc.code, exc.headers["X-RateLimit-Limit"],
+                            int(exc.headers["X-RateLimit-Reset"]) - int(time.time())))
+            await limiter.add_tokens(checks, tokens)
+        return out
+
+    calls: list[str] = []
+    run_script = fast.scripts.run
+
+    async def counted(source: str, keys: list[str], args: list[int]) -> object:
+        calls.append(source)
+        return await run_script(source, keys, args)
+
+    fast.scripts.run = counted  # type: ignore[method-assign]
+    fast.tokens = None  # type: ignore[assignment]  # limits' own calls would fail now
+    got = await run(fast, "t1")
+    assert len(calls) == 6  # 3 reads + 3 adds of two checks each
+    expected = await run(plain, "t2")
+    # 30 then 60 of the route's 50: the third request is refused by the route's quota,
+    # its window reset within the hour.
+    assert got[:2] == expected[:2] == ["ok", "ok"]
+    assert got[2][:2] == expected[2][:2] == ("token_quota_exceeded", "50")  # type: ignore[index]
+    assert abs(got[2][2] - expected[2][2]) <= 1 and 3590 <= got[2][2] <= 3600  # type: ignore[index]
+    counted = redis_client.Redis.from_url(url)
+    assert int(counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t1", "*"))) == 90
+    assert counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t1", "*")) == \
+        counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t2", "*"))
