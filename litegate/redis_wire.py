@@ -1,10 +1,10 @@
-"""Lua scripts on Redis over one pipelined connection: the per-request limit and usage
-calls of a replica.
+"""Redis over one pipelined connection: the per-request limit and usage scripts of a
+replica, and the shared response cache's reads and writes.
 
 redis-py's asyncio client spends ~64 µs of CPU per script call (~47 with hiredis): a
 pool checkout, a lock and a stream read per command. With two calls per request (the
 limits, then usage and spend) that was about two thirds of a replica's CPU per request.
-This speaks just the RESP2 that ``EVALSHA``/``EVAL`` need: the commands issued in one
+This speaks just the RESP2 those commands need: the commands issued in one
 loop step leave in one write, and the replies, which Redis sends in order, resolve the
 callers in order. Anything else (TLS, cluster, sentinel, URL options) stays on redis-py
 (:func:`parse_redis_url` answers None for those).
@@ -257,15 +257,20 @@ class RedisWire:
         sha = self._shas.get(source)
         if sha is None:
             sha = self._shas[source] = hashlib.sha1(source.encode()).hexdigest()
-        conn = self._conn
-        if conn is None or conn.closed or conn.loop is not asyncio.get_running_loop():
-            conn = await self._connect()
         try:
-            return await conn.call(b"EVALSHA", sha, len(keys), *keys, *args)
+            return await self.command(b"EVALSHA", sha, len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await conn.call(b"EVAL", source, len(keys), *keys, *args)
+        return await self.command(b"EVAL", source, len(keys), *keys, *args)
+
+    async def command(self, *args: bytes | str | int) -> Any:
+        """One command's reply (``GET``, ``SET`` ...); a :class:`ReplyError` for an
+        error reply, a :class:`WireError` when the connection fails."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.loop is not asyncio.get_running_loop():
+            conn = await self._connect()
+        return await conn.call(*args)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from litegate.redis_wire import RedisWire, parse_redis_url
+
 _encode_sorted = msgspec.json.Encoder(order="sorted").encode
 
 
@@ -104,11 +106,22 @@ class RedisResponseCache:
 
     PREFIX = "litegate:cache:"
 
-    def __init__(self, url: str, *, max_bytes: int) -> None:
-        import redis.asyncio as aioredis
+    TIMEOUT_S = 0.5
+    """A slower Redis is a miss: the cache must never hold a request back for long."""
 
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    def __init__(self, url: str, *, max_bytes: int) -> None:
         self.max_entry_bytes = max(1, max_bytes // 8)
+        address = parse_redis_url(url)
+        self.wire: RedisWire | None = None
+        self.redis: Any = None
+        if address is not None:  # litegate's pipelined connection (redis_wire)
+            self.wire = RedisWire(address, timeout_s=self.TIMEOUT_S,
+                                  max_reply_bytes=self.max_entry_bytes + 65536)
+        else:  # TLS, URL options ...: redis-py
+            import redis.asyncio as aioredis
+
+            self.redis = aioredis.Redis.from_url(url, socket_timeout=self.TIMEOUT_S,
+                                                 socket_connect_timeout=self.TIMEOUT_S)
         self.inflight: dict[str, asyncio.Future[None]] = {}
         self._encode = msgspec.msgpack.Encoder().encode
         self._decode = msgspec.msgpack.Decoder(tuple[int, list[tuple[bytes, bytes]], bytes, str | None]).decode
@@ -119,7 +132,9 @@ class RedisResponseCache:
 
     async def lookup(self, key: str) -> CachedResponse | None:
         try:
-            raw = await self.redis.get(self.PREFIX + key)
+            name = self.PREFIX + key
+            raw = await (self.wire.command(b"GET", name) if self.wire is not None
+                         else self.redis.get(name))
         except Exception as exc:  # noqa: BLE001 - any Redis failure is a miss
             self._warn(exc)
             return None
@@ -141,12 +156,13 @@ class RedisResponseCache:
     ) -> bool:
         if len(body) > self.max_entry_bytes:
             return False
+        name, value = self.PREFIX + key, self._encode((status, list(headers), body, variant))
+        ttl_ms = max(1, int(ttl_s * 1000))
         try:
-            await self.redis.set(
-                self.PREFIX + key,
-                self._encode((status, list(headers), body, variant)),
-                px=max(1, int(ttl_s * 1000)),
-            )
+            if self.wire is not None:
+                await self.wire.command(b"SET", name, value, b"PX", ttl_ms)
+            else:
+                await self.redis.set(name, value, px=ttl_ms)
         except Exception as exc:  # noqa: BLE001
             self._warn(exc)
             return False
@@ -160,4 +176,7 @@ class RedisResponseCache:
             structlog.get_logger("litegate.cache").warning("redis_cache_unavailable", error=str(exc))
 
     async def close(self) -> None:
-        await self.redis.aclose()
+        if self.wire is not None:
+            self.wire.close()
+        else:
+            await self.redis.aclose()

@@ -343,3 +343,41 @@ def test_a_limiter_check_through_the_wire_matches_limits_own() -> None:
 
         clear_of_minute_edge()
         assert asyncio.run(main()) == [True] * 5 + [False]
+
+
+# --------------------------------------------------------------- the shared response cache
+
+async def test_the_response_cache_round_trips_large_entries_over_the_wire() -> None:
+    from litegate.policies.caching import RedisResponseCache
+
+    with redis_server() as url:
+        cache = RedisResponseCache(url, max_bytes=32 << 20)  # entries up to 4 MiB
+        assert cache.wire is not None and cache.redis is None
+        body = bytes(range(256)) * (3 << 12)  # 3 MiB, every byte value, CRLFs inside
+        try:
+            assert await cache.store("k", status=200, headers=((b"x-a", b"1"),), body=body,
+                                     variant="v", ttl_s=60)
+            hit = await cache.lookup("k")
+            assert hit is not None and (hit.status, hit.headers, hit.body, hit.variant) == (
+                200, ((b"x-a", b"1"),), body, "v")
+            assert await cache.lookup("other") is None
+            ttl = redis_client.Redis.from_url(url).pttl(RedisResponseCache.PREFIX + "k")
+            assert 59_000 < ttl <= 60_000
+        finally:
+            await cache.close()
+
+
+async def test_a_silent_redis_is_a_cache_miss_within_its_timeout() -> None:
+    from litegate.policies.caching import RedisResponseCache
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(10)
+
+    async with fake_redis(silent) as (port, _):
+        cache = RedisResponseCache(f"redis://127.0.0.1:{port}/0", max_bytes=1 << 20)
+        started = time.monotonic()
+        assert await cache.lookup("k") is None
+        assert not await cache.store("k", status=200, headers=(), body=b"x", variant=None,
+                                     ttl_s=1)
+        assert time.monotonic() - started < 3  # two 0.5 s deadlines, not a hang
+        await cache.close()
