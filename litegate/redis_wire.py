@@ -236,8 +236,8 @@ class _Connection(asyncio.Protocol):
 
 
 class RedisWire:
-    """Runs Lua scripts on one Redis, over one pipelined connection per event loop,
-    opened on first use and again after it fails."""
+    """Commands and Lua scripts on one Redis, over one pipelined connection per event
+    loop, opened on first use and again after it fails."""
 
     def __init__(self, address: RedisAddress, *, timeout_s: float = TIMEOUT_S,
                  max_pending: int = MAX_PENDING, max_reply_bytes: int = MAX_REPLY_BYTES) -> None:
