@@ -381,3 +381,43 @@ async def test_a_silent_redis_is_a_cache_miss_within_its_timeout() -> None:
                                      ttl_s=1)
         assert time.monotonic() - started < 3  # two 0.5 s deadlines, not a hang
         await cache.close()
+
+
+def test_a_stalled_redis_is_503_within_the_deadline_then_counts_again(
+        home, tmp_path, fake_upstream, make_gateway) -> None:
+    """redis-server stopped (SIGSTOP: the connection stays open, nothing answers): a
+    fail-closed replica answers 503 once the 5 s deadline passes instead of waiting for
+    ever, and counts again as soon as Redis runs."""
+    import os
+    import signal
+
+    from litegate.redis_wire import TIMEOUT_S
+
+    apply_config(home, chat_config(fake_upstream.base_url, limits=["1000/minute"]), tmp_path)
+    key = create_key(home)
+    with redis_server() as url:
+        server = make_gateway(redis=url, limit_fail_open=False)
+
+        def post() -> httpx.Response:
+            return httpx.post(server.url + "/v1/chat/completions",
+                              headers={"Authorization": f"Bearer {key}"},
+                              json={"model": "chat",
+                                    "messages": [{"role": "user", "content": "x"}]},
+                              timeout=30)
+
+        assert post().status_code == 200
+        pid = int(redis_client.Redis.from_url(url).info("server")["process_id"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            stalled = post()
+            waited = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert stalled.status_code == 503, stalled.text
+        assert stalled.json()["error"]["type"] == "service_unavailable"
+        assert TIMEOUT_S - 0.5 < waited < TIMEOUT_S + 5
+        deadline = time.time() + 10
+        while post().status_code != 200 and time.time() < deadline:
+            time.sleep(0.1)
+        assert post().status_code == 200
