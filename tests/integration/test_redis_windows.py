@@ -45,9 +45,15 @@ def test_one_round_trip_gives_limits_own_decisions_and_headers() -> None:
         asyncio.run(_compare(url))
 
 
+def _limiters(url: str) -> tuple[Limiter, Limiter]:
+    """Two limiters on one Redis: litegate's scripts, and one whose caller turns them off
+    to compare with limits' own calls."""
+    return tuple(Limiter(storage="async+" + url, strategy="sliding-window-counter",  # type: ignore[return-value]
+                         fail_open=False) for _ in range(2))
+
+
 async def _compare(url: str) -> None:
-    fast = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
-    plain = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    fast, plain = _limiters(url)
     assert fast.windows is not None
     plain.windows = None  # limits' own calls: a hit and a window read per check
     await _run(fast, "0", 1)
@@ -137,8 +143,7 @@ def test_token_quotas_read_and_count_in_one_script_call_each() -> None:
 
 
 async def _compare_tokens(url: str) -> None:
-    fast = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
-    plain = Limiter(storage="async+" + url, strategy="sliding-window-counter", fail_open=False)
+    fast, plain = _limiters(url)
     assert fast.scripts is not None
     plain.scripts = None  # limits' own calls
 
