@@ -234,6 +234,7 @@ class Gateway:
         if self._models is not None:
             await self._models.stop()
         await self.http.close()
+        await self.spend.drain()  # the last requests' usage, before its connection closes
         self.limiter.close()
         if isinstance(self.cache, RedisResponseCache):
             await self.cache.close()

@@ -185,6 +185,21 @@ def day_date(day: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(day * DAY))
 
 
+MAX_BATCH = 256
+"""Most requests' usage written in one script call (a bigger step starts another)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Usage:
+    """One finished request's counters, waiting in a batch."""
+
+    key: KeySpec
+    route: str
+    incrs: list[tuple[str, int, int]]
+    cost: int
+    budgeted: bool
+
+
 class Spend:
     """Records usage after a request and refuses a key whose budget is spent."""
 
@@ -199,6 +214,11 @@ class Spend:
         self.local = isinstance(storage, LocalStorage)
         """Storage down: allow budgeted keys (True) or answer 503 (False), like the limiter."""
         self.scripts = scripts or StorageScripts.for_storage(storage)
+        self._batch: list[_Usage] = []
+        """Redis: the usage of the requests that finished in this loop step, written in
+        one script call at its end (``_flush``)."""
+        self._batch_written: asyncio.Future[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
         self._counter_names: dict[tuple[int, int, str, str], tuple[str, ...]] = {}
         """(day, key id, route, variant) -> its four usage counters' names, built once a day."""
 
@@ -268,8 +288,13 @@ class Spend:
         *,
         now: float | None = None,
     ) -> int:
-        """Count one request's usage; returns its cost in nano-USD."""
+        """Count one request's usage; returns its cost in nano-USD once it is written."""
         now = time.time() if now is None else now
+        if self.scripts is not None:
+            incrs, cost, budgeted = self._usage_incrs(key, route, variant, prompt_tokens,
+                                                      completion_tokens, now)
+            await asyncio.shield(self._enqueue(_Usage(key, route, incrs, cost, budgeted)))
+            return cost
         counted = self.record_nowait(key, route, variant, prompt_tokens, completion_tokens,
                                      now=now)
         if counted is not None:
@@ -289,15 +314,19 @@ class Spend:
         self, key: KeySpec, route: str, variant: VariantSpec | None, prompt_tokens: int,
         completion_tokens: int, *, now: float | None = None,
     ) -> int | None:
-        """``record`` for the in-process storage, with no coroutine and no task (the
-        caller's ``asyncio.shield`` cost ~8 µs a request); None when the storage needs
-        an await: then call ``record``."""
+        """``record`` with no coroutine and no task to await (the caller's
+        ``asyncio.shield`` cost ~8 µs a request): in-process counters are counted at
+        once, Redis ones go into this loop step's batch. None when the storage needs an
+        await (a Redis cluster): then call ``record``."""
         storage = self.storage
-        if not isinstance(storage, LocalStorage):
+        if self.scripts is None and not isinstance(storage, LocalStorage):
             return None
         incrs, cost, budgeted = self._usage_incrs(
             key, route, variant, prompt_tokens, completion_tokens,
             time.time() if now is None else now)
+        if not isinstance(storage, LocalStorage):
+            self._enqueue(_Usage(key, route, incrs, cost, budgeted))
+            return cost
         try:
             totals = [storage.incr_now(k, e, n) for k, e, n in incrs]
             if budgeted:
@@ -306,6 +335,50 @@ class Spend:
             log.warning("spend_not_recorded", error=str(exc), key_id=key.id, route=route,
                         cost_nano=cost)
         return cost
+
+    def _enqueue(self, usage: _Usage) -> asyncio.Future[None]:
+        """Add ``usage`` to this loop step's batch; the future is done once it is written
+        (or failed: that is logged, never raised)."""
+        written = self._batch_written
+        if written is None:
+            loop = asyncio.get_running_loop()
+            written = self._batch_written = loop.create_future()
+            loop.call_soon(self._flush, written)
+        self._batch.append(usage)
+        if len(self._batch) >= MAX_BATCH:
+            self._flush(written)
+        return written
+
+    def _flush(self, written: asyncio.Future[None]) -> None:
+        if written is not self._batch_written:
+            return  # flushed early (full)
+        batch, self._batch, self._batch_written = self._batch, [], None
+        task = written.get_loop().create_task(self._write(batch, written))
+        self._writing.add(task)  # a reference until it ends
+        task.add_done_callback(self._writing.discard)
+
+    async def _write(self, batch: list[_Usage], written: asyncio.Future[None]) -> None:
+        try:
+            totals = await self._incr_many([i for u in batch for i in u.incrs])
+        except Exception as exc:  # usage accounting never fails a response
+            log.warning("spend_not_recorded", error=str(exc), requests=len(batch),
+                        cost_nano=sum(u.cost for u in batch))
+        else:
+            end = 0
+            for usage in batch:
+                end += len(usage.incrs)
+                if usage.budgeted:  # its budget counter is its last
+                    self._alert(usage.key, totals[end - 1], usage.cost)
+        finally:
+            if not written.done():
+                written.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until every usage recorded so far is written (at shutdown)."""
+        if self._batch_written is not None:
+            self._flush(self._batch_written)
+        while self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
 
     async def _incr_many(self, incrs: list[tuple[str, int, int]]) -> list[int]:
         """Add each ``(counter, expiry s, amount)``; the new totals. On Redis one script

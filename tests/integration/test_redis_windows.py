@@ -182,3 +182,60 @@ async def _compare_tokens(url: str) -> None:
     assert int(counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t1", "*"))) == 90
     assert counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t1", "*")) == \
         counted.get("LIMITS:" + parse("100/hour").key_for("litegate", "tok", "t2", "*"))
+
+
+def test_the_usage_of_requests_that_finish_together_is_one_script_call() -> None:
+    """Usage on Redis is batched per loop step (at most MAX_BATCH requests a call):
+    the same totals, and the budget alert still fires exactly once, from the request
+    that moves the shared counter across it."""
+    from structlog.testing import capture_logs
+
+    from litegate.policies.spend import MAX_BATCH, Spend
+    from litegate.snapshot import KeySpec, UpstreamSpec, VariantSpec, build_budget
+
+    variant = VariantSpec("v", UpstreamSpec("u", "openai", "http://x", None, 1.0, 1.0, 0),
+                          "m", 1, 150, 600)
+    key = KeySpec(id=8, name="k", routes=None, is_admin=False, expires_at=None,
+                  budget=build_budget(0.001, "1d", 0.5))  # alert at 500_000 nano-USD
+    finishing = MAX_BATCH + 44
+
+    async def main(url: str) -> None:
+        limiter = _limiters(url)[0]
+        spend = Spend(limiter.storage, scripts=limiter.scripts)
+        assert spend.scripts is not None
+        calls: list[int] = []
+        run_script = spend.scripts.run
+
+        async def counted(source: str, keys: list[str], args: list[int]) -> object:
+            calls.append(len(keys))
+            return await run_script(source, keys, args)
+
+        spend.scripts.run = counted  # type: ignore[method-assign]
+        t = time.time()
+        with capture_logs() as logs:
+            # 300 requests finish in one loop step; each costs 4_950 nano-USD (5 × 150 +
+            # 7 × 600), so the 102nd (504_900) crosses the alert threshold, inside a call.
+            costs = [spend.record_nowait(key, "chat", variant, 5, 7, now=t)
+                     for _ in range(finishing)]
+            assert calls == []  # nothing written yet: at the end of the step
+            await spend.drain()
+        assert costs == [4_950] * finishing
+        assert calls == [MAX_BATCH * 5, 44 * 5]  # 4 usage counters + the budget each
+        assert [e["event"] for e in logs].count("budget_alert") == 1
+        assert await spend.spent_nano(key, now=t) == finishing * 4_950
+        day = int(t // 86_400)
+        assert int(await limiter.storage.get(f"litegate/usage/{day}/8/chat/v/requests")) \
+            == finishing
+
+    async def down() -> None:
+        spend = _limiters("redis://127.0.0.1:9/0")[0]
+        spend = Spend(spend.storage, scripts=spend.scripts)
+        with capture_logs() as logs:
+            assert [spend.record_nowait(key, "chat", variant, 5, 7) for _ in range(3)] \
+                == [4_950] * 3  # never raises: the response is already sent
+            await spend.drain()
+        assert [(e["event"], e["requests"]) for e in logs] == [("spend_not_recorded", 3)]
+
+    with redis_server() as url:
+        asyncio.run(main(url))
+    asyncio.run(down())
