@@ -1,9 +1,11 @@
-"""Client CPU per Redis operation of a replica: litegate's pipelined connection
-(``litegate/redis_wire.py``) against redis-py (limits' own calls), side by side in one
-run, in-process, with 64 concurrent callers on uvloop and a throwaway redis-server.
+"""Client CPU per Redis operation of a replica, now and before (#13 round six), side by
+side in one run, in-process, with 64 concurrent callers on uvloop and a throwaway
+redis-server: litegate's pipelined connection (``litegate/redis_wire.py``) against
+redis-py (limits' own calls), and usage batched per loop step against a call each.
 
 Rows: a request's limits (one script call), its token quotas (read, then count; one
-check), a hit of the shared response cache. CPU = this process's CPU time ÷ operations
+check), its usage and spend (batched per loop step, against one shielded call per
+request, both over redis_wire), a hit of the shared response cache. CPU = this process's CPU time ÷ operations
 (redis-server's own CPU is not counted); the median of 5 rounds.
 
 Run: ``.venv/bin/python bench/redis_client.py``
@@ -70,10 +72,33 @@ async def measure(url: str) -> list[tuple[str, float, float]]:
             await limiter.add_tokens(tokens, 10)
         return op
 
-    for name, make in (("a request's limits (one script call)", limits_op),
-                       ("token quotas: read, then count (one check)", tokens_op)):
+    for name, make in (("a request's limits, one script call (redis-py → redis_wire)", limits_op),
+                       ("token quotas: read, then count, one check (limits' redis-py calls → "
+                        "two script calls on redis_wire)", tokens_op)):
         rows.append((name, await cpu_per_op(make(limiters[True])),
                      await cpu_per_op(make(limiters[False]))))
+
+    from litegate.policies.spend import Spend
+    from litegate.snapshot import KeySpec, UpstreamSpec, VariantSpec
+
+    spend = Spend(limiters[True].storage, scripts=limiters[True].scripts)
+    variant = VariantSpec("v", UpstreamSpec("u", "openai", "http://x", None, 1.0, 1.0, 0),
+                          "m", 1, 150, 600)
+    key = KeySpec(id=1, name="bench", routes=None, is_admin=False, expires_at=None)
+
+    async def batched() -> None:  # what a request does now: no await, written per step
+        spend.record_nowait(key, "chat", variant, 5, 7)
+        await asyncio.sleep(0)
+
+    async def one_call_each() -> None:  # before: a shielded script call per request
+        incrs, _, _ = spend._usage_incrs(key, "chat", variant, 5, 7, time.time())
+        await asyncio.shield(spend._incr_many(incrs))
+
+    new = await cpu_per_op(batched)
+    await spend.drain()
+    rows.append(("a request's usage and spend (one shielded call each → batched per loop "
+                 "step; both redis_wire)",
+                 new, await cpu_per_op(one_call_each)))
 
     caches = []
     for wire in (True, False):
@@ -90,7 +115,7 @@ async def measure(url: str) -> list[tuple[str, float, float]]:
             assert await cache.lookup("bench") is not None
         return op
 
-    rows.append(("a response cache hit (500-byte body)", await cpu_per_op(hit(caches[0])),
+    rows.append(("a response cache hit, 500-byte body (redis-py → redis_wire)", await cpu_per_op(hit(caches[0])),
                  await cpu_per_op(hit(caches[1]))))
     for cache in caches:
         await cache.close()
@@ -115,7 +140,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(10)
-    print(f"| operation ({CALLERS} concurrent callers) | redis_wire µs | redis-py µs | ratio |")
+    print(f"| operation ({CALLERS} concurrent callers; before → now) | now µs | before µs | ratio |")
     print("|---|--:|--:|--:|")
     for name, wire, plain in rows:
         print(f"| {name} | {wire:.1f} | {plain:.1f} | {plain / wire:.1f}× |")
