@@ -186,7 +186,8 @@ def day_date(day: int) -> str:
 
 
 MAX_BATCH = 256
-"""Most requests' usage written in one script call (a bigger step starts another)."""
+"""The most requests whose usage one script call writes (a busier loop step makes more
+calls)."""
 
 
 @dataclass(frozen=True, slots=True)
