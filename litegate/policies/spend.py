@@ -188,6 +188,9 @@ def day_date(day: int) -> str:
 MAX_BATCH = 256
 """The most requests whose usage one script call writes (a busier loop step makes more
 calls)."""
+MAX_WRITES = 1024
+"""Usage writes waiting for Redis at once; past it a batch is dropped, with a warning
+(a stalled Redis must not hold the usage of every request that finishes meanwhile)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +223,9 @@ class Spend:
         one script call at its end (``_flush``)."""
         self._batch_written: asyncio.Future[None] | None = None
         self._writing: set[asyncio.Task[None]] = set()
+        self.lost = 0
+        """Requests whose usage could not be written since the last write that could (a
+        warning when the first is lost, the count when writing works again)."""
         self._counter_names: dict[tuple[int, int, str, str], tuple[str, ...]] = {}
         """(day, key id, route, variant) -> its four usage counters' names, built once a day."""
 
@@ -354,6 +360,10 @@ class Spend:
         if written is not self._batch_written:
             return  # flushed early (full)
         batch, self._batch, self._batch_written = self._batch, [], None
+        if len(self._writing) >= MAX_WRITES:
+            self._lose(batch, f"{MAX_WRITES} usage writes are already waiting for Redis")
+            written.set_result(None)
+            return
         task = written.get_loop().create_task(self._write(batch, written))
         self._writing.add(task)  # a reference until it ends
         task.add_done_callback(self._writing.discard)
@@ -362,9 +372,11 @@ class Spend:
         try:
             totals = await self._incr_many([i for u in batch for i in u.incrs])
         except Exception as exc:  # usage accounting never fails a response
-            log.warning("spend_not_recorded", error=str(exc), requests=len(batch),
-                        cost_nano=sum(u.cost for u in batch))
+            self._lose(batch, str(exc))
         else:
+            if self.lost:
+                log.info("spend_recorded_again", lost_requests=self.lost)
+                self.lost = 0
             end = 0
             for usage in batch:
                 end += len(usage.incrs)
@@ -373,6 +385,12 @@ class Spend:
         finally:
             if not written.done():
                 written.set_result(None)
+
+    def _lose(self, batch: list[_Usage], error: str) -> None:
+        if not self.lost:  # one line per outage, not one per loop step
+            log.warning("spend_not_recorded", error=error, requests=len(batch),
+                        cost_nano=sum(u.cost for u in batch))
+        self.lost += len(batch)
 
     async def drain(self) -> None:
         """Wait until every usage recorded so far is written (at shutdown)."""

@@ -14,6 +14,7 @@ from limits import parse
 
 from litegate.errors import RateLimited
 from litegate.policies.limiting import Limiter, _check
+from tests.helpers.servers import free_port
 from tests.helpers.services import redis_server
 from tests.helpers.windows import clear_of_minute_edge
 
@@ -227,15 +228,24 @@ def test_the_usage_of_requests_that_finish_together_is_one_script_call() -> None
         assert int(await limiter.storage.get(f"litegate/usage/{day}/8/chat/v/requests")) \
             == finishing
 
-    async def down() -> None:
-        spend = _limiters("redis://127.0.0.1:9/0")[0]
-        spend = Spend(spend.storage, scripts=spend.scripts)
+    async def down_then_up(port: int) -> None:
+        limiter = _limiters(f"redis://127.0.0.1:{port}/0")[0]
+        spend = Spend(limiter.storage, scripts=limiter.scripts)
         with capture_logs() as logs:
-            assert [spend.record_nowait(key, "chat", variant, 5, 7) for _ in range(3)] \
-                == [4_950] * 3  # never raises: the response is already sent
-            await spend.drain()
+            for _ in range(2):  # two loop steps, two failed batches: one warning
+                assert [spend.record_nowait(key, "chat", variant, 5, 7) for _ in range(3)] \
+                    == [4_950] * 3  # never raises: the response is already sent
+                await spend.drain()
         assert [(e["event"], e["requests"]) for e in logs] == [("spend_not_recorded", 3)]
+        assert spend.lost == 6
+        with redis_server(port=port):
+            await asyncio.sleep(0.6)  # past the pause after a failed connect
+            with capture_logs() as logs:
+                spend.record_nowait(key, "chat", variant, 5, 7)
+                await spend.drain()
+        assert [(e["event"], e["lost_requests"]) for e in logs] == [("spend_recorded_again", 6)]
+        assert spend.lost == 0
 
     with redis_server() as url:
         asyncio.run(main(url))
-    asyncio.run(down())
+    asyncio.run(down_then_up(free_port()))

@@ -421,3 +421,37 @@ def test_a_stalled_redis_is_503_within_the_deadline_then_counts_again(
         while post().status_code != 200 and time.time() < deadline:
             time.sleep(0.1)
         assert post().status_code == 200
+
+
+async def test_usage_writes_waiting_for_a_silent_redis_are_bounded() -> None:
+    """Usage batches are written in the background: while Redis does not answer, at
+    most MAX_WRITES wait; the later ones are dropped with a warning, not held."""
+    from limits.storage import storage_from_string
+    from structlog.testing import capture_logs
+
+    from litegate.policies import spend as spend_module
+    from litegate.snapshot import KeySpec
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    key = KeySpec(id=1, name="k", routes=None, is_admin=False, expires_at=None)
+    async with fake_redis(silent) as (port, _):
+        url = f"redis://127.0.0.1:{port}/0"
+        spend = spend_module.Spend(storage_from_string("async+" + url, implementation="redispy"))
+        assert spend.scripts is not None and spend.scripts.wire is not None
+        steps = spend_module.MAX_WRITES + 50
+        with capture_logs() as logs:
+            for _ in range(steps):  # one request finishing per loop step
+                assert spend.record_nowait(key, "chat", None, 5, 7) == 0
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert len(spend._writing) == spend_module.MAX_WRITES
+        # One warning for the outage, not one per loop step; every loss is counted.
+        assert [(e["event"], e["error"]) for e in logs] == [
+            ("spend_not_recorded", f"{spend_module.MAX_WRITES} usage writes are already "
+             "waiting for Redis")]
+        assert spend.lost == 50
+        spend.scripts.close()  # the waiting writes fail at once: lost, nothing raised
+        await spend.drain()
+        assert not spend._writing and spend.lost == steps
