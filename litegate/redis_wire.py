@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,8 +47,8 @@ class RedisAddress:
     port: int
     unix_path: str | None
     username: str | None
-    password: str | None
-    db: int
+    password: str | None = field(repr=False)  # never in a log line
+    db: int = 0
 
 
 def parse_redis_url(url: str) -> RedisAddress | None:

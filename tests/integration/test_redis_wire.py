@@ -49,6 +49,12 @@ def test_urls_the_wire_speaks(url: str, expected: RedisAddress) -> None:
     assert parse_redis_url(url) == expected
 
 
+def test_the_password_stays_out_of_the_address_repr() -> None:
+    address = parse_redis_url("redis://app:s3cret@h/1")
+    assert address is not None and address.password == "s3cret"
+    assert "s3cret" not in repr(address)
+
+
 @pytest.mark.parametrize("url", [
     "rediss://h:6380/0",  # TLS: redis-py
     "redis+cluster://h:7000", "redis+sentinel://h:26379/mymaster", "valkey://h",
