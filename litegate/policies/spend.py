@@ -374,8 +374,8 @@ class Spend:
         except Exception as exc:  # usage accounting never fails a response
             self._lose(batch, str(exc))
         else:
-            if self.lost:
-                log.info("spend_recorded_again", lost_requests=self.lost)
+            if self.lost:  # a warning: it says how much usage the outage lost
+                log.warning("spend_recorded_again", lost_requests=self.lost)
                 self.lost = 0
             end = 0
             for usage in batch:
